@@ -1,0 +1,142 @@
+// User defaults (`bgdl config`), kept with conf under $XDG_CONFIG_HOME/bgdl/config.json.
+// Values are stored as the user typed them and parsed on read, so the worker re-reads the file
+// every couple of seconds and a change takes effect without a restart.
+
+import os from 'node:os';
+import path from 'node:path';
+import Conf from 'conf';
+import { UsageError } from './errors.js';
+import { formatDuration, parseDuration, parseWindow } from './parse.js';
+
+export interface Config {
+  maxConcurrent: number;
+  perHost: number;
+  stallTimeout: number;
+  resourceTimeout: number;
+  retryBaseDelay: number;
+  retryMaxDelay: number;
+  hookTimeout: number;
+  hookRetryDelay: number;
+  rateLimitBase: number;
+  rateLimitMax: number;
+  discretionaryWindow: { start: number; end: number } | null;
+  discretionaryMaxLoad: number;
+  downloadDir: string | null;
+}
+
+type Key = keyof Config;
+
+function positiveInt(text: string, key: string): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1 || Number(text) > 1000) {
+    throw new UsageError(`invalid value '${text}' for ${key}: use a whole number from 1 to 1000`);
+  }
+  return Number(text);
+}
+
+function duration(text: string, key: string): number {
+  const ms = parseDuration(text, `value for ${key}`);
+  if (ms <= 0) throw new UsageError(`invalid value '${text}' for ${key}: must be more than zero`);
+  return ms;
+}
+
+interface KeySpec {
+  describe: string;
+  defaultText: () => string;
+  parse: (text: string, key: string) => Config[Key];
+}
+
+const durationKey = (describe: string, def: string): KeySpec => ({ describe, defaultText: () => def, parse: duration });
+
+export const CONFIG_KEYS: Record<Key, KeySpec> = {
+  maxConcurrent: { describe: 'transfers at once, all sessions', defaultText: () => '8', parse: positiveInt },
+  perHost: { describe: 'transfers at once to one origin', defaultText: () => '6', parse: positiveInt },
+  stallTimeout: durationKey('no body bytes for this long: abort the attempt and retry', '60s'),
+  resourceTimeout: durationKey('a task not finished this long after it was added fails', '7d'),
+  retryBaseDelay: durationKey('first backoff between attempts of a transient failure', '1s'),
+  retryMaxDelay: durationKey('longest backoff between attempts', '5m'),
+  hookTimeout: durationKey('a hook still running after this is killed and counts as failed', '10m'),
+  hookRetryDelay: durationKey('first wait before re-running a failed hook (doubles, at most 1h)', '30s'),
+  rateLimitBase: durationKey("the hook relaunch rate limiter's first step", '10s'),
+  rateLimitMax: durationKey("the hook relaunch rate limiter's cap", '1h'),
+  discretionaryWindow: {
+    describe: 'local time window for discretionary tasks, e.g. 01:00-06:00 (none: any time)',
+    defaultText: () => 'none',
+    parse: (text) => (text === 'none' ? null : parseWindow(text)),
+  },
+  discretionaryMaxLoad: {
+    describe: '1-minute load average at or above which discretionary tasks wait',
+    defaultText: () => String(os.availableParallelism()),
+    parse: (text, key) => {
+      const n = Number(text);
+      if (text.trim() === '' || !Number.isFinite(n) || n <= 0) throw new UsageError(`invalid value '${text}' for ${key}: use a positive number such as 2 or 1.5`);
+      return n;
+    },
+  },
+  downloadDir: {
+    describe: 'default directory for downloads (none: the directory bgdl add runs in)',
+    defaultText: () => 'none',
+    parse: (text) => (text === 'none' ? null : path.resolve(text)),
+  },
+};
+
+export function checkKey(key: string): Key {
+  if (!Object.hasOwn(CONFIG_KEYS, key)) {
+    throw new UsageError(`unknown config key '${key}': see bgdl config list for the keys`);
+  }
+  return key as Key;
+}
+
+export function configDir(env: NodeJS.ProcessEnv = process.env): string {
+  const base = env.XDG_CONFIG_HOME || path.join(os.homedir(), '.config');
+  return path.join(base, 'bgdl');
+}
+
+function openConf(env: NodeJS.ProcessEnv): Conf<Record<string, string>> {
+  return new Conf<Record<string, string>>({ cwd: configDir(env), configName: 'config', projectName: 'bgdl' });
+}
+
+/** The stored raw values (as typed), for `config list/get`. */
+export function readRawConfig(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  try {
+    return { ...openConf(env).store };
+  } catch {
+    return {};
+  }
+}
+
+/** Parse a full config; a bad stored value falls back to the default rather than stopping the worker. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const raw = readRawConfig(env);
+  const out = {} as Record<Key, unknown>;
+  for (const key of Object.keys(CONFIG_KEYS) as Key[]) {
+    const spec = CONFIG_KEYS[key];
+    let value: unknown;
+    try {
+      value = spec.parse(raw[key] ?? spec.defaultText(), key);
+    } catch {
+      value = spec.parse(spec.defaultText(), key);
+    }
+    out[key] = value;
+  }
+  return out as unknown as Config;
+}
+
+/** Validate and store `value` for `key`; `default` removes the setting. */
+export function setConfig(key: string, value: string, env: NodeJS.ProcessEnv = process.env): void {
+  const k = checkKey(key);
+  const conf = openConf(env);
+  if (value === 'default') {
+    conf.delete(k);
+    return;
+  }
+  CONFIG_KEYS[k].parse(value, k);
+  conf.set(k, k === 'downloadDir' && value !== 'none' ? path.resolve(value) : value);
+}
+
+export function unsetConfig(key: string, env: NodeJS.ProcessEnv = process.env): void {
+  openConf(env).delete(checkKey(key));
+}
+
+export function describeDuration(ms: number): string {
+  return formatDuration(ms);
+}

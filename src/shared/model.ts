@@ -1,0 +1,145 @@
+// The task and event model shared by the CLI and the worker: states, reasons, and the JSON shapes
+// that `status --json`, `events --json` and hook event files print (DESIGN.md).
+
+export const TASK_STATES = ['queued', 'running', 'paused', 'completed', 'failed', 'canceled'] as const;
+export type TaskState = (typeof TASK_STATES)[number];
+export const FINAL_STATES: readonly TaskState[] = ['completed', 'failed', 'canceled'];
+export const isFinal = (s: TaskState): boolean => FINAL_STATES.includes(s);
+
+/** Why a queued task is not running. */
+export type WaitingFor = 'begin-at' | 'conditions' | 'retry' | 'rate-limit' | 'slot' | 'disk-space';
+
+export const PRIORITIES = ['low', 'normal', 'high'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+export const priorityRank = (p: Priority): number => PRIORITIES.indexOf(p);
+
+export type TaskKind = 'download' | 'upload';
+export type EventType = 'completed' | 'failed' | 'canceled';
+
+export interface TaskError {
+  code: string;
+  message: string;
+}
+
+/** A header as the user gave it: [name, value]. */
+export type Header = [string, string];
+
+/** A task as the store holds it (credentials included: the worker needs them). */
+export interface Task {
+  id: number;
+  session: string;
+  kind: TaskKind;
+  url: string;
+  finalUrl: string | null;
+  method: string;
+  headers: Header[];
+  /** Absolute destination path, once known. */
+  output: string | null;
+  /** True when the user chose the path with -o (it may replace an existing file). */
+  outputFixed: boolean;
+  /** Directory a derived name goes into. */
+  dir: string;
+  uploadFile: string | null;
+  uploadSize: number | null;
+  state: TaskState;
+  /** The reason stored by the worker; see effectiveWaitingFor for what is shown. */
+  waitReason: WaitingFor | null;
+  waitDetail: string | null;
+  notBefore: number | null;
+  beginAt: number | null;
+  discretionary: boolean;
+  priority: Priority;
+  expectSend: number | null;
+  expectReceive: number | null;
+  sha256Expected: string | null;
+  sha256: string | null;
+  bytesReceived: number;
+  bytesExpected: number | null;
+  bytesSent: number;
+  httpStatus: number | null;
+  attempts: number;
+  error: TaskError | null;
+  etag: string | null;
+  lastModified: string | null;
+  /** Bytes of the partial file known to be durable (fsync'd): where a resume starts. */
+  resumeOffset: number;
+  responseBody: string | null;
+  insecure: boolean;
+  caFile: string | null;
+  allowDowngrade: boolean;
+  fromHook: boolean;
+  speed: number | null;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+}
+
+/** What `bgdl add` / `bgdl upload` hand to the store. */
+export interface NewTask {
+  session: string;
+  kind: TaskKind;
+  url: string;
+  method: string;
+  headers: Header[];
+  output: string | null;
+  outputFixed: boolean;
+  dir: string;
+  uploadFile?: string | null;
+  uploadSize?: number | null;
+  beginAt: number | null;
+  /** null: take the session's default (and the hook rule). */
+  discretionary: boolean | null;
+  priority: Priority;
+  expectSend: number | null;
+  expectReceive: number | null;
+  sha256Expected: string | null;
+  suspended: boolean;
+  insecure: boolean;
+  caFile: string | null;
+  allowDowngrade: boolean;
+  fromHook: boolean;
+}
+
+export interface Session {
+  name: string;
+  hook: string | null;
+  launchEvents: boolean;
+  discretionary: boolean;
+  createdAt: number;
+  hookFailures: number;
+  hookNextAt: number | null;
+  hookLastError: string | null;
+  hookLastRunAt: number | null;
+  hookRuns: number;
+  rateLimitCount: number;
+  rateLimitLastRunAt: number | null;
+}
+
+export interface BgdlEvent {
+  id: number;
+  session: string;
+  taskId: number;
+  type: EventType;
+  url: string;
+  finalUrl: string | null;
+  output: string | null;
+  bytes: number;
+  httpStatus: number | null;
+  sha256: string | null;
+  error: TaskError | null;
+  at: string;
+  /** Upload tasks: the first 64 KiB of the response body. */
+  responseBody?: string | null;
+  deliveredAt?: string | null;
+}
+
+export const iso = (ms: number | null): string | null => (ms == null ? null : new Date(ms).toISOString());
+
+/** What a queued task is waiting for right now, derived from the stored fields and the clock. */
+export function effectiveWaitingFor(t: Task, now: number): WaitingFor | null {
+  if (t.state !== 'queued') return null;
+  if (t.beginAt != null && t.beginAt > now) return 'begin-at';
+  if (t.notBefore != null && t.notBefore > now && t.waitReason) return t.waitReason;
+  if (t.waitReason === 'conditions' || t.waitReason === 'disk-space') return t.waitReason;
+  return 'slot';
+}

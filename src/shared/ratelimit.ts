@@ -1,0 +1,17 @@
+// The hook relaunch rate limiter (DESIGN.md): tasks added from inside a hook start after a delay that
+// doubles with each hook run of the session in a streak: 0 for the first run, then base, 2×base, … up
+// to max. A streak ends when a person runs bgdl for the session at a terminal, or when the next hook
+// run comes later than twice the current delay plus base after the previous one (the delay elapsed,
+// and the tasks it held had time to run, without the session relaunching its hook).
+
+export function rateLimitDelay(count: number, base: number, max: number): number {
+  if (count <= 1) return 0;
+  return Math.min(base * 2 ** (count - 2), max);
+}
+
+/** The streak count after a hook run at `now`, given the previous count and previous run time. */
+export function nextRateLimitCount(prevCount: number, prevRunAt: number | null, now: number, base: number, max: number): number {
+  if (prevCount === 0 || prevRunAt == null) return 1;
+  const window = 2 * rateLimitDelay(prevCount, base, max) + base;
+  return now - prevRunAt > window ? 1 : prevCount + 1;
+}

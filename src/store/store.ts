@@ -1,0 +1,792 @@
+// The store: one SQLite database (WAL) shared by every bgdl process of a BGDL_HOME. Its interface is
+// a set of coarse domain operations, each one transaction and async at the boundary, so that another
+// backend could stand behind it without touching the CLI or the worker. No SQL outside this folder.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import Database from 'better-sqlite3';
+import { NotFoundError, StoreError, UsageError } from '../shared/errors.js';
+import {
+  iso,
+  PRIORITIES,
+  type BgdlEvent,
+  type EventType,
+  type NewTask,
+  type Session,
+  type Task,
+  type TaskError,
+  type TaskState,
+  type WaitingFor,
+} from '../shared/model.js';
+import { storePath } from '../shared/paths.js';
+import { nextRateLimitCount, rateLimitDelay } from '../shared/ratelimit.js';
+import { redactUrl } from '../shared/redact.js';
+import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
+
+type Row = Record<string, any>;
+
+export type TaskAction = 'pause' | 'resume' | 'cancel' | 'retry';
+
+export interface TransitionResult {
+  changed: Task[];
+  /** Tasks left as they were, with the reason (e.g. "already completed"). */
+  skipped: { task: Task; reason: string }[];
+}
+
+export interface SessionSummary extends Session {
+  counts: Record<TaskState, number>;
+  undeliveredEvents: number;
+}
+
+export interface SessionPatch {
+  hook?: string | null;
+  launchEvents?: boolean;
+  discretionary?: boolean;
+}
+
+export interface Lease {
+  pid: number;
+  host: string;
+  heartbeat: number;
+  startedAt: number;
+}
+
+export interface ProgressUpdate {
+  id: number;
+  bytesReceived?: number;
+  bytesSent?: number;
+  bytesExpected?: number | null;
+  resumeOffset?: number;
+  speed?: number | null;
+}
+
+/** What the worker learned from a response, kept so a later attempt can resume. */
+export interface ResponseInfo {
+  finalUrl?: string | null;
+  httpStatus?: number | null;
+  bytesExpected?: number | null;
+  etag?: string | null;
+  lastModified?: string | null;
+  output?: string | null;
+  resumeOffset?: number;
+  bytesReceived?: number;
+}
+
+export interface FinishInfo {
+  state: 'completed' | 'failed';
+  error?: TaskError | null;
+  httpStatus?: number | null;
+  finalUrl?: string | null;
+  output?: string | null;
+  sha256?: string | null;
+  bytesReceived?: number;
+  bytesSent?: number;
+  responseBody?: string | null;
+}
+
+export interface RequeueInfo {
+  notBefore: number | null;
+  reason: WaitingFor | null;
+  detail?: string | null;
+  error?: TaskError | null;
+  resumeOffset?: number;
+  bytesReceived?: number;
+  /** Count this as an attempt that ended (transient failure). */
+  failedAttempt?: boolean;
+}
+
+export interface WorkSummary {
+  queued: number;
+  running: number;
+  pendingHooks: number;
+}
+
+const LEASE_ID = 1;
+
+function rowToTask(r: Row): Task {
+  return {
+    id: r.id,
+    session: r.session,
+    kind: r.kind,
+    url: r.url,
+    finalUrl: r.final_url,
+    method: r.method,
+    headers: JSON.parse(r.headers),
+    output: r.output,
+    outputFixed: !!r.output_fixed,
+    dir: r.dir,
+    uploadFile: r.upload_file,
+    uploadSize: r.upload_size,
+    state: r.state,
+    waitReason: r.wait_reason,
+    waitDetail: r.wait_detail,
+    notBefore: r.not_before,
+    beginAt: r.begin_at,
+    discretionary: !!r.discretionary,
+    priority: PRIORITIES[r.priority] ?? 'normal',
+    expectSend: r.expect_send,
+    expectReceive: r.expect_receive,
+    sha256Expected: r.sha256_expected,
+    sha256: r.sha256,
+    bytesReceived: r.bytes_received,
+    bytesExpected: r.bytes_expected,
+    bytesSent: r.bytes_sent,
+    httpStatus: r.http_status,
+    attempts: r.attempts,
+    error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
+    etag: r.etag,
+    lastModified: r.last_modified,
+    resumeOffset: r.resume_offset,
+    responseBody: r.response_body,
+    insecure: !!r.insecure,
+    caFile: r.ca_file,
+    allowDowngrade: !!r.allow_downgrade,
+    fromHook: !!r.from_hook,
+    speed: r.speed,
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at,
+  };
+}
+
+function rowToSession(r: Row): Session {
+  return {
+    name: r.name,
+    hook: r.hook,
+    launchEvents: !!r.launch_events,
+    discretionary: !!r.discretionary,
+    createdAt: r.created_at,
+    hookFailures: r.hook_failures,
+    hookNextAt: r.hook_next_at,
+    hookLastError: r.hook_last_error,
+    hookLastRunAt: r.hook_last_run_at,
+    hookRuns: r.hook_runs,
+    rateLimitCount: r.rl_count,
+    rateLimitLastRunAt: r.rl_last_run_at,
+  };
+}
+
+function rowToEvent(r: Row): BgdlEvent {
+  return { id: r.id, ...JSON.parse(r.data), deliveredAt: iso(r.delivered_at) };
+}
+
+/** The event a final state records, with credentials redacted. */
+function eventFor(t: Task, type: EventType, at: number): Omit<BgdlEvent, 'id'> {
+  const ev: Omit<BgdlEvent, 'id'> = {
+    session: t.session,
+    taskId: t.id,
+    type,
+    url: redactUrl(t.url)!,
+    finalUrl: redactUrl(t.finalUrl),
+    output: t.output,
+    bytes: t.kind === 'upload' ? t.bytesSent : t.bytesReceived,
+    httpStatus: t.httpStatus,
+    sha256: t.sha256,
+    error: t.error,
+    at: new Date(at).toISOString(),
+  };
+  if (t.kind === 'upload') ev.responseBody = t.responseBody;
+  return ev;
+}
+
+const emptyCounts = (): Record<TaskState, number> => ({ queued: 0, running: 0, paused: 0, completed: 0, failed: 0, canceled: 0 });
+
+export class Store {
+  private constructor(
+    private readonly db: Database.Database,
+    readonly file: string,
+  ) {}
+
+  /** Open (creating when missing) the store of `home`. Throws StoreError naming the file. */
+  static async open(home: string): Promise<Store> {
+    const file = storePath(home);
+    try {
+      fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new StoreError(`cannot create ${home}: ${(err as Error).message}`);
+    }
+    // Create the file ourselves so it is 0600 from its first byte (SQLite would honour the umask).
+    try {
+      fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_RDWR, 0o600));
+    } catch (err) {
+      throw new StoreError(`cannot open the store ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(file, { timeout: 10_000 });
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      const version = db.pragma('user_version', { simple: true }) as number;
+      if (version > SCHEMA_VERSION) {
+        db.close();
+        throw new StoreError(
+          `the store ${file} was written by a newer bgdl (schema ${version}, this bgdl knows ${SCHEMA_VERSION}): upgrade bgdl; it does not downgrade stores`,
+        );
+      }
+      if (version < SCHEMA_VERSION) Store.migrate(db, file, version);
+      else Store.checkForeign(db, file);
+    } catch (err) {
+      db?.close();
+      if (err instanceof StoreError) throw err;
+      const reason = (err as Error).message;
+      throw new StoreError(`the store ${file} cannot be opened or is corrupt (${reason}): move it aside to start afresh`);
+    }
+    for (const suffix of ['-wal', '-shm']) {
+      try {
+        fs.chmodSync(file + suffix, 0o600);
+      } catch {
+        /* not there yet */
+      }
+    }
+    return new Store(db, file);
+  }
+
+  private static migrate(db: Database.Database, file: string, from: number): void {
+    db.transaction(() => {
+      const current = db.pragma('user_version', { simple: true }) as number;
+      if (current !== from) return; // another process migrated meanwhile
+      if (current === 0) {
+        const tables = db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'").get() as Row;
+        if (tables.n > 0) {
+          throw new StoreError(`the store ${file} is not a bgdl store (it holds other tables): point BGDL_HOME elsewhere or move the file aside`);
+        }
+      }
+      for (let v = current; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    }).immediate();
+  }
+
+  private static checkForeign(db: Database.Database, file: string): void {
+    const have = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('tasks','sessions','events','lease')").all();
+    if (have.length !== 4) throw new StoreError(`the store ${file} is not a bgdl store or is damaged (tables missing): move it aside to start afresh`);
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+
+  // ---- sessions ------------------------------------------------------------------------------
+
+  private insertSessionIfMissing(name: string, now: number): void {
+    this.db.prepare('INSERT OR IGNORE INTO sessions (name, created_at) VALUES (?, ?)').run(name, now);
+  }
+
+  private sessionRow(name: string): Row | undefined {
+    return this.db.prepare('SELECT * FROM sessions WHERE name = ?').get(name) as Row | undefined;
+  }
+
+  async createSession(name: string, patch: SessionPatch, now = Date.now()): Promise<Session> {
+    return this.db.transaction(() => {
+      if (this.sessionRow(name)) throw new UsageError(`session '${name}' already exists: change it with bgdl session set ${name}`);
+      this.insertSessionIfMissing(name, now);
+      this.patchSession(name, patch);
+      return rowToSession(this.sessionRow(name)!);
+    }).immediate();
+  }
+
+  private patchSession(name: string, patch: SessionPatch): void {
+    if (patch.hook !== undefined) this.db.prepare('UPDATE sessions SET hook = ?, hook_failures = 0, hook_next_at = NULL WHERE name = ?').run(patch.hook, name);
+    if (patch.launchEvents !== undefined) this.db.prepare('UPDATE sessions SET launch_events = ? WHERE name = ?').run(+patch.launchEvents, name);
+    if (patch.discretionary !== undefined) this.db.prepare('UPDATE sessions SET discretionary = ? WHERE name = ?').run(+patch.discretionary, name);
+  }
+
+  async updateSession(name: string, patch: SessionPatch): Promise<Session> {
+    return this.db.transaction(() => {
+      if (!this.sessionRow(name)) throw new NotFoundError(`no session named '${name}': see bgdl session list`);
+      this.patchSession(name, patch);
+      return rowToSession(this.sessionRow(name)!);
+    }).immediate();
+  }
+
+  async getSession(name: string): Promise<Session | null> {
+    const r = this.sessionRow(name);
+    return r ? rowToSession(r) : null;
+  }
+
+  async listSessions(): Promise<SessionSummary[]> {
+    const sessions = (this.db.prepare('SELECT * FROM sessions ORDER BY name').all() as Row[]).map(rowToSession);
+    const counts = this.db.prepare('SELECT session, state, count(*) AS n FROM tasks GROUP BY session, state').all() as Row[];
+    const events = this.db.prepare('SELECT session, count(*) AS n FROM events WHERE delivered_at IS NULL GROUP BY session').all() as Row[];
+    return sessions.map((s) => {
+      const c = emptyCounts();
+      for (const r of counts) if (r.session === s.name) c[r.state as TaskState] = r.n;
+      return { ...s, counts: c, undeliveredEvents: events.find((e) => e.session === s.name)?.n ?? 0 };
+    });
+  }
+
+  /** Remove a session with its finished tasks and events; refused while it has unfinished tasks. */
+  async removeSession(name: string): Promise<void> {
+    this.db.transaction(() => {
+      if (!this.sessionRow(name)) throw new NotFoundError(`no session named '${name}': see bgdl session list`);
+      const active = this.db.prepare("SELECT count(*) AS n FROM tasks WHERE session = ? AND state IN ('queued','running','paused')").get(name) as Row;
+      if (active.n > 0) {
+        throw new UsageError(`session '${name}' has ${active.n} unfinished task(s): cancel them first (bgdl cancel) or wait for them`);
+      }
+      this.db.prepare('DELETE FROM events WHERE session = ?').run(name);
+      this.db.prepare('DELETE FROM tasks WHERE session = ?').run(name);
+      this.db.prepare('DELETE FROM sessions WHERE name = ?').run(name);
+    }).immediate();
+  }
+
+  /** A person ran bgdl at a terminal for this session: the relaunch rate limiter starts over. */
+  async resetRateLimit(name: string): Promise<void> {
+    this.db.prepare('UPDATE sessions SET rl_count = 0, rl_last_run_at = NULL WHERE name = ? AND rl_count > 0').run(name);
+  }
+
+  // ---- tasks ---------------------------------------------------------------------------------
+
+  /**
+   * Store a batch of new tasks in one transaction, creating sessions on first use. Tasks from a hook
+   * take the session's rate-limit delay and are discretionary unless the caller said otherwise.
+   */
+  async enqueue(tasks: NewTask[], rateLimit: { base: number; max: number }, now = Date.now()): Promise<Task[]> {
+    const insert = this.db.prepare(`
+      INSERT INTO tasks (session, kind, url, method, headers, output, output_fixed, dir, upload_file, upload_size,
+        state, wait_reason, not_before, begin_at, discretionary, priority, expect_send, expect_receive,
+        sha256_expected, bytes_expected, insecure, ca_file, allow_downgrade, from_hook, created_at, timeout_from)
+      VALUES (@session, @kind, @url, @method, @headers, @output, @outputFixed, @dir, @uploadFile, @uploadSize,
+        @state, @waitReason, @notBefore, @beginAt, @discretionary, @priority, @expectSend, @expectReceive,
+        @sha256Expected, @bytesExpected, @insecure, @caFile, @allowDowngrade, @fromHook, @now, @now)`);
+    return this.db.transaction(() => {
+      const sessions = new Map<string, Session>();
+      const ids: number[] = [];
+      for (const t of tasks) {
+        let s = sessions.get(t.session);
+        if (!s) {
+          this.insertSessionIfMissing(t.session, now);
+          s = rowToSession(this.sessionRow(t.session)!);
+          sessions.set(t.session, s);
+        }
+        const delay = t.fromHook ? rateLimitDelay(s.rateLimitCount, rateLimit.base, rateLimit.max) : 0;
+        const discretionary = t.discretionary ?? (s.discretionary || t.fromHook);
+        const info = insert.run({
+          ...t,
+          headers: JSON.stringify(t.headers),
+          outputFixed: +t.outputFixed,
+          uploadFile: t.uploadFile ?? null,
+          uploadSize: t.uploadSize ?? null,
+          state: t.suspended ? 'paused' : 'queued',
+          waitReason: delay > 0 ? 'rate-limit' : null,
+          notBefore: delay > 0 ? now + delay : null,
+          discretionary: +discretionary,
+          priority: PRIORITIES.indexOf(t.priority),
+          bytesExpected: t.kind === 'download' ? t.expectReceive : (t.uploadSize ?? null),
+          insecure: +t.insecure,
+          allowDowngrade: +t.allowDowngrade,
+          fromHook: +t.fromHook,
+          now,
+        });
+        ids.push(Number(info.lastInsertRowid));
+      }
+      return this.selectByIds(ids);
+    }).immediate();
+  }
+
+  private selectByIds(ids: number[]): Task[] {
+    const out: Task[] = [];
+    const chunk = 500;
+    for (let i = 0; i < ids.length; i += chunk) {
+      const part = ids.slice(i, i + chunk);
+      const rows = this.db.prepare(`SELECT * FROM tasks WHERE id IN (${part.map(() => '?').join(',')}) ORDER BY id`).all(...part) as Row[];
+      out.push(...rows.map(rowToTask));
+    }
+    return out;
+  }
+
+  /** The tasks with these ids, in the order given; NotFoundError names the first missing id. */
+  async getTasks(ids: number[]): Promise<Task[]> {
+    const found = new Map(this.selectByIds([...new Set(ids)]).map((t) => [t.id, t]));
+    const missing = ids.find((id) => !found.has(id));
+    if (missing !== undefined) throw new NotFoundError(`no task with id ${missing}: see bgdl status`);
+    return ids.map((id) => found.get(id)!);
+  }
+
+  async getTask(id: number): Promise<Task | null> {
+    const r = this.db.prepare('SELECT * FROM tasks WHERE id = ?').get(id) as Row | undefined;
+    return r ? rowToTask(r) : null;
+  }
+
+  async listTasks(filter: { session?: string; states?: TaskState[] } = {}): Promise<Task[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.session) {
+      where.push('session = ?');
+      args.push(filter.session);
+    }
+    if (filter.states) {
+      where.push(`state IN (${filter.states.map(() => '?').join(',')})`);
+      args.push(...filter.states);
+    }
+    const sql = `SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id`;
+    return (this.db.prepare(sql).all(...args) as Row[]).map(rowToTask);
+  }
+
+  /** pause / resume / cancel / retry a set of tasks in one transaction (all ids must exist). */
+  async transition(ids: number[], action: TaskAction, now = Date.now()): Promise<TransitionResult> {
+    return this.db.transaction(() => {
+      const tasks = this.selectByIds([...new Set(ids)]);
+      const byId = new Map(tasks.map((t) => [t.id, t]));
+      const missing = ids.find((id) => !byId.has(id));
+      if (missing !== undefined) throw new NotFoundError(`no task with id ${missing}: see bgdl status`);
+      const result: TransitionResult = { changed: [], skipped: [] };
+      for (const t of tasks) {
+        const reason = this.applyTransition(t, action, now);
+        if (reason) result.skipped.push({ task: t, reason });
+        else result.changed.push(rowToTask(this.db.prepare('SELECT * FROM tasks WHERE id = ?').get(t.id) as Row));
+      }
+      return result;
+    }).immediate();
+  }
+
+  /** Returns why the task was left alone, or null when it changed. */
+  private applyTransition(t: Task, action: TaskAction, now: number): string | null {
+    const set = (sql: string, ...args: unknown[]) => this.db.prepare(`UPDATE tasks SET ${sql} WHERE id = ?`).run(...args, t.id);
+    switch (action) {
+      case 'pause':
+        if (t.state === 'paused') return 'already paused';
+        if (t.state !== 'queued' && t.state !== 'running') return `already ${t.state}`;
+        set("state = 'paused', speed = NULL");
+        return null;
+      case 'resume':
+        if (t.state === 'queued' || t.state === 'running') return `already ${t.state}`;
+        if (t.state !== 'paused') return `already ${t.state} (use bgdl retry for failed or canceled tasks)`;
+        set("state = 'queued', wait_reason = NULL, wait_detail = NULL, not_before = NULL");
+        return null;
+      case 'cancel': {
+        if (t.state === 'completed' || t.state === 'failed' || t.state === 'canceled') return `already ${t.state}`;
+        set("state = 'canceled', finished_at = ?, speed = NULL, wait_reason = NULL, not_before = NULL", now);
+        this.insertEvent({ ...t, state: 'canceled', finishedAt: now }, 'canceled', now);
+        return null;
+      }
+      case 'retry':
+        if (t.state !== 'failed' && t.state !== 'canceled') return `is ${t.state} (only failed or canceled tasks can be retried)`;
+        set(`state = 'queued', attempts = 0, error_code = NULL, error_message = NULL, wait_reason = NULL, wait_detail = NULL,
+             not_before = NULL, finished_at = NULL, started_at = NULL, timeout_from = ?, bytes_received = resume_offset, sha256 = NULL`, now);
+        return null;
+    }
+  }
+
+  private insertEvent(t: Task, type: EventType, now: number): void {
+    const data = eventFor(t, type, now);
+    this.db.prepare('INSERT INTO events (session, task_id, type, data, at) VALUES (?, ?, ?, ?, ?)').run(t.session, t.id, type, JSON.stringify(data), now);
+  }
+
+  // ---- the worker lease ----------------------------------------------------------------------
+
+  async readLease(): Promise<Lease | null> {
+    const r = this.db.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+    return r ? { pid: r.pid, host: r.host, heartbeat: r.heartbeat, startedAt: r.started_at } : null;
+  }
+
+  /**
+   * Take the lease for `pid` when it is free, already ours (a CLI reserved it for us), or stale:
+   * its pid is gone on this host, or its heartbeat is older than `staleMs`.
+   */
+  async takeLease(pid: number, now: number, staleMs: number, isAlive: (pid: number) => boolean): Promise<boolean> {
+    const host = os.hostname();
+    return this.db.transaction(() => {
+      const cur = this.db.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+      if (cur && cur.pid !== pid && !leaseIsStale(cur, now, staleMs, isAlive)) return false;
+      this.db.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at) VALUES (?, ?, ?, ?, ?)').run(LEASE_ID, pid, host, now, now);
+      return true;
+    }).immediate();
+  }
+
+  /** Refresh our heartbeat; false when the lease is no longer ours. */
+  async heartbeat(pid: number, now: number): Promise<boolean> {
+    const info = this.db.prepare('UPDATE lease SET heartbeat = ? WHERE id = ? AND pid = ? AND host = ?').run(now, LEASE_ID, pid, os.hostname());
+    return info.changes === 1;
+  }
+
+  async releaseLease(pid: number): Promise<void> {
+    this.db.prepare('DELETE FROM lease WHERE id = ? AND pid = ? AND host = ?').run(LEASE_ID, pid, os.hostname());
+  }
+
+  /**
+   * For the CLI: when there is work and no live worker, call `spawn` (which starts a detached worker
+   * and returns its pid) and record that pid in the lease, all in one transaction, so that many
+   * concurrent commands start exactly one worker.
+   */
+  async ensureWorker(now: number, staleMs: number, isAlive: (pid: number) => boolean, spawn: () => number | undefined): Promise<'running' | 'started' | 'idle'> {
+    const quick = this.db.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+    if (quick && !leaseIsStale(quick, now, staleMs, isAlive)) return 'running';
+    if (!this.hasWorkSync(now)) return 'idle';
+    return this.db.transaction(() => {
+      const cur = this.db.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+      if (cur && !leaseIsStale(cur, now, staleMs, isAlive)) return 'running' as const;
+      const pid = spawn();
+      if (!pid) return 'idle' as const;
+      this.db.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at) VALUES (?, ?, ?, ?, ?)').run(LEASE_ID, pid, os.hostname(), now, now);
+      return 'started' as const;
+    }).immediate();
+  }
+
+  private hasWorkSync(now: number): boolean {
+    const w = this.workSummarySync(now);
+    return w.queued + w.running + w.pendingHooks > 0;
+  }
+
+  private workSummarySync(_now: number): WorkSummary {
+    const tasks = this.db.prepare("SELECT state, count(*) AS n FROM tasks WHERE state IN ('queued','running') GROUP BY state").all() as Row[];
+    const hooks = this.db.prepare(`
+      SELECT count(*) AS n FROM sessions s
+      WHERE s.hook IS NOT NULL AND s.launch_events = 1
+        AND EXISTS (SELECT 1 FROM events e WHERE e.session = s.name AND e.delivered_at IS NULL)`).get() as Row;
+    return {
+      queued: tasks.find((r) => r.state === 'queued')?.n ?? 0,
+      running: tasks.find((r) => r.state === 'running')?.n ?? 0,
+      pendingHooks: hooks.n,
+    };
+  }
+
+  /** Queued and running tasks, and sessions whose hook has events to deliver. */
+  async workSummary(now = Date.now()): Promise<WorkSummary> {
+    return this.workSummarySync(now);
+  }
+
+  // ---- the worker's task operations ----------------------------------------------------------
+
+  /** On worker start: tasks left `running` by a dead worker go back to the queue (their partial files stay). */
+  async requeueOrphans(): Promise<Task[]> {
+    return this.db.transaction(() => {
+      const rows = (this.db.prepare("SELECT * FROM tasks WHERE state = 'running'").all() as Row[]).map(rowToTask);
+      this.db.prepare("UPDATE tasks SET state = 'queued', speed = NULL, bytes_received = resume_offset WHERE state = 'running'").run();
+      return rows;
+    }).immediate();
+  }
+
+  /** Queued tasks whose begin-at and not-before times have passed, best first (priority, then age). */
+  async runnableCandidates(now: number, limit: number): Promise<Task[]> {
+    const rows = this.db
+      .prepare(`SELECT * FROM tasks WHERE state = 'queued' AND (begin_at IS NULL OR begin_at <= ?) AND (not_before IS NULL OR not_before <= ?)
+                ORDER BY priority DESC, id LIMIT ?`)
+      .all(now, now, limit) as Row[];
+    return rows.map(rowToTask);
+  }
+
+  /** The earliest future begin-at or not-before of a queued task, for the worker's sleep. */
+  async nextWakeAt(now: number): Promise<number | null> {
+    const r = this.db
+      .prepare(`SELECT min(t) AS t FROM (
+          SELECT begin_at AS t FROM tasks WHERE state = 'queued' AND begin_at > ?
+          UNION ALL SELECT not_before AS t FROM tasks WHERE state = 'queued' AND not_before > ?)`)
+      .get(now, now) as Row;
+    return r.t ?? null;
+  }
+
+  /** Claim a queued task for a transfer attempt; false when it changed meanwhile (paused, canceled). */
+  async markRunning(id: number, now: number): Promise<Task | null> {
+    return this.db.transaction(() => {
+      const info = this.db
+        .prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, ?),
+                  wait_reason = NULL, wait_detail = NULL, not_before = NULL, speed = NULL WHERE id = ? AND state = 'queued'`)
+        .run(now, id);
+      if (info.changes !== 1) return null;
+      return rowToTask(this.db.prepare('SELECT * FROM tasks WHERE id = ?').get(id) as Row);
+    }).immediate();
+  }
+
+  /** Mark queued tasks as held by a reason that has no time (conditions); clears it for the others given. */
+  async setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[]): Promise<void> {
+    const holdStmt = this.db.prepare("UPDATE tasks SET wait_reason = ?, wait_detail = ? WHERE id = ? AND state = 'queued'");
+    const releaseStmt = this.db.prepare("UPDATE tasks SET wait_reason = NULL, wait_detail = NULL WHERE id = ? AND state = 'queued' AND wait_reason = 'conditions'");
+    this.db.transaction(() => {
+      for (const h of hold) holdStmt.run(h.reason, h.detail, h.id);
+      for (const id of release) releaseStmt.run(id);
+    }).immediate();
+  }
+
+  /** Current states of these tasks (the worker watches for pause and cancel). */
+  async statesOf(ids: number[]): Promise<Map<number, TaskState>> {
+    if (ids.length === 0) return new Map();
+    const rows = this.db.prepare(`SELECT id, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`).all(...ids) as Row[];
+    return new Map(rows.map((r) => [r.id, r.state]));
+  }
+
+  /** Progress of many running tasks in one transaction. */
+  async recordProgress(updates: ProgressUpdate[]): Promise<void> {
+    if (updates.length === 0) return;
+    const stmt = this.db.prepare(`UPDATE tasks SET
+        bytes_received = coalesce(@bytesReceived, bytes_received),
+        bytes_sent = coalesce(@bytesSent, bytes_sent),
+        bytes_expected = CASE WHEN @hasExpected THEN @bytesExpected ELSE bytes_expected END,
+        resume_offset = coalesce(@resumeOffset, resume_offset),
+        speed = @speed
+      WHERE id = @id AND state IN ('running', 'paused')`);
+    this.db.transaction(() => {
+      for (const u of updates) {
+        stmt.run({
+          id: u.id,
+          bytesReceived: u.bytesReceived ?? null,
+          bytesSent: u.bytesSent ?? null,
+          hasExpected: u.bytesExpected !== undefined ? 1 : 0,
+          bytesExpected: u.bytesExpected ?? null,
+          resumeOffset: u.resumeOffset ?? null,
+          speed: u.speed ?? null,
+        });
+      }
+    }).immediate();
+  }
+
+  /** What a response told us (final URL, status, length, validators, the chosen output). */
+  async recordResponse(id: number, info: ResponseInfo): Promise<void> {
+    const cols: string[] = [];
+    const args: unknown[] = [];
+    const map: [keyof ResponseInfo, string][] = [
+      ['finalUrl', 'final_url'], ['httpStatus', 'http_status'], ['bytesExpected', 'bytes_expected'], ['etag', 'etag'],
+      ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
+    ];
+    for (const [k, col] of map) {
+      if (info[k] !== undefined) {
+        cols.push(`${col} = ?`);
+        args.push(info[k]);
+      }
+    }
+    if (cols.length) this.db.prepare(`UPDATE tasks SET ${cols.join(', ')} WHERE id = ?`).run(...args, id);
+  }
+
+  /** Outputs claimed by other unfinished tasks (so two tasks never derive the same name). */
+  async outputsInUse(dir: string, exceptId: number): Promise<Set<string>> {
+    const rows = this.db
+      .prepare("SELECT output FROM tasks WHERE dir = ? AND id != ? AND output IS NOT NULL AND state IN ('queued','running','paused')")
+      .all(dir, exceptId) as Row[];
+    return new Set(rows.map((r) => r.output));
+  }
+
+  /**
+   * Put a running task back in the queue: after a transient failure (with the time of the next
+   * attempt), or because conditions, disk space or a pause stopped it. Only if it is still running.
+   */
+  async requeue(id: number, info: RequeueInfo): Promise<boolean> {
+    const r = this.db
+      .prepare(`UPDATE tasks SET state = 'queued', not_before = @notBefore, wait_reason = @reason, wait_detail = @detail,
+                  error_code = CASE WHEN @setError THEN @code ELSE error_code END,
+                  error_message = CASE WHEN @setError THEN @message ELSE error_message END,
+                  resume_offset = coalesce(@resumeOffset, resume_offset),
+                  bytes_received = coalesce(@bytesReceived, bytes_received), speed = NULL
+                WHERE id = @id AND state = 'running'`)
+      .run({
+        notBefore: info.notBefore, reason: info.reason, detail: info.detail ?? null,
+        setError: info.error !== undefined ? 1 : 0, code: info.error?.code ?? null, message: info.error?.message ?? null,
+        resumeOffset: info.resumeOffset ?? null, bytesReceived: info.bytesReceived ?? null, id,
+      });
+    return r.changes === 1;
+  }
+
+  /** Record where a stopped (paused or canceled) task's partial file stands. */
+  async recordStopped(id: number, info: { resumeOffset: number; bytesReceived: number }): Promise<void> {
+    this.db.prepare("UPDATE tasks SET resume_offset = ?, bytes_received = ?, speed = NULL WHERE id = ? AND state = 'paused'").run(info.resumeOffset, info.bytesReceived, id);
+  }
+
+  /** Move a task to a final state together with its event; false when it was no longer running. */
+  async finishTask(id: number, info: FinishInfo, now = Date.now(), fromStates: TaskState[] = ['running']): Promise<boolean> {
+    return this.db.transaction(() => {
+      const row = this.db.prepare('SELECT * FROM tasks WHERE id = ?').get(id) as Row | undefined;
+      if (!row || !fromStates.includes(row.state)) return false;
+      const t = rowToTask(row);
+      const done: Task = {
+        ...t,
+        state: info.state,
+        error: info.error ?? (info.state === 'completed' ? null : t.error),
+        httpStatus: info.httpStatus !== undefined ? info.httpStatus : t.httpStatus,
+        finalUrl: info.finalUrl !== undefined ? info.finalUrl : t.finalUrl,
+        output: info.output !== undefined ? info.output : t.output,
+        sha256: info.sha256 !== undefined ? info.sha256 : t.sha256,
+        bytesReceived: info.bytesReceived ?? t.bytesReceived,
+        bytesSent: info.bytesSent ?? t.bytesSent,
+        responseBody: info.responseBody !== undefined ? info.responseBody : t.responseBody,
+        finishedAt: now,
+      };
+      this.db
+        .prepare(`UPDATE tasks SET state = @state, error_code = @code, error_message = @message, http_status = @httpStatus,
+                  final_url = @finalUrl, output = @output, sha256 = @sha256, bytes_received = @bytesReceived,
+                  bytes_sent = @bytesSent, response_body = @responseBody, finished_at = @finishedAt, speed = NULL,
+                  wait_reason = NULL, wait_detail = NULL, not_before = NULL,
+                  resume_offset = CASE WHEN @state = 'completed' THEN 0 ELSE resume_offset END WHERE id = @id`)
+        .run({
+          id, state: done.state, code: done.error?.code ?? null, message: done.error?.message ?? null,
+          httpStatus: done.httpStatus, finalUrl: done.finalUrl, output: done.output, sha256: done.sha256,
+          bytesReceived: done.bytesReceived, bytesSent: done.bytesSent, responseBody: done.responseBody, finishedAt: now,
+        });
+      this.insertEvent(done, info.state, now);
+      return true;
+    }).immediate();
+  }
+
+  /** Unfinished, not running tasks added longer than `timeoutMs` ago (resourceTimeout). */
+  async expiredTasks(now: number, timeoutMs: number): Promise<Task[]> {
+    const rows = this.db.prepare("SELECT * FROM tasks WHERE state IN ('queued','paused','running') AND timeout_from + ? <= ?").all(timeoutMs, now) as Row[];
+    return rows.map(rowToTask);
+  }
+
+  // ---- events and hooks ----------------------------------------------------------------------
+
+  async listEvents(filter: { session?: string; undeliveredOnly?: boolean; afterId?: number; limit?: number } = {}): Promise<BgdlEvent[]> {
+    const where: string[] = ['id > ?'];
+    const args: unknown[] = [filter.afterId ?? 0];
+    if (filter.session) {
+      where.push('session = ?');
+      args.push(filter.session);
+    }
+    if (filter.undeliveredOnly) where.push('delivered_at IS NULL');
+    const rows = this.db.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, filter.limit ?? -1) as Row[];
+    return rows.map(rowToEvent);
+  }
+
+  /** Mark events delivered (hook exit 0 or `events --ack`). Returns how many changed. */
+  async ackEvents(ids: number[], now = Date.now()): Promise<number> {
+    const stmt = this.db.prepare('UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL');
+    return this.db.transaction(() => ids.reduce((n, id) => n + stmt.run(now, id).changes, 0)).immediate();
+  }
+
+  async lastEventId(): Promise<number> {
+    return ((this.db.prepare('SELECT max(id) AS id FROM events').get() as Row).id as number | null) ?? 0;
+  }
+
+  /** Sessions with a hook, launch events on and undelivered events, with what each holds. */
+  async sessionsAwaitingHook(): Promise<{ session: Session; active: number; runnable: number }[]> {
+    const rows = this.db
+      .prepare(`SELECT s.* FROM sessions s WHERE s.hook IS NOT NULL AND s.launch_events = 1
+                AND EXISTS (SELECT 1 FROM events e WHERE e.session = s.name AND e.delivered_at IS NULL)`)
+      .all() as Row[];
+    const now = Date.now();
+    return rows.map((r) => {
+      const c = this.db
+        .prepare(`SELECT sum(state = 'running') AS running,
+                    sum(state = 'queued' AND (begin_at IS NULL OR begin_at <= @now) AND (not_before IS NULL OR not_before <= @now)
+                        AND coalesce(wait_reason, '') NOT IN ('conditions', 'disk-space')) AS runnable
+                  FROM tasks WHERE session = @s AND state IN ('running','queued')`)
+        .get({ s: r.name, now }) as Row;
+      return { session: rowToSession(r), active: c.running ?? 0, runnable: c.runnable ?? 0 };
+    });
+  }
+
+  /** A hook run starts: count it for the relaunch rate limiter. */
+  async recordHookStart(name: string, now: number, rateLimit: { base: number; max: number }): Promise<void> {
+    this.db.transaction(() => {
+      const s = this.sessionRow(name);
+      if (!s) return;
+      const count = nextRateLimitCount(s.rl_count, s.rl_last_run_at, now, rateLimit.base, rateLimit.max);
+      this.db.prepare('UPDATE sessions SET hook_runs = hook_runs + 1, hook_last_run_at = ?, rl_count = ?, rl_last_run_at = ? WHERE name = ?').run(now, count, now, name);
+    }).immediate();
+  }
+
+  /** A hook run ended: on success its events are delivered; on failure the next attempt is scheduled. */
+  async recordHookResult(name: string, eventIds: number[], result: { ok: true } | { ok: false; error: string; nextAt: number }, now = Date.now()): Promise<void> {
+    this.db.transaction(() => {
+      if (result.ok) {
+        const stmt = this.db.prepare('UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL');
+        for (const id of eventIds) stmt.run(now, id);
+        this.db.prepare('UPDATE sessions SET hook_failures = 0, hook_next_at = NULL, hook_last_error = NULL WHERE name = ?').run(name);
+      } else {
+        this.db.prepare('UPDATE sessions SET hook_failures = hook_failures + 1, hook_next_at = ?, hook_last_error = ? WHERE name = ?').run(result.nextAt, result.error, name);
+      }
+    }).immediate();
+  }
+}
+
+function leaseIsStale(r: Row, now: number, staleMs: number, isAlive: (pid: number) => boolean): boolean {
+  if (now - r.heartbeat > staleMs) return true;
+  return r.host === os.hostname() && !isAlive(r.pid);
+}

@@ -1,0 +1,131 @@
+// The contract between the worker and the transfer code. src/transfer knows nothing of the store:
+// the worker hands it a request and callbacks, and gets back a result or a TransferError.
+
+import type { Header } from '../shared/model.js';
+
+export interface TlsOptions {
+  /** Skip certificate verification (per task, `--insecure`). */
+  insecure: boolean;
+  /** A PEM file of extra CAs to trust (`--ca-file`). */
+  caFile: string | null;
+}
+
+export interface ResumePoint {
+  /** Bytes of the partial file known to be durable; the part file is truncated to this before appending. */
+  offset: number;
+  etag: string | null;
+  lastModified: string | null;
+}
+
+export interface DownloadRequest extends TlsOptions {
+  url: string;
+  method: string;
+  headers: Header[];
+  /** `https` → `http` redirects are refused unless this is set. */
+  allowDowngrade: boolean;
+  /**
+   * The destination when it is already known (`-o`, or a resume of a task whose name was derived
+   * earlier). null: the name is chosen from the final response through `chooseOutput`.
+   */
+  output: string | null;
+  /** The user chose the path (`-o`): the final rename may replace an existing file. */
+  outputFixed: boolean;
+  /** Continue from a partial file (`<output>.bgdl-part`). Only meaningful when `output` is set. */
+  resume: ResumePoint | null;
+  sha256Expected: string | null;
+  /** Used for the free-space check when the server sends no length. */
+  expectReceive: number | null;
+  /** No body bytes (or no response headers) for this long aborts the attempt (E_STALL, transient). */
+  stallTimeoutMs: number;
+  /** At most this many redirects (default 20). */
+  maxRedirects?: number;
+}
+
+/** What the final response said, before its body is written. */
+export interface ResponseMeta {
+  finalUrl: string;
+  status: number;
+  /** The whole resource's length when known (Content-Length of a 200, the total of a 206's Content-Range). */
+  totalBytes: number | null;
+  etag: string | null;
+  lastModified: string | null;
+  /** The filename from Content-Disposition (`filename*` preferred), raw (not yet made safe). */
+  dispositionName: string | null;
+  /** Where the body starts in the file: the resume offset for an accepted 206, else 0. */
+  startOffset: number;
+}
+
+export interface DownloadCallbacks {
+  /** Aborting stops the attempt; the transfer fsyncs the part file and throws a TransferError with code E_ABORTED. */
+  signal: AbortSignal;
+  /**
+   * Called once per attempt with the final response, before any body byte is written. Returns the
+   * destination path to use (the known `output`, or one derived from the response). It may throw
+   * a TransferError (e.g. to wait for disk space).
+   */
+  chooseOutput(meta: ResponseMeta): Promise<string>;
+  /** Called often while bytes arrive; the caller throttles what it stores. */
+  onProgress(bytesReceived: number, totalBytes: number | null): void;
+  /** Called after an fsync: the first `offset` bytes of the part file are durable, with these validators. */
+  onDurable(offset: number): void;
+}
+
+export interface DownloadResult {
+  output: string;
+  finalUrl: string;
+  httpStatus: number;
+  bytes: number;
+  sha256: string;
+}
+
+export interface UploadRequest extends TlsOptions {
+  file: string;
+  /** The size recorded at `bgdl upload`: a file whose size changed since fails the task. */
+  expectedSize: number;
+  url: string;
+  method: 'PUT' | 'POST';
+  headers: Header[];
+  allowDowngrade: boolean;
+  stallTimeoutMs: number;
+  maxRedirects?: number;
+}
+
+export interface UploadCallbacks {
+  signal: AbortSignal;
+  onProgress(bytesSent: number): void;
+}
+
+export interface UploadResult {
+  finalUrl: string;
+  httpStatus: number;
+  bytesSent: number;
+  /** The first 64 KiB of the response body, as text. */
+  responseBody: string;
+  /** A 301/302/303 turned the request into a GET (recorded on the task). */
+  methodChangedTo: string | null;
+}
+
+/** Where a waiting task goes instead of failing. */
+export type WaitKind = 'disk-space';
+
+/** A failed attempt, classified. `transient` failures are retried with backoff by the worker. */
+export class TransferError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly transient: boolean,
+    readonly extra: {
+      httpStatus?: number;
+      finalUrl?: string;
+      /** From Retry-After, in milliseconds. */
+      retryAfterMs?: number;
+      /** The task should wait for this rather than count a failure. */
+      waitFor?: WaitKind;
+      /** What survives on disk for the next attempt (absent: nothing to resume from). */
+      partial?: ResumePoint & { output: string };
+    } = {},
+  ) {
+    super(message);
+    this.name = 'TransferError';
+  }
+}
