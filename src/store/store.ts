@@ -91,8 +91,6 @@ export interface RequeueInfo {
   error?: TaskError | null;
   resumeOffset?: number;
   bytesReceived?: number;
-  /** Count this as an attempt that ended (transient failure). */
-  failedAttempt?: boolean;
 }
 
 export interface WorkSummary {
@@ -260,6 +258,11 @@ export class Store {
   private static checkForeign(db: Database.Database, file: string): void {
     const have = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('tasks','sessions','events','lease')").all();
     if (have.length !== 4) throw new StoreError(`the store ${file} is not a bgdl store or is damaged (tables missing): move it aside to start afresh`);
+  }
+
+  /** Changes whenever another connection commits: a cheap way for the worker to notice commands. */
+  dataVersion(): number {
+    return this.db.pragma('data_version', { simple: true }) as number;
   }
 
   async close(): Promise<void> {
@@ -676,7 +679,7 @@ export class Store {
 
   /** Record where a stopped (paused or canceled) task's partial file stands. */
   async recordStopped(id: number, info: { resumeOffset: number; bytesReceived: number }): Promise<void> {
-    this.db.prepare("UPDATE tasks SET resume_offset = ?, bytes_received = ?, speed = NULL WHERE id = ? AND state = 'paused'").run(info.resumeOffset, info.bytesReceived, id);
+    this.db.prepare("UPDATE tasks SET resume_offset = ?, bytes_received = ?, speed = NULL WHERE id = ? AND state IN ('paused', 'queued')").run(info.resumeOffset, info.bytesReceived, id);
   }
 
   /** Move a task to a final state together with its event; false when it was no longer running. */
@@ -745,12 +748,11 @@ export class Store {
   }
 
   /** Sessions with a hook, launch events on and undelivered events, with what each holds. */
-  async sessionsAwaitingHook(): Promise<{ session: Session; active: number; runnable: number }[]> {
+  async sessionsAwaitingHook(now = Date.now()): Promise<{ session: Session; active: number; runnable: number }[]> {
     const rows = this.db
       .prepare(`SELECT s.* FROM sessions s WHERE s.hook IS NOT NULL AND s.launch_events = 1
                 AND EXISTS (SELECT 1 FROM events e WHERE e.session = s.name AND e.delivered_at IS NULL)`)
       .all() as Row[];
-    const now = Date.now();
     return rows.map((r) => {
       const c = this.db
         .prepare(`SELECT sum(state = 'running') AS running,

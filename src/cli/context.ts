@@ -1,0 +1,70 @@
+// What every command needs: the environment, the store, and the promise that a command which leaves
+// work behind makes sure a worker is alive to do it (a detached `bgdl worker`).
+
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { NotFoundError } from '../shared/errors.js';
+import { LEASE_STALE_MS, pidAlive } from '../shared/lease.js';
+import { DEFAULT_SESSION, bgdlHome } from '../shared/paths.js';
+import { parseSessionName } from '../shared/parse.js';
+import { Store } from '../store/index.js';
+
+
+export const BIN_PATH = fileURLToPath(new URL('../../bin/bgdl.js', import.meta.url));
+
+export interface Ctx {
+  env: NodeJS.ProcessEnv;
+  home: string;
+  cwd: string;
+  /** A person at a terminal (resets the hook rate limiter), not a hook. */
+  interactive: boolean;
+  fromHook: boolean;
+  isTTY: boolean;
+}
+
+export function makeCtx(env: NodeJS.ProcessEnv = process.env): Ctx {
+  const fromHook = env.BGDL_HOOK === '1';
+  return {
+    env,
+    home: bgdlHome(env),
+    cwd: process.cwd(),
+    fromHook,
+    interactive: !!process.stdin.isTTY && !fromHook,
+    isTTY: !!process.stderr.isTTY && !env.CI,
+  };
+}
+
+export function sessionName(ctx: Ctx, given: string | undefined): string {
+  return parseSessionName(given ?? (ctx.env.BGDL_SESSION || DEFAULT_SESSION));
+}
+
+let opened: Store | null = null;
+
+export async function openStore(ctx: Ctx): Promise<Store> {
+  opened ??= await Store.open(ctx.home);
+  return opened;
+}
+
+export async function closeStore(): Promise<void> {
+  await opened?.close();
+  opened = null;
+}
+
+/** A session that must exist (status -s, session show, …): exit 3 otherwise. */
+export async function requireSession(store: Store, name: string): Promise<void> {
+  if (!(await store.getSession(name))) throw new NotFoundError(`no session named '${name}': see bgdl session list`);
+}
+
+/** A person touched this session at a terminal: its hook relaunch delay starts over. */
+export async function touchSession(ctx: Ctx, store: Store, name: string): Promise<void> {
+  if (ctx.interactive) await store.resetRateLimit(name);
+}
+
+/** Start a detached worker when there is work and none is alive. Cheap when one is. */
+export async function ensureWorker(ctx: Ctx, store: Store): Promise<'running' | 'started' | 'idle'> {
+  return store.ensureWorker(Date.now(), LEASE_STALE_MS, pidAlive, () => {
+    const child = spawn(process.execPath, [BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env: ctx.env, cwd: '/' });
+    child.unref();
+    return child.pid;
+  });
+}

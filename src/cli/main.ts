@@ -1,0 +1,333 @@
+// The commander program: wires flags to the command modules (lazy-imported, so `bgdl status` never
+// loads undici or the progress bars) and renders what they return. Errors become one `bgdl: ` line
+// and an exit status; only bin/bgdl.js calls process.exit.
+
+import { Command, CommanderError, Option } from 'commander';
+import { BgdlError } from '../shared/errors.js';
+import type { Task } from '../shared/model.js';
+import { parseTaskId } from '../shared/parse.js';
+import { closeStore, makeCtx, type Ctx } from './context.js';
+import type { AddOptions } from './commands/add.js';
+
+const VERSION = '0.1.0';
+
+const out = (s: string) => process.stdout.write(s);
+const json = (v: unknown): void => void out(JSON.stringify(v, null, 2) + "\n");
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+const ids = (list: string[]) => list.map(parseTaskId);
+
+function addTransferOptions(cmd: Command, forUpload: boolean): Command {
+  cmd
+    .option('-s, --session <name>', 'session to add to (default: $BGDL_SESSION or "default"; created on first use)')
+    .option('-H, --header <header>', "extra request header 'Name: value' (repeatable)", collect)
+    .option('-X, --method <method>', forUpload ? 'PUT (default) or POST' : 'request method (default GET)')
+    .option('--begin-at <when>', 'never start before WHEN: ISO 8601 time or a delay such as 90s, 15m, 1h, 2d')
+    .option('--discretionary', 'wait for good conditions: mains power, machine not busy, inside discretionaryWindow')
+    .option('--no-discretionary', 'start as soon as possible, even when added from a hook')
+    .option('--expect-send <size>', 'expected bytes to send (500K, 2MB, 1GiB)')
+    .option('--expect-receive <size>', 'expected bytes to receive: progress total, free-disk check, scheduling')
+    .addOption(new Option('--priority <level>', 'low, normal or high').default(undefined))
+    .option('--suspended', 'create the task paused (start it with bgdl resume ID)')
+    .option('--insecure', 'do not verify the TLS certificate of this transfer')
+    .option('--ca-file <pem>', 'also trust the CA certificates in this PEM file')
+    .option('--allow-downgrade', 'follow redirects from https to http')
+    .option('--wait', 'wait for the transfer(s) with progress; exit 1 if one fails')
+    .option('--json', 'print the task(s) as JSON');
+  return cmd;
+}
+
+async function printTasks(ctx: Ctx, tasks: Task[], o: { json?: boolean; wait?: boolean }): Promise<void> {
+  const { taskJson } = await import('./render.js');
+  if (o.json && !o.wait) json(tasks.map((t) => taskJson(t)));
+  if (!o.json) for (const t of tasks) out(`${t.id}\t${t.state}\t${taskJson(t).url}\t${t.output ?? `${t.dir}/`}\n`);
+  if (o.wait) {
+    const { waitFor } = await import('./commands/wait.js');
+    await waitFor(ctx, tasks.map((t) => t.id), {}, (final) => o.json && json(final.map((t) => taskJson(t))));
+  }
+}
+
+export function buildProgram(ctx: Ctx): Command {
+  const program = new Command('bgdl')
+    .description('Background downloads for the shell: named sessions, a detached worker, resumable HTTP(S) transfers and session hooks.')
+    .version(VERSION, '-V, --version')
+    .showSuggestionAfterError(true)
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(s),
+      outputError: (s, write) => write(`bgdl: ${s.replace(/^error: /, '').trimEnd()}\n`),
+    })
+    .exitOverride();
+
+  addTransferOptions(
+    program
+      .command('add')
+      .description('queue downloads and return at once (a detached worker transfers them)')
+      .argument('[urls...]', 'http:// or https:// URLs')
+      .option('-o, --output <file>', 'save to this file (replaces an existing file)')
+      .option('-d, --dir <dir>', 'save into this directory under the server-chosen name (default: downloadDir or .)')
+      .option('-i, --input-file <file>', "read 'URL [OUTPUT]' lines from FILE, or - for stdin")
+      .option('--sha256 <hex>', 'expected SHA-256 of the file: a mismatch fails the task'),
+    false,
+  ).action(async (urls: string[], o: AddOptions & { json?: boolean; wait?: boolean }) => {
+    const { add } = await import('./commands/add.js');
+    await printTasks(ctx, await add(ctx, urls, o), o);
+  });
+
+  addTransferOptions(
+    program.command('upload').description('queue an upload of FILE to URL (PUT by default)').argument('<file>').argument('<url>'),
+    true,
+  ).action(async (file: string, url: string, o: AddOptions & { json?: boolean; wait?: boolean }) => {
+    const { upload } = await import('./commands/upload.js');
+    await printTasks(ctx, await upload(ctx, file, url, o), o);
+  });
+
+  program
+    .command('status')
+    .description('show tasks: a table, one task in detail, or JSON')
+    .argument('[ids...]', 'task ids (default: all tasks)')
+    .option('-s, --session <name>', 'only this session')
+    .option('--json', 'print a JSON array of tasks')
+    .option('--watch', 'redraw every second until every task is final')
+    .action(async (list: string[], o: { session?: string; json?: boolean; watch?: boolean }) => {
+      const [{ status }, render] = await Promise.all([import('./commands/status.js'), import('./render.js')]);
+      const show = async () => {
+        const tasks = await status(ctx, ids(list), o);
+        if (o.json) json(tasks.map((t) => render.taskJson(t)));
+        else if (list.length === 1 && tasks.length === 1) out(render.taskDetail(tasks[0]!));
+        else out(render.statusTable(tasks) || 'no tasks\n');
+        return tasks;
+      };
+      if (!o.watch) return void (await show());
+      for (;;) {
+        if (process.stdout.isTTY) out('\x1b[H\x1b[2J');
+        const tasks = await show();
+        if (tasks.every((t) => ['completed', 'failed', 'canceled'].includes(t.state))) return;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    });
+
+  program
+    .command('wait')
+    .description('wait for tasks to finish, with progress; exit 1 if one failed')
+    .argument('[ids...]', 'task ids (default: every unfinished task)')
+    .option('-s, --session <name>', 'only this session')
+    .option('--timeout <duration>', 'give up waiting after this long (exit 1; the tasks go on)')
+    .option('--json', 'print the final tasks as JSON')
+    .action(async (list: string[], o: { session?: string; timeout?: string; json?: boolean }) => {
+      const [{ waitFor }, { taskJson }] = await Promise.all([import('./commands/wait.js'), import('./render.js')]);
+      await waitFor(ctx, ids(list), o, (tasks) => o.json && json(tasks.map((t) => taskJson(t))));
+    });
+
+  for (const [action, what] of [
+    ['pause', 'stop transfers, keeping partial files to resume from'],
+    ['resume', 'continue paused (or --suspended) tasks'],
+    ['cancel', 'stop tasks for good and remove their partial files'],
+    ['retry', 'queue failed or canceled tasks again'],
+  ] as const) {
+    program
+      .command(action)
+      .description(what)
+      .argument('<ids...>', 'task ids')
+      .option('--json', 'print the changed tasks as JSON')
+      .action(async (list: string[], o: { json?: boolean }) => {
+        const [{ control }, { taskJson }] = await Promise.all([import('./commands/control.js'), import('./render.js')]);
+        const r = await control(ctx, action, ids(list));
+        if (o.json) json(r.changed.map((t) => taskJson(t)));
+        else for (const t of r.changed) out(`${t.id}\t${t.state}\n`);
+        for (const s of r.skipped) process.stderr.write(`bgdl: task ${s.task.id} not changed: ${s.reason}\n`);
+      });
+  }
+
+  const session = program.command('session').description('create, change, list, show and remove sessions');
+  const sessionFlags = (c: Command) =>
+    c
+      .option('--hook <cmd>', 'shell command run when the session is idle with new events')
+      .option('--discretionary', 'tasks of this session are discretionary by default')
+      .option('--no-discretionary', 'tasks of this session are not discretionary by default')
+      .option('--no-launch-events', 'do not run the hook; keep events for bgdl events')
+      .option('--json', 'print the session as JSON');
+  sessionFlags(session.command('create').description('create a session').argument('<name>')).action(async (name: string, o) => {
+    const { sessionCreate } = await import('./commands/session.js');
+    const s = await sessionCreate(ctx, name, o);
+    if (o.json) json(s);
+    else process.stderr.write(`bgdl: created session ${s.name}\n`);
+  });
+  sessionFlags(session.command('set').description("change a session's settings").argument('<name>'))
+    .option('--no-hook', 'remove the hook')
+    .option('--launch-events', 'run the hook when events arrive (the default)')
+    .action(async (name: string, o) => {
+      const { sessionSet } = await import('./commands/session.js');
+      const s = await sessionSet(ctx, name, o);
+      if (o.json) json(s);
+      else process.stderr.write(`bgdl: updated session ${s.name}\n`);
+    });
+  session
+    .command('list')
+    .description('list sessions with task counts')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const [{ sessionList }, { table }] = await Promise.all([import('./commands/session.js'), import('./render.js')]);
+      const list = await sessionList(ctx);
+      if (o.json) return json(list);
+      out(
+        table(
+          ['SESSION', 'QUEUED', 'RUNNING', 'PAUSED', 'DONE', 'FAILED', 'EVENTS', 'HOOK'],
+          list.map((s) => [s.name, ...(['queued', 'running', 'paused', 'completed', 'failed'] as const).map((k) => String(s.counts[k])), String(s.undeliveredEvents), s.hook ?? '-']),
+        ),
+      );
+    });
+  session
+    .command('show')
+    .description("show a session's settings, counts and hook state")
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const { sessionShow } = await import('./commands/session.js');
+      const s = await sessionShow(ctx, name);
+      if (o.json) return json(s);
+      const at = (ms: number | null) => (ms ? new Date(ms).toISOString() : '-');
+      out(
+        [
+          `session:         ${s.name}`,
+          `hook:            ${s.hook ?? '-'}`,
+          `launch events:   ${s.launchEvents ? 'on' : 'off'}`,
+          `discretionary:   ${s.discretionary ? 'yes' : 'no'}`,
+          `tasks:           ${Object.entries(s.counts).map(([k, v]) => `${v} ${k}`).join(', ')}`,
+          `undelivered:     ${s.undeliveredEvents} event(s)`,
+          `hook runs:       ${s.hookRuns} (last ${at(s.hookLastRunAt)})`,
+          `hook failures:   ${s.hookFailures}${s.hookLastError ? ` (last: ${s.hookLastError}; next try ${at(s.hookNextAt)})` : ''}`,
+          `rate limit:      ${s.rateLimitCount} hook run(s) in the current streak`,
+        ].join('\n') + '\n',
+      );
+    });
+  session
+    .command('rm')
+    .description('remove a session with its finished tasks and events')
+    .argument('<name>')
+    .action(async (name: string) => {
+      const { sessionRm } = await import('./commands/session.js');
+      await sessionRm(ctx, name);
+      process.stderr.write(`bgdl: removed session ${name}\n`);
+    });
+
+  program
+    .command('events')
+    .description('list undelivered events (completed, failed, canceled tasks)')
+    .option('-s, --session <name>', 'only this session')
+    .option('--json', 'JSON (with --follow: one object a line)')
+    .option('--follow', 'keep printing new events until interrupted')
+    .option('--ack', 'mark the printed events delivered')
+    .action(async (o: { session?: string; json?: boolean; follow?: boolean; ack?: boolean }) => {
+      const [{ events, followEvents }, { eventsTable, eventLine }] = await Promise.all([import('./commands/events.js'), import('./render.js')]);
+      const list = await events(ctx, o);
+      if (!o.follow) {
+        if (o.json) json(list);
+        else out(eventsTable(list));
+        return;
+      }
+      const emit = (e: (typeof list)[number]) => out(o.json ? JSON.stringify(e) + '\n' : eventLine(e) + '\n');
+      list.forEach(emit);
+      await followEvents(ctx, o, list.at(-1)?.id ?? 0, emit, interrupted());
+    });
+
+  program
+    .command('log')
+    .description('show the log: worker decisions, attempts, errors and hook runs')
+    .option('-s, --session <name>', 'only this session')
+    .option('-f, --follow', 'keep printing new lines until interrupted')
+    .action(async (o: { session?: string; follow?: boolean }) => {
+      const { readLog, followLog } = await import('./commands/log.js');
+      const { lines, size } = readLog(ctx, o);
+      for (const l of lines) out(l + '\n');
+      if (o.follow) await followLog(ctx, o, size, (l) => out(l + '\n'), interrupted());
+    });
+
+  const config = program.command('config').description('user defaults (durations: ms s m h d; sizes: K M G KiB MiB GiB)');
+  config
+    .command('get')
+    .argument('<key>')
+    .description('print the value of KEY')
+    .action(async (key: string) => {
+      const { configGet } = await import('./commands/config.js');
+      out(configGet(ctx, key).value + '\n');
+    });
+  config
+    .command('set')
+    .argument('<key>')
+    .argument('<value>')
+    .description("set KEY to VALUE ('default' restores the default)")
+    .action(async (key: string, value: string) => {
+      const { configSet } = await import('./commands/config.js');
+      const e = configSet(ctx, key, value);
+      process.stderr.write(`bgdl: ${e.key} = ${e.value}${e.isDefault ? ' (default)' : ''}\n`);
+    });
+  config
+    .command('unset')
+    .argument('<key>')
+    .description('restore the default of KEY')
+    .action(async (key: string) => {
+      const { configUnset } = await import('./commands/config.js');
+      const e = configUnset(ctx, key);
+      process.stderr.write(`bgdl: ${e.key} = ${e.value} (default)\n`);
+    });
+  config
+    .command('list')
+    .description('every key with its value')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const [{ configList }, { table }] = await Promise.all([import('./commands/config.js'), import('./render.js')]);
+      const list = configList(ctx);
+      if (o.json) return json(Object.fromEntries(list.map((e) => [e.key, e.value])));
+      out(table(['KEY', 'VALUE', 'MEANING'], list.map((e) => [e.key, e.value + (e.isDefault ? ' (default)' : ''), e.describe])));
+    });
+
+  program
+    .command('worker')
+    .description('run the worker in the foreground, or --ensure one runs when there is work')
+    .option('--ensure', 'start a detached worker only if there is work and none is alive (silent)')
+    .action(async (o: { ensure?: boolean }) => {
+      const { worker } = await import('./commands/worker.js');
+      const r = await worker(ctx, o);
+      if (r === 'another-worker') process.stderr.write('bgdl: another worker is already running for this BGDL_HOME\n');
+    });
+
+  return program;
+}
+
+function interrupted(): AbortSignal {
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return ac.signal;
+}
+
+/** Run the CLI; returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  const ctx = makeCtx();
+  const program = buildProgram(ctx);
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    return report(err);
+  } finally {
+    await closeStore().catch(() => {});
+  }
+}
+
+function report(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // commander already printed its message through outputError; help and version exit 0.
+    return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
+  }
+  if (err instanceof BgdlError) {
+    process.stderr.write(`bgdl: ${err.message}\n`);
+    return err.exitCode;
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'EPIPE') return 0;
+  process.stderr.write(`bgdl: internal error: ${e?.message ?? String(err)} (run with BGDL_DEBUG=1 for details)\n`);
+  if (process.env.BGDL_DEBUG === '1') process.stderr.write(`${e?.stack}\n`);
+  return 70;
+}
+

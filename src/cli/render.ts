@@ -1,0 +1,163 @@
+// Turning data into output: the public (redacted) JSON view of a task, the status table, plain lines.
+// Commands return data; these functions decide how it looks.
+
+import { effectiveWaitingFor, iso, type BgdlEvent, type Task } from '../shared/model.js';
+import { formatBytes, formatDuration } from '../shared/parse.js';
+import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
+
+/** A task as `status --json` prints it: the DESIGN.md fields, credentials redacted. */
+export function taskJson(t: Task, now = Date.now()) {
+  return {
+    id: t.id,
+    session: t.session,
+    kind: t.kind,
+    url: redactUrl(t.url),
+    finalUrl: redactUrl(t.finalUrl),
+    method: t.method,
+    headers: t.headers.map(([n, v]) => `${n}: ${redactHeader(n, v)}`),
+    output: t.output,
+    uploadFile: t.uploadFile,
+    state: t.state,
+    waitingFor: effectiveWaitingFor(t, now),
+    waitDetail: t.state === 'queued' ? waitDetail(t, now) : null,
+    nextAttemptAt: t.state === 'queued' && t.notBefore && t.notBefore > now ? iso(t.notBefore) : null,
+    bytesReceived: t.bytesReceived,
+    bytesExpected: t.bytesExpected,
+    bytesSent: t.bytesSent,
+    speed: t.state === 'running' ? t.speed : null,
+    httpStatus: t.httpStatus,
+    attempts: t.attempts,
+    error: t.error ? { code: t.error.code, message: redactText(t.error.message) } : null,
+    sha256: t.sha256,
+    expectedSha256: t.sha256Expected,
+    createdAt: iso(t.createdAt),
+    beginAt: iso(t.beginAt),
+    startedAt: iso(t.startedAt),
+    finishedAt: iso(t.finishedAt),
+    discretionary: t.discretionary,
+    priority: t.priority,
+    expectSend: t.expectSend,
+    expectReceive: t.expectReceive,
+    insecure: t.insecure,
+    responseBody: t.kind === 'upload' ? t.responseBody : undefined,
+  };
+}
+
+export type TaskView = ReturnType<typeof taskJson>;
+
+function waitDetail(t: Task, now: number): string | null {
+  const w = effectiveWaitingFor(t, now);
+  const until = (at: number | null) => (at && at > now ? `in ${formatDuration(at - now)}` : 'soon');
+  switch (w) {
+    case 'begin-at':
+      return `starts ${until(t.beginAt)} (${new Date(t.beginAt!).toLocaleString()})`;
+    case 'retry':
+      return `attempt ${t.attempts + 1} ${until(t.notBefore)}${t.error ? ` after ${t.error.code}` : ''}`;
+    case 'rate-limit':
+      return `hook relaunch delay, starts ${until(t.notBefore)}`;
+    case 'conditions':
+      return t.waitDetail ?? 'waiting for good conditions';
+    case 'disk-space':
+      return t.error?.message ?? 'not enough free disk space';
+    case 'slot':
+      return 'waiting for a free transfer slot';
+    default:
+      return null;
+  }
+}
+
+function progressText(t: Task): string {
+  const done = t.kind === 'upload' ? t.bytesSent : t.bytesReceived;
+  const total = t.bytesExpected;
+  if (t.state === 'completed') return '100%';
+  if (total && total > 0) return `${Math.min(100, Math.floor((done / total) * 100))}%`;
+  return done > 0 ? formatBytes(done) : '-';
+}
+
+function infoText(t: Task, now: number): string {
+  switch (t.state) {
+    case 'running':
+      return t.speed != null ? `${formatBytes(t.speed)}/s` : 'starting';
+    case 'queued': {
+      const w = effectiveWaitingFor(t, now);
+      return `${w}: ${waitDetail(t, now)}`;
+    }
+    case 'failed':
+      return t.error ? `${t.error.code}: ${redactText(t.error.message)}` : 'failed';
+    case 'paused':
+      return t.error ? `paused (last error ${t.error.code})` : 'paused';
+    case 'completed':
+      return t.kind === 'upload' ? `HTTP ${t.httpStatus}` : '';
+    case 'canceled':
+      return '';
+  }
+}
+
+function sizeText(t: Task): string {
+  if (t.kind === 'upload') return formatBytes(t.uploadSize);
+  return t.bytesExpected != null ? formatBytes(t.bytesExpected) : t.state === 'completed' ? formatBytes(t.bytesReceived) : '-';
+}
+
+/** Pad columns to their widest cell; the last column is not padded. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function statusTable(tasks: Task[], now = Date.now()): string {
+  if (tasks.length === 0) return '';
+  const rows = tasks.map((t) => [
+    String(t.id),
+    t.session,
+    t.kind === 'upload' ? `${t.state} (up)` : t.state,
+    progressText(t),
+    sizeText(t),
+    truncate(infoText(t, now), 60),
+    t.kind === 'upload' ? (redactUrl(t.url) ?? '') : (t.output ?? `${t.dir}/`),
+  ]);
+  return table(['ID', 'SESSION', 'STATE', 'PROGRESS', 'SIZE', 'SPEED/INFO', 'DESTINATION'], rows);
+}
+
+/** `status ID`: every field of one task, one per line. */
+export function taskDetail(t: Task, now = Date.now()): string {
+  const v = taskJson(t, now);
+  const lines: [string, unknown][] = [
+    ['id', v.id], ['session', v.session], ['kind', v.kind], ['state', v.state], ['waiting for', v.waitingFor && `${v.waitingFor}: ${v.waitDetail}`],
+    ['url', v.url], ['final url', v.finalUrl], ['method', v.method], ['headers', v.headers.join('; ') || null],
+    ['upload file', v.uploadFile], ['output', v.output], ['progress', progressText(t)],
+    ['received', v.kind === 'download' ? `${v.bytesReceived} of ${v.bytesExpected ?? 'unknown'} bytes` : null],
+    ['sent', v.kind === 'upload' ? `${v.bytesSent} of ${t.uploadSize} bytes` : null],
+    ['http status', v.httpStatus], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
+    ['sha256', v.sha256], ['expected sha256', v.expectedSha256], ['priority', v.priority], ['discretionary', v.discretionary],
+    ['expect receive', v.expectReceive], ['expect send', v.expectSend], ['created', v.createdAt], ['begin at', v.beginAt],
+    ['started', v.startedAt], ['finished', v.finishedAt],
+  ];
+  let out = lines.filter(([, val]) => val !== null && val !== undefined && val !== '').map(([k, val]) => `${(k + ':').padEnd(17)}${val}\n`).join('');
+  if (v.responseBody != null) out += `response body:\n${v.responseBody}${v.responseBody.endsWith('\n') ? '' : '\n'}`;
+  return out;
+}
+
+export function eventLine(e: BgdlEvent): string {
+  const what = e.type === 'completed' ? (e.output ?? e.url) : e.type === 'failed' ? `${e.error?.code}: ${e.error?.message}` : e.url;
+  return `${e.id}\t${e.at}\t${e.session}\ttask ${e.taskId}\t${e.type}\t${what}`;
+}
+
+export function eventsTable(events: BgdlEvent[]): string {
+  if (events.length === 0) return '';
+  return table(
+    ['EVENT', 'TASK', 'SESSION', 'TYPE', 'AT', 'DETAIL'],
+    events.map((e) => [
+      String(e.id), String(e.taskId), e.session, e.type, e.at,
+      e.type === 'completed' ? (e.output ?? e.url) : e.type === 'failed' ? `${e.error?.code}: ${e.error?.message}` : e.url,
+    ]),
+  );
+}
+
+function truncate(s: string, n: number): string {
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+}

@@ -1,0 +1,166 @@
+// One transfer attempt of one task: hand it to src/transfer, then record what happened: completed,
+// failed for good, back in the queue to retry, waiting for disk space, or stopped by pause/cancel.
+
+import path from 'node:path';
+import type { Config } from '../shared/config.js';
+import { removePartFile } from '../shared/files.js';
+import type { Logger } from '../shared/log.js';
+import { formatDuration } from '../shared/parse.js';
+import { redactUrl } from '../shared/redact.js';
+import type { Task } from '../shared/model.js';
+import type { Store } from '../store/index.js';
+import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TransferError, upload } from '../transfer/index.js';
+import type { ResponseMeta } from '../transfer/index.js';
+
+/** Why the worker stopped an attempt itself. */
+export type StopReason = 'pause' | 'cancel' | 'shutdown' | 'conditions' | 'timeout';
+
+export interface Active {
+  task: Task;
+  origin: string;
+  abort: AbortController;
+  stopReason: StopReason | null;
+  bytes: number;
+  total: number | null;
+  durable: number;
+  /** For the speed shown in status: bytes and time at the last sample. */
+  sample: { bytes: number; at: number; speed: number | null };
+  dirty: boolean;
+}
+
+export interface AttemptContext {
+  store: Store;
+  log: Logger;
+  config: () => Config;
+  /** Paths chosen by attempts still in flight, so two tasks never derive the same name. */
+  reserved: Set<string>;
+}
+
+const DISK_RECHECK_MS = 10_000;
+
+export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> {
+  const { store, log } = ctx;
+  const t = a.task;
+  const cfg = ctx.config();
+  let chosen: string | null = null;
+  try {
+    if (t.kind === 'upload') {
+      const r = await upload(
+        {
+          file: t.uploadFile!, expectedSize: t.uploadSize ?? 0, url: t.url, method: t.method === 'POST' ? 'POST' : 'PUT', headers: t.headers,
+          allowDowngrade: t.allowDowngrade, stallTimeoutMs: cfg.stallTimeout, insecure: t.insecure, caFile: t.caFile,
+        },
+        { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)) },
+      );
+      if (r.methodChangedTo) log.write(t.session, `task ${t.id}: redirect changed the request to ${r.methodChangedTo}`);
+      await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, bytesSent: r.bytesSent, responseBody: r.responseBody });
+      log.write(t.session, `task ${t.id}: uploaded ${r.bytesSent} bytes to ${r.finalUrl} (HTTP ${r.httpStatus})`);
+      return;
+    }
+    const resume = t.output && t.resumeOffset > 0 ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
+    if (resume) log.write(t.session, `task ${t.id}: resuming at byte ${resume.offset}`);
+    const r = await download(
+      {
+        url: t.url, method: t.method, headers: t.headers, allowDowngrade: t.allowDowngrade, output: t.output, outputFixed: t.outputFixed,
+        resume, sha256Expected: t.sha256Expected, expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
+        insecure: t.insecure, caFile: t.caFile,
+      },
+      {
+        signal: a.abort.signal,
+        chooseOutput: async (meta: ResponseMeta) => {
+          chosen = t.output ?? (await deriveOutput(ctx, t, meta));
+          a.total = meta.totalBytes;
+          a.bytes = meta.startOffset;
+          await store.recordResponse(t.id, {
+            finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
+            lastModified: meta.lastModified, output: chosen, resumeOffset: Math.min(meta.startOffset, t.resumeOffset), bytesReceived: meta.startOffset,
+          });
+          if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
+          return chosen;
+        },
+        onProgress: (bytes, total) => {
+          a.bytes = bytes;
+          a.total = total;
+          a.dirty = true;
+        },
+        onDurable: (offset) => {
+          a.durable = offset;
+          a.dirty = true;
+        },
+      },
+    );
+    if (t.expectReceive && r.bytes > 2 * t.expectReceive) {
+      log.write(t.session, `task ${t.id}: received ${r.bytes} bytes, more than twice the expected ${t.expectReceive}`);
+    }
+    const done = await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: r.output, sha256: r.sha256, bytesReceived: r.bytes });
+    log.write(t.session, done ? `task ${t.id}: completed ${r.output} (${r.bytes} bytes, sha256 ${r.sha256})` : `task ${t.id}: finished after it was ${a.stopReason ?? 'changed'}; file kept at ${r.output}`);
+  } catch (raw) {
+    const err = raw instanceof TransferError ? raw : classifyError(raw);
+    await settleFailure(ctx, a, err, chosen ?? t.output);
+  } finally {
+    if (chosen) ctx.reserved.delete(chosen);
+  }
+}
+
+async function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): Promise<string> {
+  const name = nameFromResponse(meta.dispositionName, meta.finalUrl);
+  const taken = await ctx.store.outputsInUse(t.dir, t.id);
+  for (const p of ctx.reserved) taken.add(p);
+  const out = await pickFreePath(t.dir, name, taken);
+  ctx.reserved.add(out);
+  return out;
+}
+
+async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError, output: string | null): Promise<void> {
+  const { store, log } = ctx;
+  const t = a.task;
+  const cfg = ctx.config();
+  const now = Date.now();
+  const partial = err.extra.partial;
+  const offset = partial?.offset ?? 0;
+  const error = { code: err.code, message: err.message };
+  const kept = partial ? { resumeOffset: offset, bytesReceived: offset } : { resumeOffset: 0, bytesReceived: 0 };
+  if (partial) await store.recordResponse(t.id, { etag: partial.etag, lastModified: partial.lastModified, output: partial.output });
+  switch (a.stopReason) {
+    case 'pause':
+      await store.recordStopped(t.id, kept);
+      log.write(t.session, `task ${t.id}: paused at byte ${offset}`);
+      return;
+    case 'cancel':
+      removePartFile(output);
+      log.write(t.session, `task ${t.id}: canceled; partial file removed`);
+      return;
+    case 'shutdown':
+      await store.requeue(t.id, { notBefore: null, reason: null, ...kept });
+      log.write(t.session, `task ${t.id}: stopped by worker shutdown at byte ${offset}`);
+      return;
+    case 'conditions':
+      await store.requeue(t.id, { notBefore: null, reason: 'conditions', ...kept });
+      log.write(t.session, `task ${t.id}: paused until conditions allow discretionary transfers (byte ${offset})`);
+      return;
+    case 'timeout':
+      await store.finishTask(t.id, { state: 'failed', error: resourceTimeoutError(cfg.resourceTimeout), bytesReceived: offset });
+      log.write(t.session, `task ${t.id}: failed: not finished within resourceTimeout`);
+      return;
+    case null:
+      break;
+  }
+  if (err.extra.waitFor === 'disk-space') {
+    await store.requeue(t.id, { notBefore: now + DISK_RECHECK_MS, reason: 'disk-space', error, ...kept });
+    log.write(t.session, `task ${t.id}: waiting for disk space: ${err.message}`);
+    return;
+  }
+  if (err.extra.finalUrl || err.extra.httpStatus) await store.recordResponse(t.id, { finalUrl: err.extra.finalUrl, httpStatus: err.extra.httpStatus });
+  if (err.transient) {
+    const delay = Math.max(err.extra.retryAfterMs ?? 0, backoffDelay(t.attempts, cfg.retryBaseDelay, cfg.retryMaxDelay));
+    await store.requeue(t.id, { notBefore: now + delay, reason: 'retry', error, ...kept });
+    log.write(t.session, `task ${t.id}: attempt ${t.attempts} failed (${err.code}: ${err.message}); retrying in ${formatDuration(delay)}`);
+    return;
+  }
+  await store.finishTask(t.id, { state: 'failed', error, bytesReceived: offset, httpStatus: err.extra.httpStatus, finalUrl: err.extra.finalUrl });
+  log.write(t.session, `task ${t.id}: failed: ${err.code}: ${err.message} (${redactUrl(t.url)}${output ? ` -> ${path.basename(output)}` : ''})`);
+}
+
+export function resourceTimeoutError(ms: number) {
+  return { code: 'E_RESOURCE_TIMEOUT', message: `not finished within resourceTimeout (${formatDuration(ms)}) of being added` };
+}

@@ -1,0 +1,2 @@
+export { runWorker } from './worker.js';
+export type { WorkerExit, WorkerOptions } from './worker.js';

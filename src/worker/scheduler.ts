@@ -1,0 +1,67 @@
+// Which queued tasks start now: a pure function of the candidates, what is running and the limits.
+
+import { priorityRank, type Task } from '../shared/model.js';
+import type { Verdict } from './conditions.js';
+
+export interface SlotState {
+  running: number;
+  runningByOrigin: Map<string, number>;
+  maxConcurrent: number;
+  perHost: number;
+}
+
+export interface Decision {
+  start: Task[];
+  /** Discretionary tasks held by conditions (with the reason shown in status). */
+  hold: { id: number; reason: 'conditions'; detail: string | null }[];
+  /** Tasks previously held by conditions that no longer are. */
+  release: number[];
+}
+
+export function originOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return url;
+  }
+}
+
+const expected = (t: Task) => (t.kind === 'upload' ? (t.expectSend ?? t.uploadSize) : t.expectReceive) ?? Number.MAX_SAFE_INTEGER;
+
+/**
+ * Highest priority first; within a priority, ordinary tasks oldest first, then discretionary tasks
+ * smallest expected transfer first (the seed: prefer small transfers when a window opens).
+ */
+export function orderCandidates(tasks: Task[]): Task[] {
+  return [...tasks].sort((a, b) => {
+    const p = priorityRank(b.priority) - priorityRank(a.priority);
+    if (p) return p;
+    if (a.discretionary !== b.discretionary) return a.discretionary ? 1 : -1;
+    if (a.discretionary) {
+      const e = expected(a) - expected(b);
+      if (e) return e;
+    }
+    return a.id - b.id;
+  });
+}
+
+export function schedule(candidates: Task[], slots: SlotState, conditions: Verdict): Decision {
+  const decision: Decision = { start: [], hold: [], release: [] };
+  const byOrigin = new Map(slots.runningByOrigin);
+  let running = slots.running;
+  for (const t of orderCandidates(candidates)) {
+    if (t.discretionary && !conditions.ok) {
+      if (t.waitReason !== 'conditions' || t.waitDetail !== conditions.reason) decision.hold.push({ id: t.id, reason: 'conditions', detail: conditions.reason });
+      continue;
+    }
+    if (t.waitReason === 'conditions') decision.release.push(t.id);
+    if (running >= slots.maxConcurrent) continue;
+    const origin = originOf(t.url);
+    const n = byOrigin.get(origin) ?? 0;
+    if (n >= slots.perHost) continue;
+    byOrigin.set(origin, n + 1);
+    running++;
+    decision.start.push(t);
+  }
+  return decision;
+}

@@ -1,0 +1,317 @@
+// The worker: the shell's transfer daemon. One per BGDL_HOME (a lease in the store), it starts
+// transfers as slots and conditions allow, watches for pause and cancel, records progress a few times
+// a second, runs session hooks when sessions go idle, and exits a few seconds after it has nothing to do.
+
+import os from 'node:os';
+import { loadConfig, type Config } from '../shared/config.js';
+import { LEASE_STALE_MS, pidAlive } from '../shared/lease.js';
+import { Logger } from '../shared/log.js';
+import { isFinal, type Task } from '../shared/model.js';
+import { formatDuration } from '../shared/parse.js';
+import { redactUrl } from '../shared/redact.js';
+import { Store } from '../store/index.js';
+import { closeDispatchers } from '../transfer/index.js';
+import { resourceTimeoutError, runAttempt, type Active, type StopReason } from './attempt.js';
+import { evaluateConditions, nearlyDone, readMachine, type Verdict } from './conditions.js';
+import { hookDue, hookRetryDelay, planHook, runHook } from './hooks.js';
+import { originOf, schedule } from './scheduler.js';
+
+export interface WorkerOptions {
+  home: string;
+  env?: NodeJS.ProcessEnv;
+  /** Aborting stops the worker gracefully (SIGTERM/SIGINT): transfers stop, offsets are kept. */
+  signal?: AbortSignal;
+  /** How long to stay alive with nothing to do (default 3 s; BGDL_WORKER_LINGER overrides). */
+  lingerMs?: number;
+}
+
+export type WorkerExit = 'done' | 'another-worker' | 'lease-lost' | 'stopped';
+
+const HEARTBEAT_MS = 2_000;
+const CONFIG_RELOAD_MS = 2_000;
+const FLUSH_MS = 500;
+const CONTROL_MS = 250;
+const CONDITIONS_MS = 5_000;
+const MAX_SLEEP_MS = 1_000;
+
+export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
+  const env = opts.env ?? process.env;
+  const log = new Logger(opts.home);
+  const store = await Store.open(opts.home);
+  const pid = process.pid;
+  if (!(await store.takeLease(pid, Date.now(), LEASE_STALE_MS, pidAlive))) {
+    const lease = await store.readLease();
+    log.write('worker', `not starting: worker pid ${lease?.pid} holds the lease`);
+    await store.close();
+    return 'another-worker';
+  }
+  const w = new Worker(store, log, env, opts);
+  try {
+    return await w.run();
+  } finally {
+    await store.releaseLease(pid).catch(() => {});
+    await closeDispatchers().catch(() => {});
+    await store.close();
+  }
+}
+
+class Worker {
+  private readonly active = new Map<number, Active>();
+  private readonly attempts = new Set<Promise<void>>();
+  private readonly hooksRunning = new Set<string>();
+  private readonly reserved = new Set<string>();
+  private config: Config;
+  private conditions: Verdict = { ok: true, reason: null };
+  private wakeUp: (() => void) | null = null;
+  private lastDataVersion = -1;
+  private timers = { heartbeat: 0, config: 0, flush: 0, conditions: 0, control: 0, expire: 0 };
+  private idleSince: number | null = null;
+  private needSchedule = true;
+  private readonly lingerMs: number;
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: Logger,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly opts: WorkerOptions,
+  ) {
+    this.config = loadConfig(env);
+    this.lingerMs = opts.lingerMs ?? (env.BGDL_WORKER_LINGER ? Number(env.BGDL_WORKER_LINGER) : 3000);
+  }
+
+  async run(): Promise<WorkerExit> {
+    const { store, log } = this;
+    log.write('worker', `started (pid ${process.pid}, ${os.hostname()})`);
+    const orphans = await store.requeueOrphans();
+    for (const t of orphans) log.write(t.session, `task ${t.id}: left running by a worker that stopped; re-queued to resume at byte ${t.resumeOffset}`);
+    const stop = () => this.wake();
+    this.opts.signal?.addEventListener('abort', stop);
+    try {
+      while (!this.opts.signal?.aborted) {
+        const now = Date.now();
+        if (now - this.timers.heartbeat >= HEARTBEAT_MS) {
+          this.timers.heartbeat = now;
+          if (!(await store.heartbeat(process.pid, now))) {
+            log.write('worker', 'lost the lease to another worker; stopping');
+            await this.stopAll('shutdown');
+            return 'lease-lost';
+          }
+        }
+        if (now - this.timers.config >= CONFIG_RELOAD_MS) {
+          this.timers.config = now;
+          this.config = loadConfig(this.env);
+        }
+        const changed = this.storeChanged();
+        if (changed || now - this.timers.control >= CONTROL_MS) {
+          this.timers.control = now;
+          await this.watchControl();
+        }
+        if (now - this.timers.conditions >= CONDITIONS_MS) {
+          this.timers.conditions = now;
+          this.conditions = evaluateConditions(readMachine(this.env, new Date(now)), { maxLoad: this.config.discretionaryMaxLoad, window: this.config.discretionaryWindow });
+          this.needSchedule = true;
+          await this.stopDiscretionaryIfNeeded();
+        }
+        if (now - this.timers.expire >= CONDITIONS_MS) {
+          this.timers.expire = now;
+          await this.expire(now);
+        }
+        if (changed) this.needSchedule = true;
+        if (this.needSchedule) await this.schedule(now);
+        if (now - this.timers.flush >= FLUSH_MS) {
+          this.timers.flush = now;
+          await this.flushProgress(now);
+        }
+        await this.runDueHooks(now);
+        if (await this.finished(now)) return 'done';
+        await this.sleep(now);
+      }
+      await this.stopAll('shutdown');
+      return 'stopped';
+    } finally {
+      this.opts.signal?.removeEventListener('abort', stop);
+      log.write('worker', 'exiting');
+    }
+  }
+
+  /** True when another process committed to the store since the last look (cheap: no I/O). */
+  private storeChanged(): boolean {
+    const v = this.store.dataVersion();
+    const changed = v !== this.lastDataVersion;
+    this.lastDataVersion = v;
+    return changed;
+  }
+
+  private wake(): void {
+    this.wakeUp?.();
+  }
+
+  private async sleep(now: number): Promise<void> {
+    let ms = this.active.size > 0 || this.hooksRunning.size > 0 ? CONTROL_MS : MAX_SLEEP_MS;
+    const next = await this.store.nextWakeAt(now);
+    if (next != null) ms = Math.min(ms, Math.max(0, next - now));
+    // Between full ticks, look at the store's data version often so a pause or an add acts at once.
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        if (this.store.dataVersion() !== this.lastDataVersion) done();
+      }, 100);
+      const timer = setTimeout(() => done(), ms);
+      const done = () => {
+        clearInterval(poll);
+        clearTimeout(timer);
+        this.wakeUp = null;
+        resolve();
+      };
+      this.wakeUp = done;
+      if (this.opts.signal?.aborted) done();
+    });
+  }
+
+  /** Pause and cancel act on running transfers: the CLI changes the state, the worker stops the attempt. */
+  private async watchControl(): Promise<void> {
+    if (this.active.size === 0) return;
+    const states = await this.store.statesOf([...this.active.keys()]);
+    for (const [id, a] of this.active) {
+      const s = states.get(id);
+      if (s === 'running' || a.stopReason) continue;
+      this.stop(a, s === 'canceled' ? 'cancel' : s && isFinal(s) ? 'cancel' : 'pause');
+    }
+  }
+
+  private stop(a: Active, reason: StopReason): void {
+    if (a.stopReason) return;
+    a.stopReason = reason;
+    a.abort.abort();
+  }
+
+  private async stopAll(reason: StopReason): Promise<void> {
+    for (const a of this.active.values()) this.stop(a, reason);
+    await Promise.allSettled([...this.attempts]);
+    await this.flushProgress(Date.now());
+  }
+
+  private async stopDiscretionaryIfNeeded(): Promise<void> {
+    if (this.conditions.ok) return;
+    for (const a of this.active.values()) {
+      if (a.task.discretionary && !a.stopReason && !nearlyDone(a.bytes, a.total)) {
+        this.log.write(a.task.session, `task ${a.task.id}: ${this.conditions.reason}; pausing this discretionary transfer`);
+        this.stop(a, 'conditions');
+      }
+    }
+  }
+
+  private async expire(now: number): Promise<void> {
+    for (const t of await this.store.expiredTasks(now, this.config.resourceTimeout)) {
+      const a = this.active.get(t.id);
+      if (a) {
+        this.stop(a, 'timeout');
+      } else if (await this.store.finishTask(t.id, { state: 'failed', error: resourceTimeoutError(this.config.resourceTimeout) }, now, ['queued', 'paused'])) {
+        this.log.write(t.session, `task ${t.id}: failed: not finished within resourceTimeout (${formatDuration(this.config.resourceTimeout)})`);
+      }
+    }
+  }
+
+  private async schedule(now: number): Promise<void> {
+    this.needSchedule = false;
+    const cfg = this.config;
+    if (this.active.size >= cfg.maxConcurrent && this.conditions.ok) return;
+    const candidates = (await this.store.runnableCandidates(now, 1000)).filter((t) => !this.active.has(t.id));
+    if (candidates.length === 0) return;
+    const byOrigin = new Map<string, number>();
+    for (const a of this.active.values()) byOrigin.set(a.origin, (byOrigin.get(a.origin) ?? 0) + 1);
+    const d = schedule(candidates, { running: this.active.size, runningByOrigin: byOrigin, maxConcurrent: cfg.maxConcurrent, perHost: cfg.perHost }, this.conditions);
+    if (d.hold.length || d.release.length) await this.store.setHeld(d.hold, d.release);
+    for (const t of d.start) {
+      const claimed = await this.store.markRunning(t.id, now);
+      if (claimed) this.start(claimed);
+    }
+  }
+
+  private start(task: Task): void {
+    const a: Active = {
+      task,
+      origin: originOf(task.url),
+      abort: new AbortController(),
+      stopReason: null,
+      bytes: task.kind === 'upload' ? 0 : task.resumeOffset,
+      total: task.bytesExpected,
+      durable: task.resumeOffset,
+      sample: { bytes: task.resumeOffset, at: Date.now(), speed: null },
+      dirty: false,
+    };
+    this.active.set(task.id, a);
+    this.log.write(task.session, `task ${task.id}: attempt ${task.attempts} ${task.method} ${redactUrl(task.url)}`);
+    const p = runAttempt({ store: this.store, log: this.log, config: () => this.config, reserved: this.reserved }, a)
+      .catch((err) => this.log.write(task.session, `task ${task.id}: internal error: ${(err as Error).stack ?? err}`))
+      .finally(() => {
+        this.active.delete(task.id);
+        this.attempts.delete(p);
+        this.needSchedule = true;
+        this.wake();
+      });
+    this.attempts.add(p);
+  }
+
+  private async flushProgress(now: number): Promise<void> {
+    const updates = [];
+    for (const a of this.active.values()) {
+      const dt = now - a.sample.at;
+      if (dt >= 1000) {
+        const rate = ((a.bytes - a.sample.bytes) * 1000) / dt;
+        a.sample = { bytes: a.bytes, at: now, speed: a.sample.speed == null ? rate : 0.5 * a.sample.speed + 0.5 * rate };
+      }
+      if (!a.dirty) continue;
+      a.dirty = false;
+      const speed = a.sample.speed == null ? null : Math.round(a.sample.speed);
+      if (a.task.kind === 'upload') updates.push({ id: a.task.id, bytesSent: a.bytes, speed });
+      else updates.push({ id: a.task.id, bytesReceived: a.bytes, bytesExpected: a.total ?? a.task.bytesExpected, resumeOffset: a.durable, speed });
+    }
+    await this.store.recordProgress(updates);
+  }
+
+  private async runDueHooks(now: number): Promise<void> {
+    const waiting = await this.store.sessionsAwaitingHook(now);
+    for (const { session, active, runnable } of waiting) {
+      if (this.hooksRunning.has(session.name) || !hookDue(session, { active, runnable }, now)) continue;
+      const events = await this.store.listEvents({ session: session.name, undeliveredOnly: true });
+      if (events.length === 0) continue;
+      this.hooksRunning.add(session.name);
+      await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax });
+      const plan = planHook(this.opts.home, session, events, this.env, this.config.downloadDir, now);
+      this.log.write(session.name, `hook: running for ${events.length} event(s)`);
+      const p = runHook(plan, this.config.hookTimeout, (line) => this.log.write(session.name, `hook: ${line}`))
+        .then(async (outcome) => {
+          if (outcome.ok) {
+            await this.store.recordHookResult(session.name, events.map((e) => e.id), { ok: true });
+            this.log.write(session.name, `hook: exit 0; ${events.length} event(s) delivered`);
+          } else {
+            const delay = hookRetryDelay(session.hookFailures, this.config.hookRetryDelay);
+            await this.store.recordHookResult(session.name, [], { ok: false, error: outcome.error!, nextAt: Date.now() + delay });
+            this.log.write(session.name, `hook: failed (${outcome.error}); retrying in ${formatDuration(delay)}`);
+          }
+        })
+        .catch((err) => this.log.write(session.name, `hook: internal error: ${(err as Error).message}`))
+        .finally(() => {
+          this.hooksRunning.delete(session.name);
+          this.attempts.delete(p);
+          this.wake();
+        });
+      this.attempts.add(p);
+    }
+  }
+
+  /** Nothing queued, running or waiting for hook delivery, for longer than the linger time. */
+  private async finished(now: number): Promise<boolean> {
+    if (this.active.size > 0 || this.hooksRunning.size > 0) {
+      this.idleSince = null;
+      return false;
+    }
+    const work = await this.store.workSummary(now);
+    if (work.queued + work.running + work.pendingHooks > 0) {
+      this.idleSince = null;
+      return false;
+    }
+    this.idleSince ??= now;
+    return now - this.idleSince >= this.lingerMs;
+  }
+}

@@ -1,0 +1,160 @@
+// Helpers for end-to-end tests: a temporary BGDL_HOME, running the real CLI, polling with a deadline.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+export const BIN = path.resolve(import.meta.dirname, '../../bin/bgdl.js');
+
+export interface TestDir {
+  dir: string;
+  home: string;
+  downloads: string;
+  env: NodeJS.ProcessEnv;
+  /** Run the real CLI in this home. */
+  bgdl(args: string[], opts?: RunOptions): Promise<RunResult>;
+  /** The worker pid holding the lease, if any. */
+  workerPid(): number | null;
+  cleanup(): Promise<void>;
+}
+
+export interface RunOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  input?: string | Buffer;
+  timeoutMs?: number;
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], opts: RunOptions & { env: NodeJS.ProcessEnv }): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: opts.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`bgdl ${args.join(' ')} timed out\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, opts.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin.on('error', () => {});
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Environment for a test: its own home and config, no proxies, no terminal niceties. */
+export function testEnv(dir: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const k of ['PATH', 'LANG', 'TZ', 'SYSTEMROOT']) if (process.env[k]) env[k] = process.env[k];
+  return {
+    ...env,
+    HOME: dir,
+    BGDL_HOME: path.join(dir, 'home'),
+    XDG_CONFIG_HOME: path.join(dir, 'config'),
+    XDG_DATA_HOME: path.join(dir, 'data'),
+    BGDL_WORKER_LINGER: '300',
+    BGDL_POWER_SUPPLY_DIR: path.join(dir, 'no-power-supply'),
+    CI: 'true',
+    ...extra,
+  };
+}
+
+export async function testdir(extraEnv: NodeJS.ProcessEnv = {}): Promise<TestDir> {
+  const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-test-')));
+  const downloads = path.join(dir, 'downloads');
+  fs.mkdirSync(downloads);
+  const env = testEnv(dir, extraEnv);
+  const home = env.BGDL_HOME!;
+  const t: TestDir = {
+    dir,
+    home,
+    downloads,
+    env,
+    bgdl: (args, opts = {}) => runCli(args, { cwd: downloads, ...opts, env: { ...env, ...opts.env } }),
+    workerPid: () => leasePid(home),
+    cleanup: async () => {
+      await stopWorker(home);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return t;
+}
+
+export function leasePid(home: string): number | null {
+  const file = path.join(home, 'bgdl.db');
+  if (!fs.existsSync(file)) return null;
+  const db = new Database(file, { readonly: true, timeout: 5000 });
+  try {
+    const row = db.prepare('SELECT pid FROM lease WHERE id = 1').get() as { pid: number } | undefined;
+    return row?.pid ?? null;
+  } catch {
+    return null;
+  } finally {
+    db.close();
+  }
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Kill the home's worker (if any) and wait until it is gone. */
+export async function stopWorker(home: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  const pid = leasePid(home);
+  if (pid == null || !alive(pid)) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    return;
+  }
+  await waitUntil(() => !alive(pid), 10_000, `worker ${pid} to exit`);
+}
+
+/** Poll `check` until it returns a truthy value or the deadline passes. */
+export async function waitUntil<T>(check: () => T | Promise<T>, timeoutMs = 20_000, what = 'condition', intervalMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** `bgdl status --json` parsed. */
+export async function statusJson(t: TestDir, ids: number[] = []): Promise<any[]> {
+  const r = await t.bgdl(['status', '--json', ...ids.map(String)]);
+  if (r.code !== 0) throw new Error(`status failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** Wait until every listed task is in a final state; returns their JSON. */
+export async function waitFinal(t: TestDir, ids: number[], timeoutMs = 30_000): Promise<any[]> {
+  return waitUntil(async () => {
+    const tasks = await statusJson(t, ids);
+    return tasks.every((x) => ['completed', 'failed', 'canceled'].includes(x.state)) ? tasks : null;
+  }, timeoutMs, `tasks ${ids.join(',')} to finish`, 100);
+}

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import type { Task } from '../../src/shared/model.js';
+import { orderCandidates, schedule } from '../../src/worker/scheduler.js';
+
+let nextId = 1;
+function task(p: Partial<Task> = {}): Task {
+  return {
+    id: nextId++, session: 'default', kind: 'download', url: 'http://a.test/x', finalUrl: null, method: 'GET', headers: [], output: null,
+    outputFixed: false, dir: '/tmp', uploadFile: null, uploadSize: null, state: 'queued', waitReason: null, waitDetail: null, notBefore: null,
+    beginAt: null, discretionary: false, priority: 'normal', expectSend: null, expectReceive: null, sha256Expected: null, sha256: null,
+    bytesReceived: 0, bytesExpected: null, bytesSent: 0, httpStatus: null, attempts: 0, error: null, etag: null, lastModified: null,
+    resumeOffset: 0, responseBody: null, insecure: false, caFile: null, allowDowngrade: false, fromHook: false, speed: null,
+    createdAt: 0, startedAt: null, finishedAt: null, ...p,
+  };
+}
+const good = { ok: true, reason: null };
+const bad = { ok: false, reason: 'on battery power' };
+const slots = (over: Partial<Parameters<typeof schedule>[1]> = {}) => ({ running: 0, runningByOrigin: new Map(), maxConcurrent: 8, perHost: 6, ...over });
+
+describe('scheduler', () => {
+  it('orders by priority, then age', () => {
+    const a = task({ priority: 'low' });
+    const b = task();
+    const c = task({ priority: 'high' });
+    const d = task();
+    expect(orderCandidates([a, b, c, d]).map((t) => t.id)).toEqual([c.id, b.id, d.id, a.id]);
+  });
+  it('puts discretionary tasks after ordinary ones, smallest expected first', () => {
+    const big = task({ discretionary: true, expectReceive: 5e9 });
+    const unknown = task({ discretionary: true });
+    const small = task({ discretionary: true, expectReceive: 1000 });
+    const plain = task();
+    expect(orderCandidates([big, unknown, small, plain]).map((t) => t.id)).toEqual([plain.id, small.id, big.id, unknown.id]);
+  });
+  it('respects maxConcurrent', () => {
+    const ts = Array.from({ length: 10 }, (_, i) => task({ url: `http://h${i}.test/` }));
+    expect(schedule(ts, slots({ maxConcurrent: 3, running: 1 }), good).start).toHaveLength(2);
+  });
+  it('respects perHost per origin and fills other hosts', () => {
+    const same = Array.from({ length: 5 }, () => task({ url: 'http://one.test/f' }));
+    const other = task({ url: 'http://two.test/f' });
+    const d = schedule([...same, other], slots({ perHost: 2, runningByOrigin: new Map([['http://one.test', 1]]), running: 1 }), good);
+    expect(d.start.map((t) => t.id)).toEqual([same[0]!.id, other.id]);
+  });
+  it('holds discretionary tasks when conditions are bad and says why', () => {
+    const disc = task({ discretionary: true });
+    const plain = task();
+    const d = schedule([disc, plain], slots(), bad);
+    expect(d.start.map((t) => t.id)).toEqual([plain.id]);
+    expect(d.hold).toEqual([{ id: disc.id, reason: 'conditions', detail: 'on battery power' }]);
+  });
+  it('does not rewrite a hold that is already recorded, and releases it when conditions turn good', () => {
+    const held = task({ discretionary: true, waitReason: 'conditions', waitDetail: 'on battery power' });
+    expect(schedule([held], slots(), bad).hold).toEqual([]);
+    const d = schedule([held], slots(), good);
+    expect(d.release).toEqual([held.id]);
+    expect(d.start.map((t) => t.id)).toEqual([held.id]);
+  });
+});
