@@ -90,7 +90,7 @@ export function buildProgram(ctx: Ctx): Command {
     .action(async (list: string[], o: { session?: string; json?: boolean; watch?: boolean }) => {
       const [{ status }, render] = await Promise.all([import('./commands/status.js'), import('./render.js')]);
       const show = async () => {
-        const tasks = await status(ctx, ids(list), o);
+        const tasks = await status(ctx, ids(list), { ...o, brief: !o.json && list.length === 0 });
         if (o.json) json(tasks.map((t) => render.taskJson(t)));
         else if (list.length === 1 && tasks.length === 1) out(render.taskDetail(tasks[0]!));
         else out(render.statusTable(tasks) || 'no tasks\n');

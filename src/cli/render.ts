@@ -100,13 +100,17 @@ function sizeText(t: Task): string {
 
 /** Pad columns to their widest cell; the last column is not padded. */
 export function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), ...rows.map(line)].join('\n') + '\n';
+  const widths = header.map((h) => h.length);
+  for (const r of rows) for (let i = 0; i < r.length; i++) if (r[i]!.length > widths[i]!) widths[i] = r[i]!.length;
+  const last = header.length - 1;
+  const line = (cells: string[]) => {
+    let s = '';
+    for (let i = 0; i < last; i++) s += cells[i]!.padEnd(widths[i]! + 2);
+    return (s + cells[last]).trimEnd();
+  };
+  let out = line(header) + '\n';
+  for (const r of rows) out += line(r) + '\n';
+  return out;
 }
 
 export function statusTable(tasks: Task[], now = Date.now()): string {

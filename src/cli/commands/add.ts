@@ -65,8 +65,13 @@ export function parseInputList(data: Buffer, source: string): { url: string; out
   return out;
 }
 
-function readInput(file: string): Buffer {
-  if (file === '-') return fs.readFileSync(0);
+async function readInput(file: string): Promise<Buffer> {
+  if (file === '-') {
+    // stdin may be a non-blocking pipe, so read it as a stream rather than with readFileSync(0).
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
   try {
     return fs.readFileSync(file);
   } catch (err) {
@@ -128,12 +133,12 @@ export function parseCommon(ctx: Ctx, o: AddOptions, defaultMethod: string): Com
   };
 }
 
-export function planAdd(ctx: Ctx, urls: string[], o: AddOptions): NewTask[] {
+export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<NewTask[]> {
   const common = parseCommon(ctx, o, 'GET');
   if (o.output && o.dir) throw new UsageError('-o and -d cannot be used together: -o names the file, -d the directory for derived names');
   const sha = o.sha256 !== undefined ? parseSha256(o.sha256) : null;
   const items: { url: string; output: string | null }[] = urls.map((u) => ({ url: parseHttpUrl(u), output: null }));
-  if (o.inputFile !== undefined) items.push(...parseInputList(readInput(o.inputFile), o.inputFile === '-' ? 'stdin' : o.inputFile));
+  if (o.inputFile !== undefined) items.push(...parseInputList(await readInput(o.inputFile), o.inputFile === '-' ? 'stdin' : o.inputFile));
   if (items.length === 0) throw new UsageError('no URL given: bgdl add URL… or bgdl add -i FILE');
   if (o.output && items.length > 1) throw new UsageError('-o names one file but several URLs were given: use -d DIR for several');
   if (sha && items.length > 1) throw new UsageError('--sha256 applies to one URL but several were given');
@@ -154,7 +159,7 @@ export function planAdd(ctx: Ctx, urls: string[], o: AddOptions): NewTask[] {
 }
 
 export async function add(ctx: Ctx, urls: string[], o: AddOptions): Promise<Task[]> {
-  const planned = planAdd(ctx, urls, o);
+  const planned = await planAdd(ctx, urls, o);
   for (const dir of new Set(planned.map((t) => t.dir))) makeDir(dir);
   return enqueueAndStart(ctx, planned);
 }

@@ -5,6 +5,8 @@ import { ensureWorker, openStore, requireSession, touchSession, type Ctx } from 
 
 export interface StatusOptions {
   session?: string;
+  /** Only the fields the table shows (faster with many tasks). */
+  brief?: boolean;
 }
 
 export async function status(ctx: Ctx, ids: number[], o: StatusOptions): Promise<Task[]> {
@@ -18,7 +20,7 @@ export async function status(ctx: Ctx, ids: number[], o: StatusOptions): Promise
       await requireSession(store, o.session);
       await touchSession(ctx, store, o.session);
     }
-    tasks = await store.listTasks({ session: o.session });
+    tasks = await store.listTasks({ session: o.session, brief: o.brief });
   }
   await ensureWorker(ctx, store);
   return tasks;

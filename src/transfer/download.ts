@@ -1,0 +1,309 @@
+// One download attempt, as a pipeline of steps: plan the request (resume range and validators),
+// perform it following redirects, judge the response (append / start over / already complete /
+// retry without the range / fail), choose the output, write the body to the part file while hashing,
+// verify length and checksum, and move the file into place.
+
+import { createHash } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { formatBytes } from '../shared/parse.js';
+import { classifyError, classifyStatus } from './classify.js';
+import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
+import { fileError, inspectPart, PartFile } from './partfile.js';
+import {
+  TransferError,
+  type DownloadCallbacks,
+  type DownloadRequest,
+  type DownloadResult,
+  type ResponseMeta,
+  type ResumePoint,
+} from './types.js';
+import { parseContentDisposition } from './naming.js';
+
+// Writing: chunks are hashed as they arrive and written in batches of about this much, with one
+// write in flight while the next batch fills, so disk and network overlap and a 1 GiB transfer
+// costs about a thousand writes, not sixteen thousand.
+const BATCH_BYTES = 1024 * 1024;
+/** A slow transfer still reaches the disk (and the progress display) this often. */
+const FLUSH_INTERVAL_MS = 250;
+
+type Headers = Record<string, string | string[] | undefined>;
+type Partial = ResumePoint & { output: string };
+
+/** A resume that passed the checks: the part file of `output` exists, is ours and holds `offset` bytes. */
+export interface ResumePlan extends ResumePoint {
+  output: string;
+}
+
+/** What to do with a final response. */
+export type Verdict =
+  /** Write the body at `startOffset` (0: a fresh file). */
+  | { kind: 'write'; startOffset: number; totalBytes: number | null; bodyBytes: number | null }
+  /** 416 for a range starting exactly at the end: the part file already holds the whole resource. */
+  | { kind: 'complete'; totalBytes: number }
+  /** The range answer cannot be trusted (wrong start, changed validator, 416): ask again without Range. */
+  | { kind: 'restart'; reason: string }
+  /** Not a success: classify the status. */
+  | { kind: 'fail' };
+
+const isStrongEtag = (etag: string | null): etag is string => !!etag && !etag.startsWith('W/');
+
+/** The Range and If-Range headers for a resume: If-Range carries a strong ETag, else Last-Modified. */
+export function rangeHeaders(plan: ResumePoint): Array<[string, string]> {
+  const headers: Array<[string, string]> = [['Range', `bytes=${plan.offset}-`]];
+  const validator = isStrongEtag(plan.etag) ? plan.etag : plan.lastModified;
+  if (validator) headers.push(['If-Range', validator]);
+  return headers;
+}
+
+function parseLength(value: string | null): number | null {
+  return value != null && /^\d+$/.test(value.trim()) ? Number(value) : null;
+}
+
+/** `bytes 100-199/1000` (total may be `*`). */
+export function parseContentRange(value: string | null): { start: number; end: number; total: number | null } | null {
+  const m = value && /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(value);
+  if (!m) return null;
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  const total = m[3] === '*' ? null : Number(m[3]);
+  if (end < start || (total != null && end >= total)) return null;
+  return { start, end, total };
+}
+
+/** The response to a request (with Range when `plan` is set): append, start over, done, retry, or fail. */
+export function judgeResponse(status: number, headers: Headers, plan: ResumePoint | null, method = 'GET'): Verdict {
+  const length = method === 'HEAD' ? null : parseLength(headerValue(headers, 'content-length'));
+  if (status === 416 && plan) {
+    const m = /^\s*bytes\s+\*\/(\d+)\s*$/i.exec(headerValue(headers, 'content-range') ?? '');
+    if (m && Number(m[1]) === plan.offset) return { kind: 'complete', totalBytes: plan.offset };
+    return { kind: 'restart', reason: 'the server cannot serve the rest of the file (HTTP 416)' };
+  }
+  if (status < 200 || status > 299) return { kind: 'fail' };
+  if (status === 206 && plan) {
+    const range = parseContentRange(headerValue(headers, 'content-range'));
+    if (!range || range.start !== plan.offset) return { kind: 'restart', reason: 'the server sent a different range' };
+    const etag = headerValue(headers, 'etag');
+    const lastModified = headerValue(headers, 'last-modified');
+    if ((plan.etag && etag && etag !== plan.etag) || (plan.lastModified && lastModified && lastModified !== plan.lastModified)) {
+      return { kind: 'restart', reason: 'the file changed on the server' };
+    }
+    return { kind: 'write', startOffset: plan.offset, totalBytes: range.total, bodyBytes: length ?? range.end - range.start + 1 };
+  }
+  // 200 (a resume the server declined: start over), or any other 2xx; an unasked-for 206 is taken as it is.
+  return { kind: 'write', startOffset: 0, totalBytes: length, bodyBytes: length };
+}
+
+/**
+ * Step 1: may this attempt resume? Only with a known output and a part file that is a regular file we
+ * own and holds at least the recorded offset. A planted symlink fails the task (E_UNSAFE_PART).
+ */
+async function planResume(req: DownloadRequest): Promise<ResumePlan | null> {
+  if (!req.resume || !req.output || req.resume.offset <= 0) return null;
+  // A user's own Range header asks for a slice: resuming on top of it would be wrong.
+  if (req.headers.some(([n]) => n.toLowerCase() === 'range')) return null;
+  const size = await inspectPart(req.output);
+  if (size == null || size < req.resume.offset) return null;
+  return { ...req.resume, output: req.output };
+}
+
+/** Step 2: send the request (with the resume range), following redirects. */
+function perform(req: DownloadRequest, cb: DownloadCallbacks, plan: ResumePlan | null): Promise<FinalResponse> {
+  const hop = firstHop(req.url, req.method, req.headers);
+  hop.withBody = false;
+  if (plan) hop.headers.push(...rangeHeaders(plan));
+  return requestFollowingRedirects(hop, {
+    insecure: req.insecure,
+    caFile: req.caFile,
+    signal: cb.signal,
+    stallTimeoutMs: req.stallTimeoutMs,
+    maxRedirects: req.maxRedirects ?? DEFAULT_MAX_REDIRECTS,
+    rules: { allowDowngrade: req.allowDowngrade, anyRedirectDropsBody: false },
+  });
+}
+
+export async function download(req: DownloadRequest, cb: DownloadCallbacks): Promise<DownloadResult> {
+  let plan = await planResume(req);
+  // What is on disk for the next attempt if this one fails: the resume point until the body is being
+  // written, then what has been fsync'd.
+  const state: { partial: Partial | null } = { partial: plan };
+  try {
+    let final = await perform(req, cb, plan);
+    let verdict = judgeResponse(final.response.statusCode, final.response.headers, plan, final.hop.method);
+    if (verdict.kind === 'restart') {
+      await final.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
+      plan = null;
+      final = await perform(req, cb, null);
+      verdict = judgeResponse(final.response.statusCode, final.response.headers, null, final.hop.method);
+    }
+    if (verdict.kind === 'fail' || verdict.kind === 'restart') {
+      const { statusCode, headers, body } = final.response;
+      await body.dump({ limit: 64 * 1024 }).catch(() => {});
+      throw classifyStatus(statusCode, headers, Date.now(), final.hop.url.href);
+    }
+    return await receive(req, cb, final, verdict, plan, state);
+  } catch (err) {
+    throw settle(err, cb.signal, state.partial);
+  }
+}
+
+/** A failure as the worker needs it: classified, marked E_ABORTED when we were stopped, with what survives. */
+function settle(err: unknown, signal: AbortSignal, partial: Partial | null): TransferError {
+  const e = signal.aborted ? new TransferError('E_ABORTED', 'stopped', true) : classifyError(err);
+  if (e.extra.partial || !partial || partial.offset <= 0) return e;
+  return new TransferError(e.code, e.message, e.transient, { ...e.extra, partial: { ...partial } });
+}
+
+/** Steps 3–6 for a response worth writing: choose the output, check space, write, verify, move into place. */
+async function receive(
+  req: DownloadRequest,
+  cb: DownloadCallbacks,
+  final: FinalResponse,
+  verdict: Extract<Verdict, { kind: 'write' | 'complete' }>,
+  plan: ResumePlan | null,
+  state: { partial: Partial | null },
+): Promise<DownloadResult> {
+  const { response, hop } = final;
+  const body: Readable | null = verdict.kind === 'write' ? response.body : null;
+  if (!body) await response.body.dump({ limit: 64 * 1024 }).catch(() => {});
+  const startOffset = verdict.kind === 'write' ? verdict.startOffset : verdict.totalBytes;
+  const bodyBytes = verdict.kind === 'write' ? verdict.bodyBytes : 0;
+  const resumed = startOffset > 0 ? plan : null;
+  const meta: ResponseMeta = {
+    finalUrl: hop.url.href,
+    // A 416 "you already have it all" completes a resume: report it as the partial content it finishes.
+    status: verdict.kind === 'complete' ? 206 : response.statusCode,
+    totalBytes: verdict.totalBytes,
+    etag: headerValue(response.headers, 'etag') ?? resumed?.etag ?? null,
+    lastModified: headerValue(response.headers, 'last-modified') ?? resumed?.lastModified ?? null,
+    dispositionName: parseContentDisposition(headerValue(response.headers, 'content-disposition')),
+    startOffset,
+  };
+
+  let part: PartFile;
+  let output: string;
+  const hash = createHash('sha256');
+  try {
+    output = await cb.chooseOutput(meta);
+    if (resumed && output !== resumed.output) {
+      throw new TransferError('E_RESUME', `cannot resume into ${output}: the partial file belongs to ${resumed.output}`, true);
+    }
+    const remaining = meta.totalBytes != null ? meta.totalBytes - startOffset : req.expectReceive != null ? req.expectReceive - startOffset : null;
+    await checkFreeSpace(output, remaining, state.partial);
+    part = await PartFile.open(output, startOffset, hash, (offset) => {
+      if (state.partial) state.partial.offset = offset;
+      cb.onDurable(offset);
+    });
+  } catch (err) {
+    body?.destroy();
+    throw err;
+  }
+  state.partial = { output, offset: startOffset, etag: meta.etag, lastModified: meta.lastModified };
+
+  let received = 0;
+  if (body) {
+    try {
+      received = await writeBody(body, part, hash, (n) => cb.onProgress(startOffset + n, meta.totalBytes));
+    } catch (err) {
+      await part.salvage();
+      throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
+    }
+  }
+
+  const size = startOffset + received;
+  const expectedSize = meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null);
+  if (expectedSize != null && size !== expectedSize) {
+    await part.salvage();
+    if (size > expectedSize) {
+      state.partial = null;
+      throw new TransferError('E_LENGTH', `received ${size} bytes, more than the ${expectedSize} announced`, false);
+    }
+    throw new TransferError('E_SHORT_BODY', `the connection ended after ${size} of ${expectedSize} bytes`, true);
+  }
+
+  const sha256 = hash.digest('hex');
+  if (req.sha256Expected && sha256 !== req.sha256Expected.toLowerCase()) {
+    state.partial = null;
+    await part.discard();
+    throw new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${req.sha256Expected.toLowerCase()}, got ${sha256}`, false);
+  }
+
+  let used: string;
+  try {
+    used = await part.finish(output, req.outputFixed);
+  } catch (err) {
+    await part.close();
+    throw fileError(output, err);
+  }
+  return { output: used, finalUrl: hop.url.href, httpStatus: meta.status, bytes: size, sha256 };
+}
+
+/** Step 4: free space at the destination for what is still to come (Content-Length, else --expect-receive). */
+async function checkFreeSpace(output: string, needed: number | null, partial: Partial | null): Promise<void> {
+  if (needed == null || needed <= 0) return;
+  const dir = path.dirname(output);
+  let free: number;
+  try {
+    const st = await fsp.statfs(dir);
+    free = st.bavail * st.bsize;
+  } catch {
+    return; // no answer: the write itself will tell
+  }
+  if (free < needed) {
+    throw new TransferError('E_DISK_SPACE', `not enough free space in ${dir}: ${formatBytes(needed)} needed, ${formatBytes(free)} free`, true, {
+      waitFor: 'disk-space',
+      ...(partial ? { partial: { ...partial } } : {}),
+    });
+  }
+}
+
+/**
+ * Step 5: stream the body into the part file: hash every chunk as it arrives, write in batches, report
+ * progress per batch. Returns the body bytes received (all written when it returns).
+ */
+async function writeBody(body: Readable, part: PartFile, hash: ReturnType<typeof createHash>, progress: (received: number) => void): Promise<number> {
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  let received = 0;
+  let lastFlush = Date.now();
+  const flush = async (): Promise<void> => {
+    const chunks = batch;
+    const size = batchBytes;
+    batch = [];
+    batchBytes = 0;
+    lastFlush = Date.now();
+    await part.write(chunks, size);
+    progress(received);
+  };
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      batch.push(chunk);
+      batchBytes += chunk.length;
+      received += chunk.length;
+      if (batchBytes >= BATCH_BYTES || Date.now() - lastFlush >= FLUSH_INTERVAL_MS) await flush();
+    }
+  } finally {
+    // Bytes that arrived before a failure are good: keep them for the resume.
+    if (batchBytes > 0) await flush().catch(() => {});
+  }
+  await part.sync();
+  return received;
+}
+
+/** A failure while the body was streaming: a full disk waits, a cut-off body is E_SHORT_BODY; all keep the partial. */
+function bodyFailure(err: unknown, part: PartFile, received: number, bodyBytes: number | null): unknown {
+  const writeErr = part.failure ?? (isFsError(err) ? err : null);
+  if (writeErr) return fileError(part.path, writeErr);
+  const e = classifyError(err);
+  if ((e.code === 'E_CONNECTION' || e.code === 'E_SHORT_BODY') && bodyBytes != null && received < bodyBytes) {
+    return new TransferError('E_SHORT_BODY', `the connection ended after ${received} of ${bodyBytes} body bytes (${e.message})`, true);
+  }
+  return e;
+}
+
+function isFsError(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException;
+  return typeof e?.syscall === 'string' && ['write', 'writev', 'fsync', 'ftruncate', 'open'].includes(e.syscall);
+}

@@ -1,0 +1,313 @@
+// A local HTTP(S) server for tests, with a switch for every misbehaviour bgdl handles: redirects,
+// ranges and validators, dropped and stalled connections, short bodies, error statuses, gzip, slow
+// bodies, uploads. Every request is logged (method, path, headers, body length and sha256).
+//
+//   const s = await startServer();
+//   s.route('/f.bin', { body: { size: 100_000 }, etag: '"v1"', dropAfter: { bytes: 30_000, times: 1 } });
+//   ... download(s.url('/f.bin')) ...
+//   expect(s.requestsTo('/f.bin')[1].headers.range).toBe('bytes=30000-');
+//   await s.close();
+
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import zlib from 'node:zlib';
+
+/** A misbehaviour that applies to the first `times` requests of a route (every request when omitted). */
+interface Times {
+  times?: number;
+}
+
+export interface RouteOptions {
+  /** The resource: bytes, or `size` deterministic pseudo-random bytes (see bodyFor). Default: empty. */
+  body?: Buffer | string | { size: number; seed?: string };
+  /** Status for a normal (non-range) response. Default 200. */
+  status?: number;
+  /** Extra response headers (they override the computed ones). */
+  headers?: Record<string, string>;
+  contentDisposition?: string;
+  /** Answer every request with a redirect. `to` may be relative. Default status 302. */
+  redirect?: { to: string; status?: number };
+  /** A fixed ETag (with its quotes), or `'per-request'`: `"r1"`, `"r2"`, … a new one each request. */
+  etag?: string | 'per-request';
+  lastModified?: string;
+  /** Honour `Range` (with `If-Range`). `false`: ignore Range and send 200. Default true. */
+  ranges?: boolean;
+  /** `false`: honour Range even when If-Range does not match (a broken server). Default true. */
+  ifRange?: boolean;
+  /** Destroy the connection after this many body bytes. */
+  dropAfter?: { bytes: number } & Times;
+  /** Announce the full Content-Length, send `bytes`, then close the connection cleanly. */
+  shortBody?: { bytes: number } & Times;
+  /** Pause for `ms` after `bytes` body bytes. */
+  stallAfter?: { bytes: number; ms: number } & Times;
+  /** 503 Service Unavailable with Retry-After (seconds or a date) for the first `times` requests. */
+  status503?: { times: number; retryAfter?: string };
+  /** `status` for the first `times` requests. */
+  failTimes?: { status: number; times: number };
+  /** Send the body gzip-encoded with Content-Encoding: gzip (ranges apply to the encoded bytes). */
+  gzip?: boolean;
+  /** No Content-Length (chunked transfer encoding). */
+  chunked?: boolean;
+  /** Wait this long before answering. */
+  delayMs?: number;
+  /** Send the body at about this many bytes per second. */
+  throttle?: number;
+  /** Accept PUT/POST here and answer with `status` (default 201) and `body` (default JSON of what arrived). */
+  upload?: boolean | { status?: number; body?: string };
+}
+
+export interface RecordedRequest {
+  method: string;
+  /** The path without the query. */
+  path: string;
+  /** Path and query as sent. */
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  bodyLength: number;
+  bodySha256: string;
+}
+
+export interface TestServer {
+  /** `http://127.0.0.1:PORT` (or https). */
+  origin: string;
+  url(p: string): string;
+  /** Register (or replace) a route; its misbehaviour counters start again. */
+  route(p: string, options: RouteOptions): void;
+  requests: RecordedRequest[];
+  requestsTo(p: string): RecordedRequest[];
+  hits(p: string): number;
+  /** The bytes a route sends as its full body (gzip-encoded when `gzip`). */
+  wireBody(p: string): Buffer;
+  close(): Promise<void>;
+}
+
+export interface HttpsTestServer extends TestServer {
+  /** A PEM file with the server's self-signed certificate, for `caFile`. */
+  caFile: string;
+}
+
+const bodies = new Map<string, Buffer>();
+
+/** `size` deterministic pseudo-random bytes for `seed` (xorshift32 seeded from sha256(seed)). */
+export function bodyFor(size: number, seed = 'bgdl'): Buffer {
+  const key = `${seed}:${size}`;
+  let buf = bodies.get(key);
+  if (!buf) {
+    buf = Buffer.alloc(size);
+    let x = createHash('sha256').update(seed).digest().readUInt32LE(0) || 1;
+    const words = Math.floor(size / 4);
+    for (let i = 0; i < words; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      buf.writeUInt32LE(x >>> 0, i * 4);
+    }
+    for (let i = words * 4; i < size; i++) buf[i] = (x >>> ((i % 4) * 8)) & 0xff;
+    if (bodies.size < 64) bodies.set(key, buf);
+  }
+  return buf;
+}
+
+export const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
+
+interface Route {
+  options: RouteOptions;
+  /** Requests since the route was registered: misbehaviours with `times` count these. */
+  count: number;
+  wire: Buffer;
+}
+
+function wireBodyOf(options: RouteOptions): Buffer {
+  const b = options.body;
+  const plain = b == null ? Buffer.alloc(0) : Buffer.isBuffer(b) ? b : typeof b === 'string' ? Buffer.from(b) : bodyFor(b.size, b.seed);
+  return options.gzip ? zlib.gzipSync(plain) : plain;
+}
+
+const applies = (m: Times | undefined, n: number): boolean => !!m && n <= (m.times ?? Infinity);
+
+/** Does `If-Range` still match the representation? Strong comparison for ETags, exact for dates. */
+function ifRangeMatches(value: string, etag: string | null, lastModified: string | null): boolean {
+  if (value.startsWith('"') || value.startsWith('W/')) return !!etag && !etag.startsWith('W/') && value === etag;
+  return !!lastModified && value === lastModified;
+}
+
+function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closing: AbortSignal) {
+  const pause = (ms: number) => sleep(ms, undefined, { signal: closing, ref: false }).catch(() => {});
+
+  async function send(res: http.ServerResponse, data: Buffer, route: Route, n: number): Promise<void> {
+    const o = route.options;
+    const drop = applies(o.dropAfter, n) ? o.dropAfter!.bytes : Infinity;
+    const short = applies(o.shortBody, n) ? o.shortBody!.bytes : Infinity;
+    const stall = applies(o.stallAfter, n) ? o.stallAfter! : null;
+    const end = Math.min(data.length, drop, short);
+    let stalled = false;
+    let pos = 0;
+    while (pos < end) {
+      if (res.destroyed || closing.aborted) return;
+      let size = Math.min(64 * 1024, end - pos);
+      if (stall && !stalled && pos < stall.bytes) size = Math.min(size, stall.bytes - pos);
+      if (o.throttle) size = Math.min(size, Math.max(1, Math.floor(o.throttle / 20)));
+      const chunk = data.subarray(pos, pos + size);
+      pos += size;
+      let ok = true;
+      const flushed = new Promise<void>((resolve) => {
+        ok = res.write(chunk, () => resolve());
+      });
+      // Before cutting the connection, make sure the bytes promised have reached the socket.
+      if (pos === end && end < data.length) await flushed;
+      else if (!ok) await Promise.race([new Promise((r) => res.once('drain', r)), new Promise((r) => res.once('close', r))]);
+      if (stall && !stalled && pos >= stall.bytes) {
+        stalled = true;
+        await pause(stall.ms);
+      }
+      if (o.throttle) await pause((size / o.throttle) * 1000);
+    }
+    if (res.destroyed) return;
+    if (end === drop) res.socket?.destroy();
+    else if (end === short) res.socket?.end();
+    else res.end();
+  }
+
+  return async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    res.on('error', () => {});
+    const hash = createHash('sha256');
+    let bodyLength = 0;
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      bodyLength += chunk.length;
+    }
+    const url = new URL(req.url ?? '/', 'http://x');
+    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', headers: req.headers, bodyLength, bodySha256: hash.digest('hex') };
+    log.push(record);
+    const route = routes.get(url.pathname);
+    if (!route) {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    const n = ++route.count;
+    const o = route.options;
+    if (o.delayMs) await pause(o.delayMs);
+    if (o.failTimes && n <= o.failTimes.times) {
+      res.writeHead(o.failTimes.status, { 'Content-Type': 'text/plain' }).end(`failure ${n}\n`);
+      return;
+    }
+    if (o.status503 && n <= o.status503.times) {
+      res.writeHead(503, { 'Content-Type': 'text/plain', ...(o.status503.retryAfter ? { 'Retry-After': o.status503.retryAfter } : {}) }).end('busy\n');
+      return;
+    }
+    if (o.redirect) {
+      res.writeHead(o.redirect.status ?? 302, { Location: o.redirect.to, 'Content-Type': 'text/plain', ...o.headers }).end('moved\n');
+      return;
+    }
+    if (o.upload && (record.method === 'PUT' || record.method === 'POST')) {
+      const u = typeof o.upload === 'object' ? o.upload : {};
+      const answer = u.body ?? JSON.stringify({ received: bodyLength, sha256: record.bodySha256 });
+      res.writeHead(u.status ?? 201, { 'Content-Type': 'text/plain', ...o.headers }).end(answer);
+      return;
+    }
+
+    const etag = o.etag === 'per-request' ? `"r${n}"` : (o.etag ?? null);
+    const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' };
+    if (o.ranges !== false) headers['Accept-Ranges'] = 'bytes';
+    if (etag) headers.ETag = etag;
+    if (o.lastModified) headers['Last-Modified'] = o.lastModified;
+    if (o.contentDisposition) headers['Content-Disposition'] = o.contentDisposition;
+    if (o.gzip) headers['Content-Encoding'] = 'gzip';
+
+    const full = route.wire;
+    let status = o.status ?? 200;
+    let data = full;
+    const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
+    const ifRange = req.headers['if-range'];
+    const rangeApplies = range && o.ranges !== false && (o.ifRange === false || !ifRange || ifRangeMatches(ifRange, etag, o.lastModified ?? null));
+    if (rangeApplies) {
+      const start = Number(range[1]);
+      const last = range[2] ? Math.min(Number(range[2]), full.length - 1) : full.length - 1;
+      if (start >= full.length || last < start) {
+        res.writeHead(416, { ...headers, 'Content-Range': `bytes */${full.length}`, 'Content-Length': '0', ...o.headers }).end();
+        return;
+      }
+      status = 206;
+      data = full.subarray(start, last + 1);
+      headers['Content-Range'] = `bytes ${start}-${last}/${full.length}`;
+    }
+    if (!o.chunked) headers['Content-Length'] = String(data.length);
+    res.writeHead(status, { ...headers, ...o.headers });
+    if (record.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    await send(res, data, route, n);
+  };
+}
+
+function makeServer(create: (handler: http.RequestListener) => http.Server, scheme: 'http' | 'https'): Promise<TestServer> {
+  const routes = new Map<string, Route>();
+  const requests: RecordedRequest[] = [];
+  const closing = new AbortController();
+  const handle = createHandler(routes, requests, closing.signal);
+  const server = create((req, res) => {
+    handle(req, res).catch(() => res.destroy());
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      const origin = `${scheme}://127.0.0.1:${port}`;
+      resolve({
+        origin,
+        url: (p) => new URL(p, origin).href,
+        route: (p, options) => routes.set(p, { options, count: 0, wire: wireBodyOf(options) }),
+        requests,
+        requestsTo: (p) => requests.filter((r) => r.path === p),
+        hits: (p) => requests.filter((r) => r.path === p).length,
+        wireBody: (p) => {
+          const r = routes.get(p);
+          if (!r) throw new Error(`no route ${p}`);
+          return r.wire;
+        },
+        close: () =>
+          new Promise<void>((done) => {
+            closing.abort();
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
+      });
+    });
+  });
+}
+
+export function startServer(): Promise<TestServer> {
+  return makeServer((h) => http.createServer(h), 'http');
+}
+
+let certificate: { key: string; cert: string; certFile: string } | null = null;
+
+/** A self-signed certificate for 127.0.0.1, made once per test process with openssl. */
+function selfSignedCertificate(): { key: string; cert: string; certFile: string } {
+  if (!certificate) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-cert-'));
+    const keyFile = path.join(dir, 'key.pem');
+    const certFile = path.join(dir, 'cert.pem');
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile,
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1',
+    ], { stdio: 'ignore' });
+    certificate = { key: fs.readFileSync(keyFile, 'utf8'), cert: fs.readFileSync(certFile, 'utf8'), certFile };
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  }
+  return certificate;
+}
+
+export async function startHttpsServer(): Promise<HttpsTestServer> {
+  const { key, cert, certFile } = selfSignedCertificate();
+  const server = await makeServer((h) => https.createServer({ key, cert }, h), 'https');
+  return { ...server, caFile: certFile };
+}
