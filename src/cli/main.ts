@@ -39,7 +39,7 @@ function addTransferOptions(cmd: Command, forUpload: boolean): Command {
 async function printTasks(ctx: Ctx, tasks: Task[], o: { json?: boolean; wait?: boolean }): Promise<void> {
   const { taskJson } = await import('./render.js');
   if (o.json && !o.wait) json(tasks.map((t) => taskJson(t)));
-  if (!o.json) for (const t of tasks) out(`${t.id}\t${t.state}\t${taskJson(t).url}\t${t.output ?? `${t.dir}/`}\n`);
+  if (!o.json) for (const t of tasks) out(`${t.id}\t${t.state}\t${taskJson(t).url}\t${t.uploadFile ?? t.output ?? `${t.dir}/`}\n`);
   if (o.wait) {
     const { waitFor } = await import('./commands/wait.js');
     await waitFor(ctx, tasks.map((t) => t.id), {}, (final) => o.json && json(final.map((t) => taskJson(t))));
@@ -148,7 +148,7 @@ export function buildProgram(ctx: Ctx): Command {
   sessionFlags(session.command('create').description('create a session').argument('<name>')).action(async (name: string, o) => {
     const { sessionCreate } = await import('./commands/session.js');
     const s = await sessionCreate(ctx, name, o);
-    if (o.json) json(s);
+    if (o.json) json((await import('./render.js')).sessionJson(s));
     else process.stderr.write(`bgdl: created session ${s.name}\n`);
   });
   sessionFlags(session.command('set').description("change a session's settings").argument('<name>'))
@@ -157,7 +157,7 @@ export function buildProgram(ctx: Ctx): Command {
     .action(async (name: string, o) => {
       const { sessionSet } = await import('./commands/session.js');
       const s = await sessionSet(ctx, name, o);
-      if (o.json) json(s);
+      if (o.json) json((await import('./render.js')).sessionJson(s));
       else process.stderr.write(`bgdl: updated session ${s.name}\n`);
     });
   session
@@ -165,9 +165,9 @@ export function buildProgram(ctx: Ctx): Command {
     .description('list sessions with task counts')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }) => {
-      const [{ sessionList }, { table }] = await Promise.all([import('./commands/session.js'), import('./render.js')]);
+      const [{ sessionList }, { table, sessionJson }] = await Promise.all([import('./commands/session.js'), import('./render.js')]);
       const list = await sessionList(ctx);
-      if (o.json) return json(list);
+      if (o.json) return json(list.map(sessionJson));
       out(
         table(
           ['SESSION', 'QUEUED', 'RUNNING', 'PAUSED', 'DONE', 'FAILED', 'EVENTS', 'HOOK'],
@@ -181,9 +181,9 @@ export function buildProgram(ctx: Ctx): Command {
     .argument('<name>')
     .option('--json', 'print JSON')
     .action(async (name: string, o: { json?: boolean }) => {
-      const { sessionShow } = await import('./commands/session.js');
+      const [{ sessionShow }, { sessionJson }] = await Promise.all([import('./commands/session.js'), import('./render.js')]);
       const s = await sessionShow(ctx, name);
-      if (o.json) return json(s);
+      if (o.json) return json(sessionJson(s));
       const at = (ms: number | null) => (ms ? new Date(ms).toISOString() : '-');
       out(
         [
@@ -257,7 +257,7 @@ export function buildProgram(ctx: Ctx): Command {
     .description("set KEY to VALUE ('default' restores the default)")
     .action(async (key: string, value: string) => {
       const { configSet } = await import('./commands/config.js');
-      const e = configSet(ctx, key, value);
+      const e = await configSet(ctx, key, value);
       process.stderr.write(`bgdl: ${e.key} = ${e.value}${e.isDefault ? ' (default)' : ''}\n`);
     });
   config
@@ -266,7 +266,7 @@ export function buildProgram(ctx: Ctx): Command {
     .description('restore the default of KEY')
     .action(async (key: string) => {
       const { configUnset } = await import('./commands/config.js');
-      const e = configUnset(ctx, key);
+      const e = await configUnset(ctx, key);
       process.stderr.write(`bgdl: ${e.key} = ${e.value} (default)\n`);
     });
   config

@@ -1,7 +1,7 @@
 // Turning data into output: the public (redacted) JSON view of a task, the status table, plain lines.
 // Commands return data; these functions decide how it looks.
 
-import { effectiveWaitingFor, iso, type BgdlEvent, type Task } from '../shared/model.js';
+import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task } from '../shared/model.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
 
@@ -44,6 +44,17 @@ export function taskJson(t: Task, now = Date.now()) {
 }
 
 export type TaskView = ReturnType<typeof taskJson>;
+
+/** A session as `session show/list --json` print it (times in ISO 8601 like tasks and events). */
+export function sessionJson<S extends Session>(s: S) {
+  return {
+    ...s,
+    createdAt: iso(s.createdAt),
+    hookNextAt: iso(s.hookNextAt),
+    hookLastRunAt: iso(s.hookLastRunAt),
+    rateLimitLastRunAt: iso(s.rateLimitLastRunAt),
+  };
+}
 
 function waitDetail(t: Task, now: number): string | null {
   const w = effectiveWaitingFor(t, now);

@@ -10,6 +10,8 @@ const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
 
 /** Statuses worth retrying besides 5xx: request timeout and rate limiting. */
 const TRANSIENT_4XX = new Set([408, 429]);
+/** 5xx answers that will not change by asking again (the server cannot do this at all). */
+const PERMANENT_5XX = new Set([501, 505]);
 
 type Headers = Record<string, string | string[] | undefined>;
 
@@ -34,7 +36,7 @@ export function parseRetryAfter(value: string | null, now: number): number | und
 
 /** A non-2xx final status: 408, 429 and 5xx are transient, the rest permanent. */
 export function classifyStatus(status: number, headers: Headers, now: number, url?: string): TransferError {
-  const transient = status >= 500 || TRANSIENT_4XX.has(status);
+  const transient = (status >= 500 && !PERMANENT_5XX.has(status)) || TRANSIENT_4XX.has(status);
   const text = STATUS_CODES[status] ?? 'Unknown Status';
   const from = url ? ` from ${redactUrl(url)}` : '';
   const retryAfterMs = parseRetryAfter(header(headers, 'retry-after'), now);

@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { formatBytes } from '../shared/parse.js';
+import { Incoming, writeBody } from './body.js';
 import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
 import { fileError, inspectPart, PartFile } from './partfile.js';
@@ -21,15 +21,12 @@ import {
 } from './types.js';
 import { parseContentDisposition } from './naming.js';
 
-// Writing: chunks are hashed as they arrive and written in batches of about this much, with one
-// write in flight while the next batch fills, so disk and network overlap and a 1 GiB transfer
-// costs about a thousand writes, not sixteen thousand.
-const BATCH_BYTES = 1024 * 1024;
-/** A slow transfer still reaches the disk (and the progress display) this often. */
-const FLUSH_INTERVAL_MS = 250;
-
 type Headers = Record<string, string | string[] | undefined>;
 type Partial = ResumePoint & { output: string };
+/** What is on disk for the next attempt if this one fails. */
+interface AttemptState {
+  partial: Partial | null;
+}
 
 /** A resume that passed the checks: the part file of `output` exists, is ours and holds `offset` bytes. */
 export interface ResumePlan extends ResumePoint {
@@ -127,7 +124,7 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks): Pro
   let plan = await planResume(req);
   // What is on disk for the next attempt if this one fails: the resume point until the body is being
   // written, then what has been fsync'd.
-  const state: { partial: Partial | null } = { partial: plan };
+  const state: AttemptState = { partial: plan && { ...plan } };
   try {
     let final = await perform(req, cb, plan);
     let verdict = judgeResponse(final.response.statusCode, final.response.headers, plan, final.hop.method);
@@ -155,79 +152,67 @@ function settle(err: unknown, signal: AbortSignal, partial: Partial | null): Tra
   return new TransferError(e.code, e.message, e.transient, { ...e.extra, partial: { ...partial } });
 }
 
-/** Steps 3–6 for a response worth writing: choose the output, check space, write, verify, move into place. */
-async function receive(
-  req: DownloadRequest,
-  cb: DownloadCallbacks,
-  final: FinalResponse,
-  verdict: Extract<Verdict, { kind: 'write' | 'complete' }>,
-  plan: ResumePlan | null,
-  state: { partial: Partial | null },
-): Promise<DownloadResult> {
-  const { response, hop } = final;
-  const body: Readable | null = verdict.kind === 'write' ? response.body : null;
-  if (!body) await response.body.dump({ limit: 64 * 1024 }).catch(() => {});
+type Writable = Extract<Verdict, { kind: 'write' | 'complete' }>;
+
+/** What the final response tells the caller before any byte is written. */
+function describeResponse(final: FinalResponse, verdict: Writable, plan: ResumePlan | null): ResponseMeta {
+  const { headers, statusCode } = final.response;
   const startOffset = verdict.kind === 'write' ? verdict.startOffset : verdict.totalBytes;
-  const bodyBytes = verdict.kind === 'write' ? verdict.bodyBytes : 0;
   const resumed = startOffset > 0 ? plan : null;
-  const meta: ResponseMeta = {
-    finalUrl: hop.url.href,
+  return {
+    finalUrl: final.hop.url.href,
     // A 416 "you already have it all" completes a resume: report it as the partial content it finishes.
-    status: verdict.kind === 'complete' ? 206 : response.statusCode,
+    status: verdict.kind === 'complete' ? 206 : statusCode,
     totalBytes: verdict.totalBytes,
-    etag: headerValue(response.headers, 'etag') ?? resumed?.etag ?? null,
-    lastModified: headerValue(response.headers, 'last-modified') ?? resumed?.lastModified ?? null,
-    dispositionName: parseContentDisposition(headerValue(response.headers, 'content-disposition')),
+    etag: headerValue(headers, 'etag') ?? resumed?.etag ?? null,
+    lastModified: headerValue(headers, 'last-modified') ?? resumed?.lastModified ?? null,
+    dispositionName: parseContentDisposition(headerValue(headers, 'content-disposition')),
     startOffset,
   };
+}
 
-  let part: PartFile;
-  let output: string;
+/** Steps 3–6 for a response worth writing: choose the output, check space, write, verify, move into place. */
+async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: FinalResponse, verdict: Writable, plan: ResumePlan | null, state: AttemptState): Promise<DownloadResult> {
+  // Take body bytes from now on, so none are lost if the connection fails while we prepare.
+  const incoming = verdict.kind === 'write' ? new Incoming(final.response.body) : null;
+  if (!incoming) await final.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
+  const meta = describeResponse(final, verdict, plan);
+  const { startOffset } = meta;
+  const bodyBytes = verdict.kind === 'write' ? verdict.bodyBytes : 0;
   const hash = createHash('sha256');
+
+  let output: string;
+  let part: PartFile;
   try {
     output = await cb.chooseOutput(meta);
-    if (resumed && output !== resumed.output) {
-      throw new TransferError('E_RESUME', `cannot resume into ${output}: the partial file belongs to ${resumed.output}`, true);
+    if (startOffset > 0 && output !== plan?.output) {
+      throw new TransferError('E_RESUME', `cannot resume into ${output}: the partial file belongs to ${plan?.output}`, true);
     }
-    const remaining = meta.totalBytes != null ? meta.totalBytes - startOffset : req.expectReceive != null ? req.expectReceive - startOffset : null;
-    await checkFreeSpace(output, remaining, state.partial);
+    const remaining = meta.totalBytes ?? req.expectReceive;
+    await checkFreeSpace(output, remaining == null ? null : remaining - startOffset, state.partial);
     part = await PartFile.open(output, startOffset, hash, (offset) => {
       if (state.partial) state.partial.offset = offset;
       cb.onDurable(offset);
     });
   } catch (err) {
-    body?.destroy();
+    incoming?.discard();
     throw err;
   }
   state.partial = { output, offset: startOffset, etag: meta.etag, lastModified: meta.lastModified };
 
   let received = 0;
-  if (body) {
+  if (incoming) {
     try {
-      received = await writeBody(body, part, hash, (n) => cb.onProgress(startOffset + n, meta.totalBytes));
+      received = await writeBody(incoming, part, hash, (n) => cb.onProgress(startOffset + n, meta.totalBytes));
     } catch (err) {
       await part.salvage();
       throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
     }
   }
-
   const size = startOffset + received;
-  const expectedSize = meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null);
-  if (expectedSize != null && size !== expectedSize) {
-    await part.salvage();
-    if (size > expectedSize) {
-      state.partial = null;
-      throw new TransferError('E_LENGTH', `received ${size} bytes, more than the ${expectedSize} announced`, false);
-    }
-    throw new TransferError('E_SHORT_BODY', `the connection ended after ${size} of ${expectedSize} bytes`, true);
-  }
-
+  await verifyLength(part, size, meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null), state);
   const sha256 = hash.digest('hex');
-  if (req.sha256Expected && sha256 !== req.sha256Expected.toLowerCase()) {
-    state.partial = null;
-    await part.discard();
-    throw new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${req.sha256Expected.toLowerCase()}, got ${sha256}`, false);
-  }
+  await verifyChecksum(part, sha256, req.sha256Expected, state);
 
   let used: string;
   try {
@@ -236,7 +221,26 @@ async function receive(
     await part.close();
     throw fileError(output, err);
   }
-  return { output: used, finalUrl: hop.url.href, httpStatus: meta.status, bytes: size, sha256 };
+  return { output: used, finalUrl: meta.finalUrl, httpStatus: meta.status, bytes: size, sha256 };
+}
+
+/** Step 6a: a body that ended early is resumable (E_SHORT_BODY); one longer than announced is not trusted. */
+async function verifyLength(part: PartFile, size: number, expected: number | null, state: AttemptState): Promise<void> {
+  if (expected == null || size === expected) return;
+  await part.salvage();
+  if (size > expected) {
+    state.partial = null;
+    throw new TransferError('E_LENGTH', `received ${size} bytes, more than the ${expected} announced`, false);
+  }
+  throw new TransferError('E_SHORT_BODY', `the connection ended after ${size} of ${expected} bytes`, true);
+}
+
+/** Step 6b: a checksum mismatch removes the part file; the destination is never touched. */
+async function verifyChecksum(part: PartFile, actual: string, expected: string | null, state: AttemptState): Promise<void> {
+  if (!expected || actual === expected.toLowerCase()) return;
+  state.partial = null;
+  await part.discard();
+  throw new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${expected.toLowerCase()}, got ${actual}`, false);
 }
 
 /** Step 4: free space at the destination for what is still to come (Content-Length, else --expect-receive). */
@@ -256,40 +260,6 @@ async function checkFreeSpace(output: string, needed: number | null, partial: Pa
       ...(partial ? { partial: { ...partial } } : {}),
     });
   }
-}
-
-/**
- * Step 5: stream the body into the part file: hash every chunk as it arrives, write in batches, report
- * progress per batch. Returns the body bytes received (all written when it returns).
- */
-async function writeBody(body: Readable, part: PartFile, hash: ReturnType<typeof createHash>, progress: (received: number) => void): Promise<number> {
-  let batch: Buffer[] = [];
-  let batchBytes = 0;
-  let received = 0;
-  let lastFlush = Date.now();
-  const flush = async (): Promise<void> => {
-    const chunks = batch;
-    const size = batchBytes;
-    batch = [];
-    batchBytes = 0;
-    lastFlush = Date.now();
-    await part.write(chunks, size);
-    progress(received);
-  };
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      batch.push(chunk);
-      batchBytes += chunk.length;
-      received += chunk.length;
-      if (batchBytes >= BATCH_BYTES || Date.now() - lastFlush >= FLUSH_INTERVAL_MS) await flush();
-    }
-  } finally {
-    // Bytes that arrived before a failure are good: keep them for the resume.
-    if (batchBytes > 0) await flush().catch(() => {});
-  }
-  await part.sync();
-  return received;
 }
 
 /** A failure while the body was streaming: a full disk waits, a cut-off body is E_SHORT_BODY; all keep the partial. */

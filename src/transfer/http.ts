@@ -14,8 +14,8 @@ export const DEFAULT_MAX_REDIRECTS = 20;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 /** Headers that describe a request body: gone when a redirect turns the request into a GET. */
 const BODY_HEADERS = ['content-type', 'content-length', 'content-encoding', 'transfer-encoding'];
-/** Response bodies are buffered up to this much by undici before back-pressure pauses the socket. */
-const BODY_HIGH_WATER_MARK = 1024 * 1024;
+/** A paused response body buffers up to this much before back-pressure reaches the socket. */
+const BODY_HIGH_WATER_MARK = 256 * 1024;
 /** A redirect body larger than this is not read: the connection is closed instead. */
 export const REDIRECT_BODY_LIMIT = 256 * 1024;
 
@@ -58,7 +58,15 @@ export const withoutHeaders = (headers: Array<[string, string]>, names: string[]
  * never sent in the URL; the header is dropped, like any credential, once a redirect leaves the origin).
  */
 export function firstHop(rawUrl: string, method: string, userHeaders: Header[]): Hop {
-  const url = new URL(rawUrl);
+  let url: URL;
+  try {
+    url = new URL(rawUrl);
+  } catch {
+    throw new TransferError('E_REQUEST', `invalid URL '${redactUrl(rawUrl)}'`, false);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new TransferError('E_REQUEST', `unsupported URL scheme '${url.protocol.replace(/:$/, '')}': only http and https are supported`, false);
+  }
   let headers: Array<[string, string]> = withoutHeaders(userHeaders.map(([n, v]) => [n, v]), ['accept-encoding']);
   headers.push(['Accept-Encoding', 'identity']);
   if (!hasHeader(headers, 'user-agent')) headers.push(['User-Agent', defaultUserAgent()]);
@@ -137,7 +145,7 @@ export async function requestFollowingRedirects(first: Hop, opts: PerformOptions
     const response = await request(hop.url, {
       dispatcher,
       method: hop.method as Dispatcher.HttpMethod,
-      headers: hop.headers,
+      headers: hop.headers.flat(),
       body: hop.withBody && opts.body ? opts.body() : null,
       signal: opts.signal,
       headersTimeout: opts.stallTimeoutMs,

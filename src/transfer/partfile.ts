@@ -61,7 +61,34 @@ export async function inspectPart(output: string): Promise<number | null> {
     throw fileError(part, err);
   }
   if (!ownedRegularFile(st)) throw unsafePartError(part);
+  // A second link means it is also some other file (a crash between link and unlink at the finish):
+  // never append to it; a fresh start replaces the name instead.
+  if (st.nlink > 1) return null;
   return st.size;
+}
+
+/**
+ * Create the part file with O_EXCL|O_NOFOLLOW, mode 0600. An old part file of ours is unlinked first
+ * (not truncated in place: its name may be a second link to another file); anything else is refused.
+ */
+async function createExclusive(part: string): Promise<FileHandle> {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await fsp.open(part, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) throw fileError(part, err);
+    }
+    let st: Stats;
+    try {
+      st = await fsp.lstat(part);
+    } catch {
+      continue; // gone in the meantime
+    }
+    if (!ownedRegularFile(st)) throw unsafePartError(part);
+    await fsp.unlink(part).catch((err) => {
+      throw fileError(part, err);
+    });
+  }
 }
 
 async function openOwned(part: string, flags: number): Promise<FileHandle> {
@@ -72,7 +99,7 @@ async function openOwned(part: string, flags: number): Promise<FileHandle> {
     throw fileError(part, err);
   }
   const st = await fh.stat();
-  if (!ownedRegularFile(st)) {
+  if (!ownedRegularFile(st) || st.nlink > 1) {
     await fh.close();
     throw unsafePartError(part);
   }
@@ -108,16 +135,7 @@ export class PartFile {
     const part = partPathFor(output);
     let fh: FileHandle;
     if (start === 0) {
-      try {
-        fh = await fsp.open(part, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fileError(part, err);
-        const st = await fsp.lstat(part);
-        if (!ownedRegularFile(st)) throw unsafePartError(part);
-        fh = await openOwned(part, C.O_WRONLY);
-        await fh.chmod(0o600);
-        await fh.truncate(0);
-      }
+      fh = await createExclusive(part);
     } else {
       fh = await openOwned(part, C.O_RDWR);
       try {

@@ -36,7 +36,8 @@ export interface AttemptContext {
   reserved: Set<string>;
 }
 
-const DISK_RECHECK_MS = 10_000;
+/** A task waiting for disk space looks again this often. */
+const DISK_RECHECK_MS = 5_000;
 
 export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> {
   const { store, log } = ctx;
@@ -102,13 +103,20 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
   }
 }
 
-async function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): Promise<string> {
-  const name = nameFromResponse(meta.dispositionName, meta.finalUrl);
-  const taken = await ctx.store.outputsInUse(t.dir, t.id);
-  for (const p of ctx.reserved) taken.add(p);
-  const out = await pickFreePath(t.dir, name, taken);
-  ctx.reserved.add(out);
-  return out;
+/** Name choices run one at a time, so two attempts in flight never pick the same free name. */
+let naming: Promise<unknown> = Promise.resolve();
+
+function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): Promise<string> {
+  const next = naming.then(async () => {
+    const name = nameFromResponse(meta.dispositionName, meta.finalUrl);
+    const taken = await ctx.store.outputsInUse(t.dir, t.id);
+    for (const p of ctx.reserved) taken.add(p);
+    const out = await pickFreePath(t.dir, name, taken);
+    ctx.reserved.add(out);
+    return out;
+  });
+  naming = next.catch(() => {});
+  return next;
 }
 
 async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError, output: string | null): Promise<void> {

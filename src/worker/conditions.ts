@@ -86,5 +86,5 @@ export function readMachine(env: NodeJS.ProcessEnv, now: Date): MachineState {
 /** A running discretionary task keeps going when conditions turn bad only if it is nearly done. */
 export function nearlyDone(bytes: number, total: number | null): boolean {
   if (total == null || total <= 0) return false;
-  return bytes / total >= 0.9 || total - bytes <= 8 * 1024 * 1024;
+  return bytes / total >= 0.9 || total - bytes < 8 * 1024 * 1024;
 }

@@ -67,6 +67,8 @@ class Worker {
   private timers = { heartbeat: 0, config: 0, flush: 0, conditions: 0, control: 0, expire: 0 };
   private idleSince: number | null = null;
   private needSchedule = true;
+  /** The earliest begin-at / retry time seen when going to sleep: reaching it means schedule again. */
+  private nextWake: number | null = null;
   private readonly lingerMs: number;
 
   constructor(
@@ -116,7 +118,7 @@ class Worker {
           this.timers.expire = now;
           await this.expire(now);
         }
-        if (changed) this.needSchedule = true;
+        if (changed || (this.nextWake != null && now >= this.nextWake)) this.needSchedule = true;
         if (this.needSchedule) await this.schedule(now);
         if (now - this.timers.flush >= FLUSH_MS) {
           this.timers.flush = now;
@@ -149,6 +151,7 @@ class Worker {
   private async sleep(now: number): Promise<void> {
     let ms = this.active.size > 0 || this.hooksRunning.size > 0 ? CONTROL_MS : MAX_SLEEP_MS;
     const next = await this.store.nextWakeAt(now);
+    this.nextWake = next;
     if (next != null) ms = Math.min(ms, Math.max(0, next - now));
     // Between full ticks, look at the store's data version often so a pause or an add acts at once.
     await new Promise<void>((resolve) => {

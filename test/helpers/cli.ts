@@ -67,6 +67,8 @@ export function testEnv(dir: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Proc
     XDG_DATA_HOME: path.join(dir, 'data'),
     BGDL_WORKER_LINGER: '300',
     BGDL_POWER_SUPPLY_DIR: path.join(dir, 'no-power-supply'),
+    // The machine's real load (a busy CI box) must not hold discretionary tasks in tests that do not test it.
+    BGDL_LOADAVG: '0',
     CI: 'true',
     ...extra,
   };
@@ -151,10 +153,10 @@ export async function statusJson(t: TestDir, ids: number[] = []): Promise<any[]>
   return JSON.parse(r.stdout);
 }
 
-/** Wait until every listed task is in a final state; returns their JSON. */
+/** Wait until every listed task is in a final state (one `bgdl wait --json`); returns their JSON. */
 export async function waitFinal(t: TestDir, ids: number[], timeoutMs = 30_000): Promise<any[]> {
-  return waitUntil(async () => {
-    const tasks = await statusJson(t, ids);
-    return tasks.every((x) => ['completed', 'failed', 'canceled'].includes(x.state)) ? tasks : null;
-  }, timeoutMs, `tasks ${ids.join(',')} to finish`, 100);
+  const r = await t.bgdl(['wait', '--json', '--timeout', `${timeoutMs}ms`, ...ids.map(String)], { timeoutMs: timeoutMs + 10_000 });
+  if (r.code !== 0 && r.code !== 1) throw new Error(`wait failed (${r.code}): ${r.stderr}`);
+  if (/timed out/.test(r.stderr)) throw new Error(`tasks ${ids.join(',')} did not finish: ${r.stderr}`);
+  return JSON.parse(r.stdout);
 }

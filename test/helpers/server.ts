@@ -130,6 +130,19 @@ function wireBodyOf(options: RouteOptions): Buffer {
   return options.gzip ? zlib.gzipSync(plain) : plain;
 }
 
+/** Until the response can take more (or is gone). */
+function drained(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
 const applies = (m: Times | undefined, n: number): boolean => !!m && n <= (m.times ?? Infinity);
 
 /** Does `If-Range` still match the representation? Strong comparison for ETags, exact for dates. */
@@ -162,7 +175,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       });
       // Before cutting the connection, make sure the bytes promised have reached the socket.
       if (pos === end && end < data.length) await flushed;
-      else if (!ok) await Promise.race([new Promise((r) => res.once('drain', r)), new Promise((r) => res.once('close', r))]);
+      else if (!ok) await drained(res);
       if (stall && !stalled && pos >= stall.bytes) {
         stalled = true;
         await pause(stall.ms);

@@ -26,12 +26,12 @@ export function configGet(ctx: Ctx, key: string): ConfigEntry {
   return configList(ctx).find((e) => e.key === k)!;
 }
 
-export function configSet(ctx: Ctx, key: string, value: string): ConfigEntry {
-  setConfig(key, value, ctx.env);
+export async function configSet(ctx: Ctx, key: string, value: string): Promise<ConfigEntry> {
+  await setConfig(key, value, ctx.env);
   return configGet(ctx, key);
 }
 
-export function configUnset(ctx: Ctx, key: string): ConfigEntry {
-  unsetConfig(key, ctx.env);
+export async function configUnset(ctx: Ctx, key: string): Promise<ConfigEntry> {
+  await unsetConfig(key, ctx.env);
   return configGet(ctx, key);
 }

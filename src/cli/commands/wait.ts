@@ -44,6 +44,7 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
         await ensureWorker(ctx, store); // a worker that died is replaced, so waiting never hangs on a crash
       }
       if (timeoutMs != null && now - started >= timeoutMs) {
+        onSettled(tasks);
         const open = tasks.filter((t) => !isFinal(t.state)).length;
         throw new WaitFailedError(`timed out after ${formatDuration(timeoutMs)} with ${open} task(s) unfinished (they continue in the background)`, 'E_WAIT_TIMEOUT');
       }

@@ -1,0 +1,222 @@
+// The walking product: `bgdl add` returns at once, a detached worker downloads, `status` and `wait`
+// show the result. Real CLI, real worker, real local HTTP servers.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { alive, statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { workerPids } from '../helpers/procs.js';
+import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
+
+let t: TestDir;
+let s: TestServer;
+beforeEach(async () => {
+  t = await testdir();
+  s = await startServer();
+});
+afterEach(async () => {
+  await t.cleanup();
+  await s.close();
+});
+
+async function add(args: string[]): Promise<any[]> {
+  const r = await t.bgdl(['add', '--json', ...args]);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+describe('add → worker → completed', () => {
+  it('downloads a file byte-identical and records its sha256 and fields', async () => {
+    s.route('/data/file.bin', { body: { size: 300_000 }, etag: '"v1"' });
+    const [task] = await add([s.url('/data/file.bin')]);
+    expect(task).toMatchObject({ state: 'queued', session: 'default', method: 'GET', url: s.url('/data/file.bin') });
+    const [done] = await waitFinal(t, [task.id]);
+    const file = path.join(t.downloads, 'file.bin');
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(file))).toBe(sha256(bodyFor(300_000)));
+    expect(done).toMatchObject({
+      id: task.id, output: file, finalUrl: s.url('/data/file.bin'), bytesReceived: 300_000, bytesExpected: 300_000,
+      httpStatus: 200, attempts: 1, error: null, waitingFor: null, discretionary: false, priority: 'normal', sha256: sha256(bodyFor(300_000)),
+    });
+    for (const k of ['createdAt', 'startedAt', 'finishedAt']) expect(new Date(done[k]).toISOString()).toBe(done[k]);
+    expect(done.beginAt).toBeNull();
+    expect(fs.existsSync(`${file}.bgdl-part`)).toBe(false);
+    expect(s.requestsTo('/data/file.bin')[0]!.headers['accept-encoding']).toBe('identity');
+  });
+
+  it('add returns at once while the detached worker goes on transferring', async () => {
+    s.route('/slow.bin', { body: { size: 400_000 }, throttle: 200_000 });
+    const started = Date.now();
+    const [task] = await add([s.url('/slow.bin')]);
+    expect(Date.now() - started).toBeLessThan(1500 + 1000); // node start-up, not the 2 s transfer
+    const running = await waitUntil(async () => (await statusJson(t, [task.id]))[0].state === 'running', 10_000, 'the task to run');
+    expect(running).toBe(true);
+    const pid = t.workerPid();
+    expect(pid).toBeTruthy();
+    expect(workerPids(t.home)).toEqual([pid]);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(fs.readFileSync(path.join(t.downloads, 'slow.bin')).equals(bodyFor(400_000))).toBe(true);
+    // With nothing left to do the worker exits by itself.
+    await waitUntil(() => !alive(pid!), 10_000, 'the idle worker to exit');
+  });
+
+  it('add --wait exits 0 on success and 1 when the server answers 404', async () => {
+    s.route('/ok.txt', { body: 'hello\n' });
+    const ok = await t.bgdl(['add', '--wait', s.url('/ok.txt')]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/task \d+ completed/);
+    const missing = await t.bgdl(['add', '--wait', s.url('/missing.txt')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/E_HTTP_STATUS/);
+    const tasks = await statusJson(t);
+    expect(tasks[1]).toMatchObject({ state: 'failed', httpStatus: 404, error: { code: 'E_HTTP_STATUS' } });
+    expect(tasks[1].error.message).toMatch(/404/);
+    expect(fs.existsSync(path.join(t.downloads, 'missing.txt'))).toBe(false);
+  });
+
+  it('status shows a readable table', async () => {
+    s.route('/a.bin', { body: { size: 1000 } });
+    const [task] = await add([s.url('/a.bin')]);
+    await waitFinal(t, [task.id]);
+    const r = await t.bgdl(['status']);
+    expect(r.code).toBe(0);
+    const [head, row] = r.stdout.trim().split('\n');
+    expect(head).toMatch(/^ID\s+SESSION\s+STATE\s+PROGRESS\s+SIZE\s+SPEED\/INFO\s+DESTINATION$/);
+    expect(row).toMatch(new RegExp(`^${task.id}\\s+default\\s+completed\\s+100%\\s+1000 B\\s+.*${path.join(t.downloads, 'a.bin')}$`));
+    const detail = await t.bgdl(['status', String(task.id)]);
+    expect(detail.stdout).toMatch(/^state:\s+completed$/m);
+    expect(detail.stdout).toMatch(/^sha256:\s+[0-9a-f]{64}$/m);
+  });
+});
+
+describe('redirects', () => {
+  it('follows redirects, records finalUrl, and drops credentials when the origin changes', async () => {
+    const other = await startServer();
+    try {
+      other.route('/final.bin', { body: { size: 5000 } });
+      s.route('/start', { redirect: { to: '/hop', status: 301 } });
+      s.route('/hop', { redirect: { to: other.url('/final.bin'), status: 302 } });
+      const [task] = await add([s.url('/start'), '-H', 'Authorization: Bearer sekrit', '-H', 'Cookie: id=42', '-H', 'X-Trace: keep-me']);
+      const [done] = await waitFinal(t, [task.id]);
+      expect(done.state).toBe('completed');
+      expect(done.finalUrl).toBe(other.url('/final.bin'));
+      expect(done.output).toBe(path.join(t.downloads, 'final.bin'));
+      const same = s.requestsTo('/hop')[0]!.headers;
+      expect(same.authorization).toBe('Bearer sekrit');
+      expect(same.cookie).toBe('id=42');
+      const cross = other.requestsTo('/final.bin')[0]!.headers;
+      expect(cross.authorization).toBeUndefined();
+      expect(cross.cookie).toBeUndefined();
+      expect(cross['x-trace']).toBe('keep-me');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('fails a redirect to another scheme and a redirect loop', async () => {
+    s.route('/to-ftp', { redirect: { to: 'ftp://127.0.0.1/file' } });
+    s.route('/loop', { redirect: { to: '/loop' } });
+    const [a, b] = await add([s.url('/to-ftp'), s.url('/loop')]);
+    const done = await waitFinal(t, [a.id, b.id]);
+    expect(done[0]).toMatchObject({ state: 'failed', error: { code: 'E_REDIRECT_SCHEME' } });
+    expect(done[1]).toMatchObject({ state: 'failed', error: { code: 'E_TOO_MANY_REDIRECTS' } });
+    expect(s.hits('/loop')).toBe(21);
+  });
+});
+
+describe('destination names', () => {
+  const hostile: [string, string][] = [
+    ['attachment; filename="../../escape.txt"', 'escape.txt'],
+    ['attachment; filename="/etc/passwd"', 'passwd'],
+    ['attachment; filename=".bashrc"', 'bashrc'],
+    ["attachment; filename*=UTF-8''..%2F..%2Fenc.txt", 'enc.txt'],
+    ['attachment; filename="..\\\\..\\\\win.txt"', 'win.txt'],
+    ['attachment; filename="CON"', '_CON'],
+    ['attachment; filename=".."', 'cd-6'],
+  ];
+  it.each(hostile.map(([h, n], i) => [i, h, n] as const))('hostile Content-Disposition %i: %s → %s', async (i, header, expected) => {
+    s.route(`/cd-${i}`, { body: `body ${i}`, contentDisposition: header });
+    const [task] = await add([s.url(`/cd-${i}`), '-d', 'out']);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    const dir = path.join(t.downloads, 'out');
+    expect(done.output).toBe(path.join(dir, expected));
+    expect(fs.readdirSync(dir)).toEqual([expected]);
+    expect(fs.readFileSync(done.output, 'utf8')).toBe(`body ${i}`);
+    expect(fs.readdirSync(t.dir).sort()).toEqual(['config', 'downloads', 'home']);
+  });
+
+  it('never clobbers an existing file for a derived name; -o replaces', async () => {
+    s.route('/report.pdf', { body: 'new content' });
+    fs.writeFileSync(path.join(t.downloads, 'report.pdf'), 'precious');
+    const [a] = await add([s.url('/report.pdf')]);
+    const [b] = await add([s.url('/report.pdf')]);
+    const done = await waitFinal(t, [a.id, b.id]);
+    const outputs = done.map((d) => path.basename(d.output)).sort();
+    expect(outputs).toEqual(['report.1.pdf', 'report.2.pdf']);
+    expect(fs.readFileSync(path.join(t.downloads, 'report.pdf'), 'utf8')).toBe('precious');
+    const [c] = await add([s.url('/report.pdf'), '-o', 'report.pdf']);
+    await waitFinal(t, [c.id]);
+    expect(fs.readFileSync(path.join(t.downloads, 'report.pdf'), 'utf8')).toBe('new content');
+  });
+
+  it('uses the URL segment, then index.html, and creates -d directories', async () => {
+    s.route('/', { body: 'root' });
+    s.route('/dir/some%20file.txt', { body: 'seg' });
+    const [a, b] = await add([s.url('/'), s.url('/dir/some%20file.txt'), '-d', 'new/sub']);
+    const done = await waitFinal(t, [a.id, b.id]);
+    expect(done.map((d) => path.relative(t.downloads, d.output))).toEqual(['new/sub/index.html', 'new/sub/some file.txt']);
+  });
+});
+
+describe('sessions, config and the worker', () => {
+  it('tasks go to named sessions; session list counts them', async () => {
+    s.route('/x', { body: 'x' });
+    const [a] = await add([s.url('/x'), '-s', 'nightly', '-o', 'x1']);
+    const [b] = await add([s.url('/x'), '-o', 'x2'], );
+    await waitFinal(t, [a.id, b.id]);
+    const r = await t.bgdl(['session', 'list', '--json']);
+    const list = JSON.parse(r.stdout);
+    expect(list.map((x: any) => [x.name, x.counts.completed])).toEqual([['default', 1], ['nightly', 1]]);
+    const only = await t.bgdl(['status', '-s', 'nightly', '--json']);
+    expect(JSON.parse(only.stdout).map((x: any) => x.id)).toEqual([a.id]);
+  });
+
+  it('config set/get/list validates keys and values', async () => {
+    expect((await t.bgdl(['config', 'set', 'maxConcurrent', '3'])).code).toBe(0);
+    expect((await t.bgdl(['config', 'get', 'maxConcurrent'])).stdout).toBe('3\n');
+    expect((await t.bgdl(['config', 'set', 'stallTimeout', '90s'])).code).toBe(0);
+    const list = JSON.parse((await t.bgdl(['config', 'list', '--json'])).stdout);
+    expect(list).toMatchObject({ maxConcurrent: '3', perHost: '6', stallTimeout: '90s', resourceTimeout: '7d' });
+    expect((await t.bgdl(['config', 'set', 'maxConcurrent', 'default'])).code).toBe(0);
+    expect((await t.bgdl(['config', 'get', 'maxConcurrent'])).stdout).toBe('8\n');
+  });
+
+  it('a --suspended task waits for resume', async () => {
+    s.route('/later.bin', { body: { size: 2000 } });
+    const [task] = await add([s.url('/later.bin'), '--suspended']);
+    expect(task.state).toBe('paused');
+    expect(t.workerPid()).toBeNull();
+    expect(s.hits('/later.bin')).toBe(0);
+    const r = await t.bgdl(['resume', String(task.id)]);
+    expect(r.code).toBe(0);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+  });
+
+  it('status starts a worker when work was left behind by a dead one', async () => {
+    s.route('/later.bin', { body: { size: 2000 } });
+    const [task] = await add([s.url('/later.bin'), '--begin-at', '2s']);
+    const pid = await waitUntil(() => t.workerPid(), 5000, 'a worker');
+    process.kill(pid, 'SIGKILL');
+    await waitUntil(() => !alive(pid), 5000, 'the worker to die');
+    await waitUntil(() => Date.now() > new Date(task.beginAt).getTime(), 5000, 'begin-at');
+    expect(s.hits('/later.bin')).toBe(0);
+    await t.bgdl(['status']);
+    const next = await waitUntil(() => t.workerPid() !== pid && t.workerPid(), 5000, 'a new worker');
+    expect(next).not.toBe(pid);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+  });
+});

@@ -1,0 +1,245 @@
+// Transfers that survive: pause and resume, retries, stalls, crashes, full disks, verification.
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { alive, statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
+
+let t: TestDir;
+let s: TestServer;
+beforeEach(async () => {
+  t = await testdir();
+  s = await startServer();
+  // Small backoffs so retries happen within a test.
+  await t.bgdl(['config', 'set', 'retryBaseDelay', '100ms']);
+  await t.bgdl(['config', 'set', 'retryMaxDelay', '500ms']);
+});
+afterEach(async () => {
+  await t.cleanup();
+  await s.close();
+});
+
+async function addJson(args: string[]): Promise<any[]> {
+  const r = await t.bgdl(['add', '--json', ...args]);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+const file = (name: string) => path.join(t.downloads, name);
+const SIZE = 2_000_000;
+
+describe('resume', () => {
+  it('pause holds (no bytes arrive) and resume continues with Range + If-Range', async () => {
+    s.route('/big.bin', { body: { size: SIZE }, etag: '"v1"', throttle: 400_000 });
+    const [task] = await addJson([s.url('/big.bin')]);
+    await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 200_000, 15_000, 'some bytes');
+    expect((await t.bgdl(['pause', String(task.id)])).code).toBe(0);
+    const paused = await waitUntil(async () => {
+      const [x] = await statusJson(t, [task.id]);
+      return x.state === 'paused' && x.speed === null ? x : null;
+    }, 5000, 'the pause');
+    const requestsBefore = s.requestsTo('/big.bin').length;
+    const sizeBefore = fs.statSync(file('big.bin.bgdl-part')).size;
+    await new Promise((r) => setTimeout(r, 1200)); // a pause must hold: nothing may arrive meanwhile
+    expect(fs.statSync(file('big.bin.bgdl-part')).size).toBe(sizeBefore);
+    expect(s.requestsTo('/big.bin').length).toBe(requestsBefore);
+    expect(paused.bytesReceived).toBeGreaterThan(0);
+    expect((await t.bgdl(['resume', String(task.id)])).code).toBe(0);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(file('big.bin')))).toBe(sha256(bodyFor(SIZE)));
+    const second = s.requestsTo('/big.bin').at(-1)!;
+    expect(second.headers.range).toMatch(/^bytes=\d+-$/);
+    expect(Number(second.headers.range!.slice(6, -1))).toBeGreaterThan(0);
+    expect(second.headers['if-range']).toBe('"v1"');
+  });
+
+  it('after kill -9 of the worker mid-transfer, the next command resumes byte-identical', async () => {
+    s.route('/crash.bin', { body: { size: SIZE }, etag: '"c1"', throttle: 500_000 });
+    const [task] = await addJson([s.url('/crash.bin')]);
+    // Wait until a resume point is durable (the worker fsyncs about once a second).
+    await waitUntil(async () => fs.existsSync(file('crash.bin.bgdl-part')) && (await statusJson(t, [task.id]))[0].bytesReceived > 600_000, 15_000, 'progress');
+    await new Promise((r) => setTimeout(r, 1100));
+    const pid = t.workerPid()!;
+    process.kill(pid, 'SIGKILL');
+    await waitUntil(() => !alive(pid), 5000, 'the worker to die');
+    expect((await statusJson(t, [task.id]))[0].state).toBe('queued'); // status re-attached a worker
+    const [done] = await waitFinal(t, [task.id], 30_000);
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(file('crash.bin')))).toBe(sha256(bodyFor(SIZE)));
+    const resumed = s.requestsTo('/crash.bin').at(-1)!;
+    expect(resumed.headers.range).toMatch(/^bytes=[1-9]\d*-$/);
+    expect(resumed.headers['if-range']).toBe('"c1"');
+    expect(done.attempts).toBe(2);
+  });
+
+  it('SIGTERM stops the worker cleanly (exit 0) and the next worker resumes', async () => {
+    s.route('/term.bin', { body: { size: SIZE }, lastModified: 'Tue, 01 Sep 2026 10:00:00 GMT', throttle: 500_000 });
+    const [task] = await addJson([s.url('/term.bin')]);
+    await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 300_000, 15_000, 'progress');
+    const pid = t.workerPid()!;
+    process.kill(pid, 'SIGTERM');
+    await waitUntil(() => !alive(pid), 5000, 'the worker to stop');
+    const log = (await t.bgdl(['log'])).stdout;
+    expect(log).toMatch(/stopped by worker shutdown at byte \d+/);
+    const [done] = await waitFinal(t, [task.id], 30_000);
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(file('term.bin')))).toBe(sha256(bodyFor(SIZE)));
+    expect(s.requestsTo('/term.bin').at(-1)!.headers['if-range']).toBe('Tue, 01 Sep 2026 10:00:00 GMT');
+  });
+
+  it('a server that ignores Range makes the download start over, never splicing', async () => {
+    s.route('/norange.bin', { body: { size: 500_000 }, etag: '"n1"', ranges: false, dropAfter: { bytes: 200_000, times: 1 } });
+    const [task] = await addJson([s.url('/norange.bin')]);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(file('norange.bin')))).toBe(sha256(bodyFor(500_000)));
+  });
+
+  it('a changed ETag restarts the transfer instead of appending', async () => {
+    s.route('/changing.bin', { body: { size: 500_000 }, etag: 'per-request', dropAfter: { bytes: 200_000, times: 1 } });
+    const [task] = await addJson([s.url('/changing.bin')]);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(file('changing.bin')))).toBe(sha256(bodyFor(500_000)));
+    const reqs = s.requestsTo('/changing.bin');
+    expect(reqs.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('cancel removes the partial file; retry queues the task again', async () => {
+    s.route('/c.bin', { body: { size: SIZE }, throttle: 300_000 });
+    const [task] = await addJson([s.url('/c.bin')]);
+    await waitUntil(() => fs.existsSync(file('c.bin.bgdl-part')), 10_000, 'the partial file');
+    expect((await t.bgdl(['cancel', String(task.id)])).code).toBe(0);
+    await waitUntil(() => !fs.existsSync(file('c.bin.bgdl-part')), 5000, 'the partial file to go');
+    expect((await statusJson(t, [task.id]))[0].state).toBe('canceled');
+    s.route('/c.bin', { body: { size: SIZE } });
+    expect((await t.bgdl(['retry', String(task.id)])).code).toBe(0);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(fs.readFileSync(file('c.bin')).equals(bodyFor(SIZE))).toBe(true);
+  });
+});
+
+describe('retries and failure classification', () => {
+  it('a dropped connection is retried and resumed', async () => {
+    s.route('/drop.bin', { body: { size: 800_000 }, etag: '"d"', dropAfter: { bytes: 300_000, times: 2 } });
+    const [task] = await addJson([s.url('/drop.bin')]);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(done.attempts).toBe(3);
+    expect(sha256(fs.readFileSync(file('drop.bin')))).toBe(sha256(bodyFor(800_000)));
+  });
+
+  it('a short body is transient', async () => {
+    s.route('/short.bin', { body: { size: 100_000 }, shortBody: { bytes: 40_000, times: 1 } });
+    const [task] = await addJson([s.url('/short.bin')]);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done).toMatchObject({ state: 'completed', attempts: 2, bytesReceived: 100_000 });
+  });
+
+  it('503 with Retry-After waits that long, shown as waitingFor retry with the last error', async () => {
+    s.route('/busy.bin', { body: 'ok', status503: { times: 1, retryAfter: '2' } });
+    const [task] = await addJson([s.url('/busy.bin')]);
+    const waiting = await waitUntil(async () => {
+      const [x] = await statusJson(t, [task.id]);
+      return x.waitingFor === 'retry' ? x : null;
+    }, 10_000, 'the retry wait');
+    expect(waiting.error).toMatchObject({ code: 'E_HTTP_STATUS' });
+    expect(waiting.attempts).toBe(1);
+    const first = Date.now();
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(done.error).toBeNull();
+    const times = s.requests.filter((r) => r.path === '/busy.bin');
+    expect(times).toHaveLength(2);
+    expect(Date.now() - first).toBeGreaterThan(500);
+  });
+
+  it('a stall aborts the attempt after stallTimeout and the retry completes', async () => {
+    await t.bgdl(['config', 'set', 'stallTimeout', '500ms']);
+    s.route('/stall.bin', { body: { size: 200_000 }, etag: '"s"', stallAfter: { bytes: 50_000, ms: 5000, times: 1 } });
+    const [task] = await addJson([s.url('/stall.bin')]);
+    const [done] = await waitFinal(t, [task.id], 20_000);
+    expect(done).toMatchObject({ state: 'completed', attempts: 2 });
+    const log = (await t.bgdl(['log'])).stdout;
+    expect(log).toMatch(/E_STALL/);
+  });
+
+  it('a 403 fails at once; a connection refused is retried', async () => {
+    s.route('/forbidden', { status: 403, body: 'no' });
+    const [a] = await addJson([s.url('/forbidden')]);
+    const [done] = await waitFinal(t, [a.id]);
+    expect(done).toMatchObject({ state: 'failed', attempts: 1, httpStatus: 403, error: { code: 'E_HTTP_STATUS' } });
+    const [b] = await addJson(['http://127.0.0.1:9/refused.bin']);
+    const waiting = await waitUntil(async () => {
+      const [x] = await statusJson(t, [b.id]);
+      return x.attempts >= 2 ? x : null;
+    }, 10_000, 'two attempts');
+    expect(waiting.error.code).toBe('E_CONNECTION');
+    await t.bgdl(['cancel', String(b.id)]);
+  });
+
+  it('resourceTimeout fails a task that cannot finish', async () => {
+    await t.bgdl(['config', 'set', 'resourceTimeout', '1s']);
+    const [task] = await addJson(['http://127.0.0.1:9/never.bin']);
+    const [done] = await waitFinal(t, [task.id], 20_000);
+    expect(done).toMatchObject({ state: 'failed', error: { code: 'E_RESOURCE_TIMEOUT' } });
+  });
+});
+
+describe('verification and disk', () => {
+  it('--sha256 mismatch fails and leaves nothing at the destination', async () => {
+    s.route('/v.bin', { body: { size: 10_000 } });
+    const [bad] = await addJson([s.url('/v.bin'), '--sha256', 'a'.repeat(64), '-o', 'bad.bin']);
+    const [good] = await addJson([s.url('/v.bin'), '--sha256', sha256(bodyFor(10_000)), '-o', 'good.bin']);
+    const done = await waitFinal(t, [bad.id, good.id]);
+    expect(done[0]).toMatchObject({ state: 'failed', error: { code: 'E_CHECKSUM' } });
+    expect(fs.existsSync(file('bad.bin'))).toBe(false);
+    expect(fs.existsSync(file('bad.bin.bgdl-part'))).toBe(false);
+    expect(done[1]).toMatchObject({ state: 'completed', sha256: sha256(bodyFor(10_000)) });
+  });
+
+  it('a full disk keeps the partial file, waits for disk-space, then resumes when space appears', async () => {
+    const mnt = path.join(t.dir, 'small');
+    fs.mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    try {
+      const filler = path.join(mnt, 'filler');
+      fs.writeFileSync(filler, Buffer.alloc(700 * 1024));
+      s.route('/fill.bin', { body: { size: 600_000 }, etag: '"f"' });
+      const [task] = await addJson([s.url('/fill.bin'), '-o', path.join(mnt, 'fill.bin')]);
+      const waiting = await waitUntil(async () => {
+        const [x] = await statusJson(t, [task.id]);
+        return x.waitingFor === 'disk-space' ? x : null;
+      }, 15_000, 'waitingFor disk-space');
+      expect(waiting.state).toBe('queued');
+      expect(fs.existsSync(path.join(mnt, 'fill.bin'))).toBe(false);
+      fs.rmSync(filler);
+      const [done] = await waitFinal(t, [task.id], 30_000);
+      expect(done.state).toBe('completed');
+      expect(sha256(fs.readFileSync(path.join(mnt, 'fill.bin')))).toBe(sha256(bodyFor(600_000)));
+
+      // Without a Content-Length nothing can be checked up front: ENOSPC strikes mid-transfer.
+      fs.rmSync(path.join(mnt, 'fill.bin'));
+      fs.writeFileSync(filler, Buffer.alloc(700 * 1024));
+      s.route('/chunked.bin', { body: { size: 600_000, seed: 'c' }, etag: '"ch"', chunked: true });
+      const [mid] = await addJson([s.url('/chunked.bin'), '-o', path.join(mnt, 'chunked.bin')]);
+      const held = await waitUntil(async () => {
+        const [x] = await statusJson(t, [mid.id]);
+        return x.waitingFor === 'disk-space' ? x : null;
+      }, 15_000, 'ENOSPC to hold the task');
+      expect(held.error.code).toBe('E_DISK_SPACE');
+      expect(fs.existsSync(path.join(mnt, 'chunked.bin'))).toBe(false);
+      fs.rmSync(filler);
+      const [fin] = await waitFinal(t, [mid.id], 30_000);
+      expect(fin.state).toBe('completed');
+      expect(sha256(fs.readFileSync(path.join(mnt, 'chunked.bin')))).toBe(sha256(bodyFor(600_000, 'c')));
+    } finally {
+      await t.cleanup().catch(() => {});
+      execFileSync('umount', ['-l', mnt]);
+    }
+  }, 60_000);
+});
