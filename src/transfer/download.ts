@@ -10,6 +10,7 @@ import { formatBytes } from '../shared/parse.js';
 import { Incoming, writeBody } from './body.js';
 import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
+import { parseContentDisposition } from './naming.js';
 import { fileError, inspectPart, PartFile } from './partfile.js';
 import {
   TransferError,
@@ -19,13 +20,12 @@ import {
   type ResponseMeta,
   type ResumePoint,
 } from './types.js';
-import { parseContentDisposition } from './naming.js';
 
 type Headers = Record<string, string | string[] | undefined>;
-type Partial = ResumePoint & { output: string };
+type KeptPart = ResumePoint & { output: string };
 /** What is on disk for the next attempt if this one fails. */
 interface AttemptState {
-  partial: Partial | null;
+  partial: KeptPart | null;
 }
 
 /** A resume that passed the checks: the part file of `output` exists, is ours and holds `offset` bytes. */
@@ -146,10 +146,29 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks): Pro
 }
 
 /** A failure as the worker needs it: classified, marked E_ABORTED when we were stopped, with what survives. */
-function settle(err: unknown, signal: AbortSignal, partial: Partial | null): TransferError {
+function settle(err: unknown, signal: AbortSignal, partial: KeptPart | null): TransferError {
   const e = signal.aborted ? new TransferError('E_ABORTED', 'stopped', true) : classifyError(err);
   if (e.extra.partial || !partial || partial.offset <= 0) return e;
   return new TransferError(e.code, e.message, e.transient, { ...e.extra, partial: { ...partial } });
+}
+
+/** Step 4: free space at the destination for what is still to come (Content-Length, else --expect-receive). */
+async function checkFreeSpace(output: string, needed: number | null, partial: KeptPart | null): Promise<void> {
+  if (needed == null || needed <= 0) return;
+  const dir = path.dirname(output);
+  let free: number;
+  try {
+    const st = await fsp.statfs(dir);
+    free = st.bavail * st.bsize;
+  } catch {
+    return; // no answer: the write itself will tell
+  }
+  if (free < needed) {
+    throw new TransferError('E_DISK_SPACE', `not enough free space in ${dir}: ${formatBytes(needed)} needed, ${formatBytes(free)} free`, true, {
+      waitFor: 'disk-space',
+      ...(partial ? { partial: { ...partial } } : {}),
+    });
+  }
 }
 
 type Writable = Extract<Verdict, { kind: 'write' | 'complete' }>;
@@ -241,25 +260,6 @@ async function verifyChecksum(part: PartFile, actual: string, expected: string |
   state.partial = null;
   await part.discard();
   throw new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${expected.toLowerCase()}, got ${actual}`, false);
-}
-
-/** Step 4: free space at the destination for what is still to come (Content-Length, else --expect-receive). */
-async function checkFreeSpace(output: string, needed: number | null, partial: Partial | null): Promise<void> {
-  if (needed == null || needed <= 0) return;
-  const dir = path.dirname(output);
-  let free: number;
-  try {
-    const st = await fsp.statfs(dir);
-    free = st.bavail * st.bsize;
-  } catch {
-    return; // no answer: the write itself will tell
-  }
-  if (free < needed) {
-    throw new TransferError('E_DISK_SPACE', `not enough free space in ${dir}: ${formatBytes(needed)} needed, ${formatBytes(free)} free`, true, {
-      waitFor: 'disk-space',
-      ...(partial ? { partial: { ...partial } } : {}),
-    });
-  }
 }
 
 /** A failure while the body was streaming: a full disk waits, a cut-off body is E_SHORT_BODY; all keep the partial. */

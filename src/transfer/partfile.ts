@@ -85,9 +85,11 @@ async function createExclusive(part: string): Promise<FileHandle> {
       continue; // gone in the meantime
     }
     if (!ownedRegularFile(st)) throw unsafePartError(part);
-    await fsp.unlink(part).catch((err) => {
+    try {
+      await fsp.unlink(part);
+    } catch (err) {
       throw fileError(part, err);
-    });
+    }
   }
 }
 
@@ -98,7 +100,10 @@ async function openOwned(part: string, flags: number): Promise<FileHandle> {
   } catch (err) {
     throw fileError(part, err);
   }
-  const st = await fh.stat();
+  const st = await fh.stat().catch(async (err) => {
+    await fh.close();
+    throw fileError(part, err);
+  });
   if (!ownedRegularFile(st) || st.nlink > 1) {
     await fh.close();
     throw unsafePartError(part);
@@ -129,7 +134,7 @@ export class PartFile {
 
   /**
    * Open the part file for `output`. From 0: created exclusively with mode 0600 (an old one of ours is
-   * truncated). Appending: the existing file, cut back to `start`, its first `start` bytes fed to `hash`.
+   * replaced). Appending: the existing file, cut back to `start`, its first `start` bytes fed to `hash`.
    */
   static async open(output: string, start: number, hash: Hash, onDurable: (offset: number) => void): Promise<PartFile> {
     const part = partPathFor(output);
@@ -164,6 +169,7 @@ export class PartFile {
     let bufs = chunks;
     while (left > 0) {
       const { bytesWritten } = await this.fh.writev(bufs, this.written);
+      if (bytesWritten === 0) throw Object.assign(new Error(`no progress writing ${this.path}`), { code: 'EIO' });
       this.written += bytesWritten;
       left -= bytesWritten;
       if (left > 0) bufs = dropBytes(bufs, bytesWritten);

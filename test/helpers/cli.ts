@@ -109,10 +109,16 @@ export function leasePid(home: string): number | null {
   }
 }
 
+/** Alive and not a zombie (a killed worker may wait a while to be reaped by init). */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
   } catch {
     return false;
   }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -228,16 +229,23 @@ describe('download: statuses and failures', () => {
     expect(fs.readdirSync(dir)).toEqual([]);
   });
 
-  it.skipIf(process.getuid?.() === 0)('an unwritable directory is a permanent E_DEST', async () => {
+  it('an unwritable directory is a permanent E_DEST', async () => {
     const s = await server();
     s.route('/f', { body: 'x' });
     const ro = path.join(dir, 'ro');
     fs.mkdirSync(ro, 0o500);
-    const out = path.join(ro, 'f');
-    const e = await failure(download(req(s.url('/f'), { output: out, outputFixed: true }), fixed(out).cb));
-    expect(e.code).toBe('E_DEST');
-    expect(e.transient).toBe(false);
-    expect(e.message).toBe(`cannot write ${part(out)}: permission denied`);
+    // root writes through mode bits, so as root make it a read-only mount instead.
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', ro]);
+    try {
+      const out = path.join(ro, 'f');
+      const e = await failure(download(req(s.url('/f'), { output: out, outputFixed: true }), fixed(out).cb));
+      expect(e.code).toBe('E_DEST');
+      expect(e.transient).toBe(false);
+      expect(e.message).toBe(`cannot write ${part(out)}: ${asRoot ? 'read-only file system' : 'permission denied'}`);
+    } finally {
+      if (asRoot) execFileSync('umount', [ro]);
+    }
   });
 
   it('a destination whose parent is not a directory is a permanent E_DEST', async () => {
