@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { BgdlEvent, Session } from '../shared/model.js';
+import { formatDuration } from '../shared/parse.js';
 import { hookDir } from '../shared/paths.js';
 
 /** Failed hooks are retried after hookRetryDelay, doubling with each failure, at most an hour. */
@@ -113,7 +114,7 @@ export async function runHook(plan: HookPlan, timeoutMs: number, onOutput: (line
       });
       child.on('close', (code, signal) => {
         clearTimeout(timer);
-        if (timedOut) resolve({ ok: false, error: `timed out after ${Math.round(timeoutMs / 1000)}s and was killed` });
+        if (timedOut) resolve({ ok: false, error: `timed out after ${formatDuration(timeoutMs)} and was killed` });
         else if (signal) resolve({ ok: false, error: `killed by ${signal}` });
         else if (code !== 0) resolve({ ok: false, error: `exited with status ${code}` });
         else resolve({ ok: true, error: null });

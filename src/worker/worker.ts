@@ -245,7 +245,13 @@ class Worker {
     this.active.set(task.id, a);
     this.log.write(task.session, `task ${task.id}: attempt ${task.attempts} ${task.method} ${redactUrl(task.url)}`);
     const p = runAttempt({ store: this.store, log: this.log, config: () => this.config, reserved: this.reserved }, a)
-      .catch((err) => this.log.write(task.session, `task ${task.id}: internal error: ${(err as Error).stack ?? err}`))
+      .catch(async (err) => {
+        // A bug or a store error must not leave the task marked running with nobody running it.
+        this.log.write(task.session, `task ${task.id}: internal error: ${(err as Error).stack ?? err}`);
+        await this.store
+          .requeue(task.id, { notBefore: Date.now() + this.config.retryBaseDelay, reason: 'retry', error: { code: 'E_INTERNAL', message: String((err as Error).message ?? err) } })
+          .catch(() => {});
+      })
       .finally(() => {
         this.active.delete(task.id);
         this.attempts.delete(p);

@@ -107,6 +107,37 @@ describe('the session hook', () => {
     expect(show).toMatch(/hook runs:\s+2/);
   });
 
+  it('a hook over hookTimeout is killed, counts as failed, and is retried', async () => {
+    await t.bgdl(['config', 'set', 'hookTimeout', '500ms']);
+    s.route('/slow-hook.bin', { body: 's' });
+    const marker = path.join(t.dir, 'runs');
+    const script = path.join(t.dir, 'sleepy.sh');
+    fs.writeFileSync(script, `#!/bin/sh\necho run >> "${marker}"\n[ $(wc -l < "${marker}") -ge 2 ] && exit 0\nsleep 20\n`, { mode: 0o755 });
+    await t.bgdl(['session', 'create', 'sleepy', '--hook', script]);
+    const [task] = await addJson(['-s', 'sleepy', s.url('/slow-hook.bin')]);
+    await waitFinal(t, [task.id]);
+    await waitUntil(async () => JSON.parse((await t.bgdl(['session', 'show', 'sleepy', '--json'])).stdout).undeliveredEvents === 0, 15_000, 'delivery');
+    expect(fs.readFileSync(marker, 'utf8').trim().split('\n')).toHaveLength(2);
+    const log = (await t.bgdl(['log', '-s', 'sleepy'])).stdout;
+    expect(log).toMatch(/hook: failed \(timed out after 500ms and was killed\)/);
+  });
+
+  it('log -f follows new lines', async () => {
+    s.route('/follow.bin', { body: 'f' });
+    const { spawn } = await import('node:child_process');
+    const { BIN } = await import('../helpers/cli.js');
+    let out = '';
+    const child = spawn(process.execPath, [BIN, 'log', '-f'], { env: t.env, cwd: t.downloads });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const [task] = await addJson([s.url('/follow.bin')]);
+      await waitUntil(() => out.includes(`task ${task.id}: completed`), 15_000, 'the followed log line');
+    } finally {
+      child.kill('SIGINT');
+    }
+  });
+
   it('--no-launch-events keeps events for bgdl events, and --ack delivers them', async () => {
     s.route('/q.bin', { body: 'q' });
     const hook = recorder('quiet');
