@@ -30,7 +30,9 @@ export function makeCtx(env: NodeJS.ProcessEnv = process.env): Ctx {
     cwd: process.cwd(),
     fromHook,
     interactive: !!process.stdin.isTTY && !fromHook,
-    isTTY: !!process.stderr.isTTY && !env.CI,
+    // A terminal with no size (columns 0, as under some `script` set-ups) would make the spinner and
+    // bars compute an infinite number of lines: treat it like a pipe.
+    isTTY: !!process.stderr.isTTY && (process.stderr.columns ?? 0) > 0 && !env.CI,
   };
 }
 

@@ -49,7 +49,9 @@ class PlainReporter implements WaitReporter {
 
 /** Bars for running tasks, a spinner while nothing runs yet. Loaded only on a TTY. */
 async function ttyReporter(): Promise<WaitReporter> {
-  const [{ default: ora }, cliProgress] = await Promise.all([import('ora'), import('cli-progress')]);
+  const [{ default: ora }, cliProgressModule] = await Promise.all([import('ora'), import('cli-progress')]);
+  // cli-progress is CommonJS: its whole API (Format included) is on the default export.
+  const cliProgress = ((cliProgressModule as unknown as { default?: typeof cliProgressModule }).default ?? cliProgressModule) as typeof cliProgressModule;
   const color = !process.env.NO_COLOR;
   const multibar = new cliProgress.MultiBar(
     {

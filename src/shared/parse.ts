@@ -3,6 +3,7 @@
 
 import { UsageError } from './errors.js';
 import { PRIORITIES, type Header, type Priority } from './model.js';
+import { CREDENTIAL_HEADERS, redactUrl } from './redact.js';
 
 const SIZE_UNITS: Record<string, number> = {
   '': 1, b: 1,
@@ -92,16 +93,31 @@ export function parseWhen(text: string, now: number): number {
 }
 
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Control characters other than TAB: never valid in a header (CR/LF would inject another one). */
+const HEADER_CONTROL_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
 
-/** `-H 'Name: value'`: a valid header name, no CR/LF/NUL anywhere. */
+/** A refused header as an error message shows it: one line, a credential's value as ***. */
+function shownHeader(text: string): string {
+  const i = text.indexOf(':');
+  const secret = i > 0 && CREDENTIAL_HEADERS.includes(text.slice(0, i).trim().toLowerCase());
+  return JSON.stringify(secret ? `${text.slice(0, i)}: ***` : text).slice(1, -1);
+}
+
+/** `-H 'Name: value'`: a valid header name; no CR, LF, NUL or other control character; a value HTTP can carry. */
 export function parseHeader(text: string): Header {
-  if (/[\r\n\0]/.test(text)) throw new UsageError(`invalid header '${JSON.stringify(text).slice(1, -1)}': headers must not contain CR, LF or NUL`);
+  if (HEADER_CONTROL_RE.test(text)) {
+    throw new UsageError(`invalid header '${shownHeader(text)}': headers must not contain CR, LF, NUL or other control characters`);
+  }
   const i = text.indexOf(':');
   const name = i > 0 ? text.slice(0, i).trim() : '';
   if (i <= 0 || !TOKEN_RE.test(name)) {
-    throw new UsageError(`invalid header '${text}': use 'Name: value' with a name made of letters, digits and -`);
+    throw new UsageError(`invalid header '${shownHeader(text)}': use 'Name: value' with a name made of letters, digits and -`);
   }
-  return [name, text.slice(i + 1).trim()];
+  const value = text.slice(i + 1).trim();
+  if (/[^\x00-\xff]/.test(value)) {
+    throw new UsageError(`invalid header '${shownHeader(text)}': a header value can only hold ASCII and Latin-1 characters`);
+  }
+  return [name, value];
 }
 
 /** A download or upload URL: absolute, http or https, with a host. Returns the normalized URL. */
@@ -110,12 +126,12 @@ export function parseHttpUrl(text: string): string {
   try {
     u = new URL(text.trim());
   } catch {
-    throw new UsageError(`invalid URL '${text}': give an absolute http:// or https:// URL`);
+    throw new UsageError(`invalid URL '${redactUrl(text)}': give an absolute http:// or https:// URL`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new UsageError(`unsupported URL scheme '${u.protocol.replace(/:$/, '')}' in '${text}': only http and https are supported`);
+    throw new UsageError(`unsupported URL scheme '${u.protocol.replace(/:$/, '')}' in '${redactUrl(text)}': only http and https are supported`);
   }
-  if (!u.hostname) throw new UsageError(`invalid URL '${text}': it has no host`);
+  if (!u.hostname) throw new UsageError(`invalid URL '${redactUrl(text)}': it has no host`);
   return u.href;
 }
 

@@ -10,7 +10,8 @@ export function redactUrl(url: string | null): string | null {
   try {
     u = new URL(url);
   } catch {
-    return url;
+    // Not a URL we can parse: still hide what looks like user info.
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#\s]*@/i, '$1***@');
   }
   if (u.username) u.username = '***';
   if (u.password) u.password = '***';

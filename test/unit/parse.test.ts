@@ -44,8 +44,13 @@ describe('parseHeader', () => {
   it('splits name and value', () => {
     expect(parseHeader('X-Token: abc: def')).toEqual(['X-Token', 'abc: def']);
     expect(parseHeader('Accept:text/plain')).toEqual(['Accept', 'text/plain']);
+    expect(parseHeader('X-Name: caf\u00e9\tau lait')).toEqual(['X-Name', 'caf\u00e9\tau lait']);
   });
-  it.each(['NoColon', ': value', 'Bad Name: x', 'X-A: b\r\nInjected: 1', 'X-A: b\nc', 'X\0: y'])('rejects %j', (h) => expect(() => parseHeader(h)).toThrow(UsageError));
+  it.each(['NoColon', ': value', 'Bad Name: x', 'X-A: b\r\nInjected: 1', 'X-A: b\nc', 'X\0: y', 'X-A: a\x01b', 'X-A: a\x7f', 'X-A: \u2713'])('rejects %j', (h) => expect(() => parseHeader(h)).toThrow(UsageError));
+  it('never shows a refused credential header\'s value', () => {
+    expect(() => parseHeader('Authorization: Bearer s3cret\r\nX: y')).toThrow(/^invalid header 'Authorization: \*\*\*'/);
+    expect(() => parseHeader('Cookie: a=s3cret\u2713')).toThrow(/^invalid header 'Cookie: \*\*\*'/);
+  });
 });
 
 describe('parseHttpUrl', () => {
@@ -54,6 +59,10 @@ describe('parseHttpUrl', () => {
     expect(parseHttpUrl('http://127.0.0.1:8080/x?y=1')).toBe('http://127.0.0.1:8080/x?y=1');
   });
   it.each(['ftp://example.com/x', 'file:///etc/passwd', 'example.com/x', 'http://', 'javascript:alert(1)', ''])('rejects %j', (u) => expect(() => parseHttpUrl(u)).toThrow(UsageError));
+  it('never shows the user info or secret parameters of a refused URL', () => {
+    expect(() => parseHttpUrl('ftp://me:s3cret@example.com/x?token=s3cret')).toThrow(/'ftp:\/\/\*\*\*:\*\*\*@example.com\/x\?token=\*\*\*'/);
+    expect(() => parseHttpUrl('http://me:s3cret@')).toThrow(/'http:\/\/\*\*\*@'/);
+  });
 });
 
 describe('small parsers', () => {
