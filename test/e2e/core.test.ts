@@ -144,7 +144,7 @@ describe('destination names', () => {
     expect(done.output).toBe(path.join(dir, expected));
     expect(fs.readdirSync(dir)).toEqual([expected]);
     expect(fs.readFileSync(done.output, 'utf8')).toBe(`body ${i}`);
-    expect(fs.readdirSync(t.dir).sort()).toEqual(['config', 'downloads', 'home']);
+    expect(fs.readdirSync(t.dir).filter((n) => !['config', 'downloads', 'home'].includes(n))).toEqual([]);
   });
 
   it('never clobbers an existing file for a derived name; -o replaces', async () => {

@@ -177,7 +177,9 @@ describe('the session hook', () => {
     await t.bgdl(['session', 'create', 'safe', '--hook', `${hook.cmd} "$BGDL_EVENT_COUNT"`]);
     const [task] = await addJson(['-s', 'safe', evil, '-o', 'safe.bin']);
     await waitFinal(t, [task.id]);
-    await waitUntil(() => hook.runs().length === 1, 15_000, 'the hook');
+    // Delivered means the hook exited 0, so its records are complete.
+    await waitUntil(async () => JSON.parse((await t.bgdl(['session', 'show', 'safe', '--json'])).stdout).undeliveredEvents === 0, 15_000, 'delivery');
+    expect(hook.runs()).toHaveLength(1);
     expect(hook.runs()[0]!.stdin).toContain('touch');
     expect(fs.existsSync(canary)).toBe(false);
   });
