@@ -11,7 +11,7 @@ let s: TestServer;
 beforeEach(async () => {
   t = await testdir();
   s = await startServer();
-  await t.bgdl(['config', 'set', 'hookRetryDelay', '300ms']);
+  t.setConfig({ hookRetryDelay: '300ms' });
 });
 afterEach(async () => {
   await t.cleanup();
@@ -108,7 +108,7 @@ describe('the session hook', () => {
   });
 
   it('a hook over hookTimeout is killed, counts as failed, and is retried', async () => {
-    await t.bgdl(['config', 'set', 'hookTimeout', '500ms']);
+    t.setConfig({ hookTimeout: '500ms' });
     s.route('/slow-hook.bin', { body: 's' });
     const marker = path.join(t.dir, 'runs');
     const script = path.join(t.dir, 'sleepy.sh');
@@ -205,7 +205,7 @@ describe('the session hook', () => {
 
 describe('the relaunch rate limiter', () => {
   it('delays hook-added tasks more with each hook run, and a person at a terminal resets it', async () => {
-    await t.bgdl(['config', 'set', 'rateLimitBase', '1s']);
+    t.setConfig({ rateLimitBase: '1s' });
     s.route('/chain.bin', { body: 'c' });
     // Each hook run adds one more task to the session from inside the hook, up to 3 runs.
     const counter = path.join(t.dir, 'chain-count');

@@ -13,8 +13,8 @@ beforeEach(async () => {
   t = await testdir();
   s = await startServer();
   // Small backoffs so retries happen within a test.
-  await t.bgdl(['config', 'set', 'retryBaseDelay', '100ms']);
-  await t.bgdl(['config', 'set', 'retryMaxDelay', '500ms']);
+  t.setConfig({ retryBaseDelay: '100ms' });
+  t.setConfig({ retryMaxDelay: '500ms' });
 });
 afterEach(async () => {
   await t.cleanup();
@@ -161,7 +161,7 @@ describe('retries and failure classification', () => {
   });
 
   it('a stall aborts the attempt after stallTimeout and the retry completes', async () => {
-    await t.bgdl(['config', 'set', 'stallTimeout', '500ms']);
+    t.setConfig({ stallTimeout: '500ms' });
     s.route('/stall.bin', { body: { size: 200_000 }, etag: '"s"', stallAfter: { bytes: 50_000, ms: 5000, times: 1 } });
     const [task] = await addJson([s.url('/stall.bin')]);
     const [done] = await waitFinal(t, [task.id], 20_000);
@@ -185,7 +185,7 @@ describe('retries and failure classification', () => {
   });
 
   it('resourceTimeout fails a task that cannot finish', async () => {
-    await t.bgdl(['config', 'set', 'resourceTimeout', '1s']);
+    t.setConfig({ resourceTimeout: '1s' });
     const [task] = await addJson(['http://127.0.0.1:9/never.bin']);
     const [done] = await waitFinal(t, [task.id], 20_000);
     expect(done).toMatchObject({ state: 'failed', error: { code: 'E_RESOURCE_TIMEOUT' } });

@@ -81,7 +81,7 @@ describe('discretionary tasks', () => {
     // The test environment pins the load average at 0 (BGDL_LOADAVG); this one says 3.
     await t.cleanup();
     t = await testdir({ BGDL_LOADAVG: '3' });
-    await t.bgdl(['config', 'set', 'discretionaryMaxLoad', '1.5']);
+    t.setConfig({ discretionaryMaxLoad: '1.5' });
     s.route('/busy.bin', { body: 'b' });
     const [busy] = await addJson([s.url('/busy.bin'), '--discretionary']);
     const held = await waitUntil(async () => {
@@ -144,7 +144,7 @@ describe('uploads', () => {
   });
 
   it('a dropped upload is retried from the start of the file', async () => {
-    await t.bgdl(['config', 'set', 'retryBaseDelay', '100ms']);
+    t.setConfig({ retryBaseDelay: '100ms' });
     const file = makeFile('drop.bin', 300_000);
     s.route('/flaky-up', { upload: true, failTimes: { status: 503, times: 1 } });
     const [task] = await addJson([file, s.url('/flaky-up')], 'upload');

@@ -17,6 +17,11 @@ export interface TestDir {
   bgdl(args: string[], opts?: RunOptions): Promise<RunResult>;
   /** The worker pid holding the lease, if any. */
   workerPid(): number | null;
+  /**
+   * Set user defaults by writing conf's JSON file directly (test set-up without a CLI start-up per
+   * key; `bgdl config` itself is tested in core.test.ts). A running worker picks them up like any change.
+   */
+  setConfig(values: Record<string, string>): void;
   cleanup(): Promise<void>;
 }
 
@@ -87,6 +92,13 @@ export async function testdir(extraEnv: NodeJS.ProcessEnv = {}): Promise<TestDir
     env,
     bgdl: (args, opts = {}) => runCli(args, { cwd: downloads, ...opts, env: { ...env, ...opts.env } }),
     workerPid: () => leasePid(home),
+    setConfig: (values) => {
+      const dir = path.join(env.XDG_CONFIG_HOME!, 'bgdl');
+      const file = path.join(dir, 'config.json');
+      fs.mkdirSync(dir, { recursive: true });
+      const current = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : {};
+      fs.writeFileSync(file, JSON.stringify({ ...current, ...values }, null, '\t'));
+    },
     cleanup: async () => {
       await stopWorker(home);
       fs.rmSync(dir, { recursive: true, force: true });
