@@ -92,6 +92,25 @@ describe('resume', () => {
     expect(s.requestsTo('/term.bin').at(-1)!.headers['if-range']).toBe('Tue, 01 Sep 2026 10:00:00 GMT');
   });
 
+  it('bgdl worker in the foreground exits 0 on SIGTERM with the offset recorded', async () => {
+    s.route('/fg.bin', { body: { size: SIZE }, etag: '"fg"', throttle: 500_000 });
+    const [task] = await addJson([s.url('/fg.bin'), '--suspended']);
+    const { spawn } = await import('node:child_process');
+    const { BIN } = await import('../helpers/cli.js');
+    const fg = spawn(process.execPath, [BIN, 'worker'], { env: t.env, cwd: t.downloads, stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => fg.on('exit', (code) => resolve(code)));
+    await waitUntil(() => t.workerPid() === fg.pid, 5000, 'the foreground worker to hold the lease');
+    await t.bgdl(['resume', String(task.id)]);
+    await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 200_000, 15_000, 'progress');
+    fg.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const [after] = await statusJson(t, [task.id]);
+    expect(after.state).toBe('queued');
+    expect(after.bytesReceived).toBeGreaterThan(0);
+    expect(fs.statSync(file('fg.bin.bgdl-part')).size).toBeGreaterThanOrEqual(after.bytesReceived);
+    await t.bgdl(['cancel', String(task.id)]);
+  });
+
   it('a server that ignores Range makes the download start over, never splicing', async () => {
     s.route('/norange.bin', { body: { size: 500_000 }, etag: '"n1"', ranges: false, dropAfter: { bytes: 200_000, times: 1 } });
     const [task] = await addJson([s.url('/norange.bin')]);
