@@ -205,7 +205,7 @@ describe('the session hook', () => {
 
 describe('the relaunch rate limiter', () => {
   it('delays hook-added tasks more with each hook run, and a person at a terminal resets it', async () => {
-    t.setConfig({ rateLimitBase: '1s' });
+    t.setConfig({ rateLimitBase: '2s' });
     s.route('/chain.bin', { body: 'c' });
     // Each hook run adds one more task to the session from inside the hook, up to 3 runs.
     const counter = path.join(t.dir, 'chain-count');
@@ -226,17 +226,20 @@ exit 0
     const addedFile = (n: number) => path.join(t.dir, `added-${n}.json`);
     await waitUntil(() => fs.existsSync(addedFile(3)) && fs.readFileSync(addedFile(3), 'utf8').trim().endsWith(']'), 30_000, 'three hook runs');
     const added = [1, 2, 3].map((n) => JSON.parse(fs.readFileSync(path.join(t.dir, `added-${n}.json`), 'utf8'))[0]);
-    // Hook-added tasks are discretionary, and wait 0, then 1 s, then 2 s.
+    // Hook-added tasks are discretionary, and wait 0, then 2 s, then 4 s.
     expect(added.map((a) => a.discretionary)).toEqual([true, true, true]);
     const delays = added.map((a) => (a.nextAttemptAt ? new Date(a.nextAttemptAt).getTime() - new Date(a.createdAt).getTime() : 0));
     expect(delays[0]).toBe(0);
-    expect(delays[1]).toBe(1000);
-    expect(delays[2]).toBe(2000);
+    expect(delays[1]).toBe(2000);
+    expect(delays[2]).toBe(4000);
     expect(added[2].waitingFor).toBe('rate-limit');
     const show = JSON.parse((await t.bgdl(['session', 'show', 'chain', '--json'])).stdout);
     expect(show.rateLimitCount).toBeGreaterThanOrEqual(3);
     const all = await statusJson(t);
     expect(all.filter((x) => x.session === 'chain')).toHaveLength(4);
+    // Let the chain finish (the last task's hook run) before looking at the streak.
+    await waitFinal(t, all.map((x) => x.id));
+    await waitUntil(async () => JSON.parse((await t.bgdl(['session', 'show', 'chain', '--json'])).stdout).undeliveredEvents === 0, 15_000, 'delivery');
     // Run from a script (no terminal), bgdl leaves the streak alone; a person at a terminal resets it.
     await t.bgdl(['status', '-s', 'chain']);
     expect(JSON.parse((await t.bgdl(['session', 'show', 'chain', '--json'])).stdout).rateLimitCount).toBeGreaterThanOrEqual(3);
