@@ -57,7 +57,7 @@ async function ttyReporter(): Promise<WaitReporter> {
     {
       stream: process.stderr,
       hideCursor: true,
-      clearOnComplete: true,
+      clearOnComplete: false,
       autopadding: true,
       fps: 5,
       format: (options, params, payload) => {
@@ -100,6 +100,7 @@ async function ttyReporter(): Promise<WaitReporter> {
             bars.delete(t.id);
           }
           multibar.log(`${t.state === 'completed' ? '\u2714' : '\u2716'} ${finalLine(t)}\n`);
+          multibar.update(); // flush the line now: stop() may come before the next redraw
         } else if (t.state === 'running') {
           const payload = { name: label(t), speed: t.speed ?? 0 };
           const bar = bars.get(t.id);

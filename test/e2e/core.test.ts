@@ -75,6 +75,32 @@ describe('add → worker → completed', () => {
     expect(fs.existsSync(path.join(t.downloads, 'missing.txt'))).toBe(false);
   });
 
+  it('add --wait draws progress bars with bytes, speed and ETA on a terminal, plain lines otherwise', async () => {
+    s.route('/tty.bin', { body: { size: 1_500_000 }, throttle: 1_000_000 });
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const { BIN } = await import('../helpers/cli.js');
+    const env = { ...t.env, NO_COLOR: '1' };
+    delete env.CI; // bars never show under CI
+    // Asynchronously: the test server runs in this process and must keep answering.
+    let screen = '';
+    try {
+      const child = promisify(execFile)('script', ['-qec', `stty cols 120 rows 40; ${process.execPath} ${BIN} add --wait ${s.url('/tty.bin')}`, '/dev/null'], {
+      env, cwd: t.downloads, encoding: 'utf8', timeout: 30_000,
+      });
+      child.child.stdin?.end();
+      screen = (await child).stdout;
+    } catch (e) {
+      throw new Error(`script failed: ${(e as Error).message}\n${JSON.stringify(String((e as { stdout?: string }).stdout).slice(-2000))}`);
+    }
+    expect(screen).toMatch(/tty\.bin +[#-]+ +\d+% [\d.]+ (KiB|MiB)\/1\.4 MiB [\d.]+ (B|KiB|MiB)\/s ETA/);
+    expect(screen).toMatch(/\u2714 task \d+ completed: .*tty\.bin \(1\.4 MiB\)/);
+    // Not a terminal: one plain line per state change, no escape sequences.
+    const plain = await t.bgdl(['add', '--wait', s.url('/tty.bin'), '-o', 'plain.bin']);
+    expect(plain.stderr).toMatch(/^bgdl: task \d+ completed: .*plain\.bin \(1\.4 MiB\)$/m);
+    expect(plain.stderr).not.toMatch(/\x1b\[/);
+  });
+
   it('status shows a readable table', async () => {
     s.route('/a.bin', { body: { size: 1000 } });
     const [task] = await add([s.url('/a.bin')]);
