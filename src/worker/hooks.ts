@@ -36,11 +36,14 @@ export interface HookPlan {
   input: string;
 }
 
-/** Everything about a hook run, decided before anything runs. */
+/**
+ * Everything about a hook run, decided before anything runs. The working directory is the batch's
+ * download directory (when all its files went to one), else the configured downloadDir, else $HOME.
+ */
 export function planHook(home: string, s: Session, events: BgdlEvent[], baseEnv: NodeJS.ProcessEnv, downloadDir: string | null, now: number): HookPlan {
   const input = events.map((e) => JSON.stringify(stripInternal(e))).join('\n') + '\n';
   const eventsFile = path.join(hookDir(home), `${s.name}-${now}-${process.pid}.jsonl`);
-  const cwd = downloadDir && isDir(downloadDir) ? downloadDir : (baseEnv.HOME || os.homedir());
+  const cwd = [batchDir(events), downloadDir].find((d): d is string => !!d && isDir(d)) ?? (baseEnv.HOME || os.homedir());
   return {
     command: s.hook!,
     cwd,
@@ -54,6 +57,12 @@ export function planHook(home: string, s: Session, events: BgdlEvent[], baseEnv:
       BGDL_HOOK: '1',
     },
   };
+}
+
+/** The session's download directory for this batch: the one directory all its files went into, if any. */
+function batchDir(events: BgdlEvent[]): string | null {
+  const dirs = new Set(events.filter((e) => e.output).map((e) => path.dirname(e.output!)));
+  return dirs.size === 1 ? [...dirs][0]! : null;
 }
 
 function stripInternal(e: BgdlEvent): Omit<BgdlEvent, 'deliveredAt'> {

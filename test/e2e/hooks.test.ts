@@ -82,7 +82,7 @@ describe('the session hook', () => {
     const ok = events.find((e) => e.url === s.url('/ok2.bin'));
     expect(ok).toMatchObject({ type: 'completed', bytes: 2000, httpStatus: 200, output: path.join(t.downloads, 'ok2.bin'), finalUrl: s.url('/ok2.bin') });
     expect(ok.sha256).toMatch(/^[0-9a-f]{64}$/);
-    expect(run.cwd).toBe(t.dir); // $HOME when no downloadDir is configured
+    expect(run.cwd).toBe(t.downloads); // the batch's download directory
     // The event file is gone after the run; hook output went to the session's log.
     expect(fs.readdirSync(path.join(t.home, 'hooks'))).toEqual([]);
     const log = await t.bgdl(['log', '-s', 'batch']);

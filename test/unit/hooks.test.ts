@@ -62,6 +62,12 @@ describe('planHook', () => {
     const lines = plan.input.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.map((l) => l.id)).toEqual([1, 2]);
     expect(lines[0]).not.toHaveProperty('deliveredAt');
+    expect(plan.cwd).toBe('/tmp'); // every event's output is in /tmp
+  });
+  it('runs in $HOME when the batch has no single download directory and no downloadDir is set', () => {
+    const other = { ...ev(3), output: '/nonexistent-dir/x' };
+    const plan = planHook('/h', session(), [ev(1), other], { HOME: '/home/me' }, null, 1);
     expect(plan.cwd).toBe('/home/me');
+    expect(planHook('/h', session(), [other], { HOME: '/home/me' }, '/tmp', 1).cwd).toBe('/tmp');
   });
 });
