@@ -100,6 +100,8 @@ export interface WorkSummary {
 }
 
 const LEASE_ID = 1;
+/** What the scheduler needs of a candidate (see scheduler.ts). */
+const CANDIDATE_COLUMNS = 'id, session, kind, url, state, priority, discretionary, expect_send, expect_receive, upload_size, wait_reason, wait_detail';
 const BRIEF_COLUMNS = `id, session, kind, url, output, dir, state, wait_reason, wait_detail, not_before, begin_at, bytes_received,
   bytes_expected, bytes_sent, upload_size, speed, error_code, error_message, attempts, http_status, priority, discretionary, created_at`;
 
@@ -154,11 +156,21 @@ function taskFrom(v: any[], ix: Record<string, number>): Task {
  * wide (10,000 rows: ~240 ms vs ~60 ms raw), and `bgdl status` must stay fast.
  */
 function readTasks(stmt: Database.Statement, args: unknown[]): Task[] {
-  const ix: Record<string, number> = {};
-  stmt.columns().forEach((c, i) => (ix[c.name] = i));
+  let ix = columnIndexes.get(stmt);
+  if (!ix) {
+    ix = {};
+    for (const [i, c] of stmt.columns().entries()) ix[c.name] = i;
+    columnIndexes.set(stmt, ix);
+  }
+  // Statements are cached and shared: leave this one in its default (object) mode afterwards.
   const rows = stmt.raw(true).all(...args) as any[][];
-  return rows.map((v) => taskFrom(v, ix));
+  stmt.raw(false);
+  const out = new Array<Task>(rows.length);
+  for (let i = 0; i < rows.length; i++) out[i] = taskFrom(rows[i]!, ix);
+  return out;
 }
+
+const columnIndexes = new WeakMap<Database.Statement, Record<string, number>>();
 
 function rowToSession(r: Row): Session {
   return {
@@ -202,11 +214,36 @@ function eventFor(t: Task, type: EventType, at: number): Omit<BgdlEvent, 'id'> {
 
 const emptyCounts = (): Record<TaskState, number> => ({ queued: 0, running: 0, paused: 0, completed: 0, failed: 0, canceled: 0 });
 
+/** Prepared statements kept per store; past this many distinct texts (IN lists of varying length) the cache starts over. */
+const STATEMENT_CACHE_MAX = 256;
+
 export class Store {
+  private readonly statements = new Map<string, Database.Statement>();
+  /** Outputs of unfinished tasks as last read, and the data version they were read at (see outputsInUse). */
+  private outputs: { version: number; byId: Map<number, { dir: string; output: string }> } | null = null;
+  private dataVersionStmt: Database.Statement | null = null;
+  /**
+   * Counts this connection's writes that can change which queued tasks are runnable or when
+   * (requeue, holds, tasks leaving the queue other than by being claimed). Other connections' writes
+   * show in `dataVersion()`; together they tell the worker when what it read about the queue is stale.
+   */
+  queueEpoch = 0;
+
   private constructor(
     private readonly db: Database.Database,
     readonly file: string,
   ) {}
+
+  /** A prepared statement, compiled once per distinct SQL text (preparing costs more than most queries). */
+  private prepare(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql);
+    if (!stmt) {
+      if (this.statements.size >= STATEMENT_CACHE_MAX) this.statements.clear();
+      stmt = this.db.prepare(sql);
+      this.statements.set(sql, stmt);
+    }
+    return stmt;
+  }
 
   /** Open (creating when missing) the store of `home`. Throws StoreError naming the file. */
   static async open(home: string): Promise<Store> {
@@ -275,7 +312,8 @@ export class Store {
 
   /** Changes whenever another connection commits: a cheap way for the worker to notice commands. */
   dataVersion(): number {
-    return this.db.pragma('data_version', { simple: true }) as number;
+    this.dataVersionStmt ??= this.db.prepare('PRAGMA data_version').pluck();
+    return this.dataVersionStmt.get() as number;
   }
 
   async close(): Promise<void> {
@@ -285,11 +323,11 @@ export class Store {
   // ---- sessions ------------------------------------------------------------------------------
 
   private insertSessionIfMissing(name: string, now: number): void {
-    this.db.prepare('INSERT OR IGNORE INTO sessions (name, created_at) VALUES (?, ?)').run(name, now);
+    this.prepare('INSERT OR IGNORE INTO sessions (name, created_at) VALUES (?, ?)').run(name, now);
   }
 
   private sessionRow(name: string): Row | undefined {
-    return this.db.prepare('SELECT * FROM sessions WHERE name = ?').get(name) as Row | undefined;
+    return this.prepare('SELECT * FROM sessions WHERE name = ?').get(name) as Row | undefined;
   }
 
   async createSession(name: string, patch: SessionPatch, now = Date.now()): Promise<Session> {
@@ -302,9 +340,9 @@ export class Store {
   }
 
   private patchSession(name: string, patch: SessionPatch): void {
-    if (patch.hook !== undefined) this.db.prepare('UPDATE sessions SET hook = ?, hook_failures = 0, hook_next_at = NULL WHERE name = ?').run(patch.hook, name);
-    if (patch.launchEvents !== undefined) this.db.prepare('UPDATE sessions SET launch_events = ? WHERE name = ?').run(+patch.launchEvents, name);
-    if (patch.discretionary !== undefined) this.db.prepare('UPDATE sessions SET discretionary = ? WHERE name = ?').run(+patch.discretionary, name);
+    if (patch.hook !== undefined) this.prepare('UPDATE sessions SET hook = ?, hook_failures = 0, hook_next_at = NULL WHERE name = ?').run(patch.hook, name);
+    if (patch.launchEvents !== undefined) this.prepare('UPDATE sessions SET launch_events = ? WHERE name = ?').run(+patch.launchEvents, name);
+    if (patch.discretionary !== undefined) this.prepare('UPDATE sessions SET discretionary = ? WHERE name = ?').run(+patch.discretionary, name);
   }
 
   async updateSession(name: string, patch: SessionPatch): Promise<Session> {
@@ -321,9 +359,9 @@ export class Store {
   }
 
   async listSessions(): Promise<SessionSummary[]> {
-    const sessions = (this.db.prepare('SELECT * FROM sessions ORDER BY name').all() as Row[]).map(rowToSession);
-    const counts = this.db.prepare('SELECT session, state, count(*) AS n FROM tasks GROUP BY session, state').all() as Row[];
-    const events = this.db.prepare('SELECT session, count(*) AS n FROM events WHERE delivered_at IS NULL GROUP BY session').all() as Row[];
+    const sessions = (this.prepare('SELECT * FROM sessions ORDER BY name').all() as Row[]).map(rowToSession);
+    const counts = this.prepare('SELECT session, state, count(*) AS n FROM tasks GROUP BY session, state').all() as Row[];
+    const events = this.prepare('SELECT session, count(*) AS n FROM events WHERE delivered_at IS NULL GROUP BY session').all() as Row[];
     return sessions.map((s) => {
       const c = emptyCounts();
       for (const r of counts) if (r.session === s.name) c[r.state as TaskState] = r.n;
@@ -333,21 +371,22 @@ export class Store {
 
   /** Remove a session with its finished tasks and events; refused while it has unfinished tasks. */
   async removeSession(name: string): Promise<void> {
+    this.outputs = null;
     this.db.transaction(() => {
       if (!this.sessionRow(name)) throw new NotFoundError(`no session named '${name}': see bgdl session list`);
-      const active = this.db.prepare("SELECT count(*) AS n FROM tasks WHERE session = ? AND state IN ('queued','running','paused')").get(name) as Row;
+      const active = this.prepare("SELECT count(*) AS n FROM tasks WHERE session = ? AND state IN ('queued','running','paused')").get(name) as Row;
       if (active.n > 0) {
         throw new UsageError(`session '${name}' has ${active.n} unfinished task(s): cancel them first (bgdl cancel) or wait for them`);
       }
-      this.db.prepare('DELETE FROM events WHERE session = ?').run(name);
-      this.db.prepare('DELETE FROM tasks WHERE session = ?').run(name);
-      this.db.prepare('DELETE FROM sessions WHERE name = ?').run(name);
+      this.prepare('DELETE FROM events WHERE session = ?').run(name);
+      this.prepare('DELETE FROM tasks WHERE session = ?').run(name);
+      this.prepare('DELETE FROM sessions WHERE name = ?').run(name);
     }).immediate();
   }
 
   /** A person ran bgdl at a terminal for this session: the relaunch rate limiter starts over. */
   async resetRateLimit(name: string): Promise<void> {
-    this.db.prepare('UPDATE sessions SET rl_count = 0, rl_last_run_at = NULL WHERE name = ? AND rl_count > 0').run(name);
+    this.prepare('UPDATE sessions SET rl_count = 0, rl_last_run_at = NULL WHERE name = ? AND rl_count > 0').run(name);
   }
 
   // ---- tasks ---------------------------------------------------------------------------------
@@ -357,7 +396,9 @@ export class Store {
    * take the session's rate-limit delay and are discretionary unless the caller said otherwise.
    */
   async enqueue(tasks: NewTask[], rateLimit: { base: number; max: number }, now = Date.now()): Promise<Task[]> {
-    const insert = this.db.prepare(`
+    this.queueEpoch++;
+    this.outputs = null;
+    const insert = this.prepare(`
       INSERT INTO tasks (session, kind, url, method, headers, output, output_fixed, dir, upload_file, upload_size,
         state, wait_reason, not_before, begin_at, discretionary, priority, expect_send, expect_receive,
         sha256_expected, bytes_expected, insecure, ca_file, allow_downgrade, from_hook, created_at, timeout_from)
@@ -404,7 +445,7 @@ export class Store {
     const chunk = 500;
     for (let i = 0; i < ids.length; i += chunk) {
       const part = ids.slice(i, i + chunk);
-      out.push(...readTasks(this.db.prepare(`SELECT * FROM tasks WHERE id IN (${part.map(() => '?').join(',')}) ORDER BY id`), part));
+      out.push(...readTasks(this.prepare(`SELECT * FROM tasks WHERE id IN (${part.map(() => '?').join(',')}) ORDER BY id`), part));
     }
     return out;
   }
@@ -422,7 +463,7 @@ export class Store {
   }
 
   private taskById(id: number): Task | null {
-    return readTasks(this.db.prepare('SELECT * FROM tasks WHERE id = ?'), [id])[0] ?? null;
+    return readTasks(this.prepare('SELECT * FROM tasks WHERE id = ?'), [id])[0] ?? null;
   }
 
   /**
@@ -442,11 +483,13 @@ export class Store {
     }
     const cols = filter.brief ? BRIEF_COLUMNS : '*';
     const sql = `SELECT ${cols} FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id`;
-    return readTasks(this.db.prepare(sql), args);
+    return readTasks(this.prepare(sql), args);
   }
 
   /** pause / resume / cancel / retry a set of tasks in one transaction (all ids must exist). */
   async transition(ids: number[], action: TaskAction, now = Date.now()): Promise<TransitionResult> {
+    this.queueEpoch++;
+    this.outputs = null;
     return this.db.transaction(() => {
       const tasks = this.selectByIds([...new Set(ids)]);
       const byId = new Map(tasks.map((t) => [t.id, t]));
@@ -464,7 +507,7 @@ export class Store {
 
   /** Returns why the task was left alone, or null when it changed. */
   private applyTransition(t: Task, action: TaskAction, now: number): string | null {
-    const set = (sql: string, ...args: unknown[]) => this.db.prepare(`UPDATE tasks SET ${sql} WHERE id = ?`).run(...args, t.id);
+    const set = (sql: string, ...args: unknown[]) => this.prepare(`UPDATE tasks SET ${sql} WHERE id = ?`).run(...args, t.id);
     switch (action) {
       case 'pause':
         if (t.state === 'paused') return 'already paused';
@@ -492,13 +535,13 @@ export class Store {
 
   private insertEvent(t: Task, type: EventType, now: number): void {
     const data = eventFor(t, type, now);
-    this.db.prepare('INSERT INTO events (session, task_id, type, data, at) VALUES (?, ?, ?, ?, ?)').run(t.session, t.id, type, JSON.stringify(data), now);
+    this.prepare('INSERT INTO events (session, task_id, type, data, at) VALUES (?, ?, ?, ?, ?)').run(t.session, t.id, type, JSON.stringify(data), now);
   }
 
   // ---- the worker lease ----------------------------------------------------------------------
 
   async readLease(): Promise<Lease | null> {
-    const r = this.db.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+    const r = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
     return r ? { pid: r.pid, host: r.host, heartbeat: r.heartbeat, startedAt: r.started_at } : null;
   }
 
@@ -509,21 +552,21 @@ export class Store {
   async takeLease(pid: number, now: number, staleMs: number, isAlive: (pid: number) => boolean): Promise<boolean> {
     const host = os.hostname();
     return this.db.transaction(() => {
-      const cur = this.db.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+      const cur = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
       if (cur && cur.pid !== pid && !leaseIsStale(cur, now, staleMs, isAlive)) return false;
-      this.db.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at) VALUES (?, ?, ?, ?, ?)').run(LEASE_ID, pid, host, now, now);
+      this.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at) VALUES (?, ?, ?, ?, ?)').run(LEASE_ID, pid, host, now, now);
       return true;
     }).immediate();
   }
 
   /** Refresh our heartbeat; false when the lease is no longer ours. */
   async heartbeat(pid: number, now: number): Promise<boolean> {
-    const info = this.db.prepare('UPDATE lease SET heartbeat = ? WHERE id = ? AND pid = ? AND host = ?').run(now, LEASE_ID, pid, os.hostname());
+    const info = this.prepare('UPDATE lease SET heartbeat = ? WHERE id = ? AND pid = ? AND host = ?').run(now, LEASE_ID, pid, os.hostname());
     return info.changes === 1;
   }
 
   async releaseLease(pid: number): Promise<void> {
-    this.db.prepare('DELETE FROM lease WHERE id = ? AND pid = ? AND host = ?').run(LEASE_ID, pid, os.hostname());
+    this.prepare('DELETE FROM lease WHERE id = ? AND pid = ? AND host = ?').run(LEASE_ID, pid, os.hostname());
   }
 
   /**
@@ -532,15 +575,15 @@ export class Store {
    * concurrent commands start exactly one worker.
    */
   async ensureWorker(now: number, staleMs: number, isAlive: (pid: number) => boolean, spawn: () => number | undefined): Promise<'running' | 'started' | 'idle'> {
-    const quick = this.db.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+    const quick = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
     if (quick && !leaseIsStale(quick, now, staleMs, isAlive)) return 'running';
     if (!this.hasWorkSync(now)) return 'idle';
     return this.db.transaction(() => {
-      const cur = this.db.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+      const cur = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
       if (cur && !leaseIsStale(cur, now, staleMs, isAlive)) return 'running' as const;
       const pid = spawn();
       if (!pid) return 'idle' as const;
-      this.db.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at) VALUES (?, ?, ?, ?, ?)').run(LEASE_ID, pid, os.hostname(), now, now);
+      this.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at) VALUES (?, ?, ?, ?, ?)').run(LEASE_ID, pid, os.hostname(), now, now);
       return 'started' as const;
     }).immediate();
   }
@@ -551,8 +594,8 @@ export class Store {
   }
 
   private workSummarySync(_now: number): WorkSummary {
-    const tasks = this.db.prepare("SELECT state, count(*) AS n FROM tasks WHERE state IN ('queued','running') GROUP BY state").all() as Row[];
-    const hooks = this.db.prepare(`
+    const tasks = this.prepare("SELECT state, count(*) AS n FROM tasks WHERE state IN ('queued','running') GROUP BY state").all() as Row[];
+    const hooks = this.prepare(`
       SELECT count(*) AS n FROM sessions s
       WHERE s.hook IS NOT NULL AND s.launch_events = 1
         AND EXISTS (SELECT 1 FROM events e WHERE e.session = s.name AND e.delivered_at IS NULL)`).get() as Row;
@@ -572,23 +615,37 @@ export class Store {
 
   /** On worker start: tasks left `running` by a dead worker go back to the queue (their partial files stay). */
   async requeueOrphans(): Promise<Task[]> {
+    this.queueEpoch++;
+    this.outputs = null;
     return this.db.transaction(() => {
-      const rows = readTasks(this.db.prepare("SELECT * FROM tasks WHERE state = 'running'"), []);
-      this.db.prepare("UPDATE tasks SET state = 'queued', speed = NULL, bytes_received = resume_offset WHERE state = 'running'").run();
+      const rows = readTasks(this.prepare("SELECT * FROM tasks WHERE state = 'running'"), []);
+      this.prepare("UPDATE tasks SET state = 'queued', speed = NULL, bytes_received = resume_offset WHERE state = 'running'").run();
       return rows;
     }).immediate();
   }
 
-  /** Queued tasks whose begin-at and not-before times have passed, best first (priority, then age). */
-  async runnableCandidates(now: number, limit: number): Promise<Task[]> {
-    const stmt = this.db.prepare(`SELECT * FROM tasks WHERE state = 'queued' AND (begin_at IS NULL OR begin_at <= ?) AND (not_before IS NULL OR not_before <= ?)
+  /**
+   * Queued tasks whose begin-at and not-before times have passed, best first (priority, then age).
+   * `brief` reads only what the scheduler looks at (the rest of each task comes back empty): the
+   * worker asks after every finished transfer, so this is its most frequent query.
+   */
+  async runnableCandidates(now: number, limit: number, opts: { brief?: boolean } = {}): Promise<Task[]> {
+    const cols = opts.brief ? CANDIDATE_COLUMNS : '*';
+    const stmt = this.prepare(`SELECT ${cols} FROM tasks WHERE state = 'queued' AND (begin_at IS NULL OR begin_at <= ?) AND (not_before IS NULL OR not_before <= ?)
                 ORDER BY priority DESC, id LIMIT ?`);
     return readTasks(stmt, [now, now, limit]);
   }
 
+  /** Whether any queued task is held by conditions, and whether any is discretionary (what makes scheduling subtle). */
+  async queueFacts(): Promise<{ held: boolean; discretionary: boolean }> {
+    const r = this.prepare(`SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND wait_reason = 'conditions') AS held,
+        EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND discretionary = 1) AS discretionary`).get() as Row;
+    return { held: r.held === 1, discretionary: r.discretionary === 1 };
+  }
+
   /** The earliest future begin-at or not-before of a queued task, for the worker's sleep. */
   async nextWakeAt(now: number): Promise<number | null> {
-    const r = this.db
+    const r = this
       .prepare(`SELECT min(t) AS t FROM (
           SELECT begin_at AS t FROM tasks WHERE state = 'queued' AND begin_at > ?
           UNION ALL SELECT not_before AS t FROM tasks WHERE state = 'queued' AND not_before > ?)`)
@@ -599,7 +656,7 @@ export class Store {
   /** Claim a queued task for a transfer attempt; false when it changed meanwhile (paused, canceled). */
   async markRunning(id: number, now: number): Promise<Task | null> {
     return this.db.transaction(() => {
-      const info = this.db
+      const info = this
         .prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, ?),
                   wait_reason = NULL, wait_detail = NULL, not_before = NULL, speed = NULL WHERE id = ? AND state = 'queued'`)
         .run(now, id);
@@ -610,8 +667,9 @@ export class Store {
 
   /** Mark queued tasks as held by a reason that has no time (conditions); clears it for the others given. */
   async setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[]): Promise<void> {
-    const holdStmt = this.db.prepare("UPDATE tasks SET wait_reason = ?, wait_detail = ? WHERE id = ? AND state = 'queued'");
-    const releaseStmt = this.db.prepare("UPDATE tasks SET wait_reason = NULL, wait_detail = NULL WHERE id = ? AND state = 'queued' AND wait_reason = 'conditions'");
+    this.queueEpoch++;
+    const holdStmt = this.prepare("UPDATE tasks SET wait_reason = ?, wait_detail = ? WHERE id = ? AND state = 'queued'");
+    const releaseStmt = this.prepare("UPDATE tasks SET wait_reason = NULL, wait_detail = NULL WHERE id = ? AND state = 'queued' AND wait_reason = 'conditions'");
     this.db.transaction(() => {
       for (const h of hold) holdStmt.run(h.reason, h.detail, h.id);
       for (const id of release) releaseStmt.run(id);
@@ -621,14 +679,14 @@ export class Store {
   /** Current states of these tasks (the worker watches for pause and cancel). */
   async statesOf(ids: number[]): Promise<Map<number, TaskState>> {
     if (ids.length === 0) return new Map();
-    const rows = this.db.prepare(`SELECT id, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`).all(...ids) as Row[];
+    const rows = this.prepare(`SELECT id, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`).all(...ids) as Row[];
     return new Map(rows.map((r) => [r.id, r.state]));
   }
 
   /** Progress of many running tasks in one transaction. */
   async recordProgress(updates: ProgressUpdate[]): Promise<void> {
     if (updates.length === 0) return;
-    const stmt = this.db.prepare(`UPDATE tasks SET
+    const stmt = this.prepare(`UPDATE tasks SET
         bytes_received = coalesce(@bytesReceived, bytes_received),
         bytes_sent = coalesce(@bytesSent, bytes_sent),
         bytes_expected = CASE WHEN @hasExpected THEN @bytesExpected ELSE bytes_expected END,
@@ -664,15 +722,35 @@ export class Store {
         args.push(info[k]);
       }
     }
-    if (cols.length) this.db.prepare(`UPDATE tasks SET ${cols.join(', ')} WHERE id = ?`).run(...args, id);
+    if (cols.length) this.prepare(`UPDATE tasks SET ${cols.join(', ')} WHERE id = ?`).run(...args, id);
+    if (info.output !== undefined) this.outputChanged(id);
   }
 
-  /** Outputs claimed by other unfinished tasks (so two tasks never derive the same name). */
+  /**
+   * Outputs claimed by other unfinished tasks (so two tasks never derive the same name). The worker
+   * asks for every derived name, and the query scans the queue: the answer is kept in memory, brought
+   * up to date by this connection's own writes and read afresh when another process has committed.
+   */
   async outputsInUse(dir: string, exceptId: number): Promise<Set<string>> {
-    const rows = this.db
-      .prepare("SELECT output FROM tasks WHERE dir = ? AND id != ? AND output IS NOT NULL AND state IN ('queued','running','paused')")
-      .all(dir, exceptId) as Row[];
-    return new Set(rows.map((r) => r.output));
+    const version = this.dataVersion();
+    if (!this.outputs || this.outputs.version !== version) {
+      const rows = this.prepare("SELECT id, dir, output FROM tasks WHERE output IS NOT NULL AND state IN ('queued','running','paused')").all() as Row[];
+      this.outputs = { version, byId: new Map(rows.map((r) => [r.id as number, { dir: r.dir as string, output: r.output as string }])) };
+    }
+    const out = new Set<string>();
+    for (const [id, e] of this.outputs.byId) if (e.dir === dir && id !== exceptId) out.add(e.output);
+    return out;
+  }
+
+  /** Keep the remembered outputs in step with a write of ours to task `id` (see outputsInUse). */
+  private outputChanged(id: number): void {
+    if (!this.outputs) return;
+    const r = this.prepare('SELECT dir, output, state FROM tasks WHERE id = ?').get(id) as Row | undefined;
+    if (r && r.output != null && (r.state === 'queued' || r.state === 'running' || r.state === 'paused')) {
+      this.outputs.byId.set(id, { dir: r.dir, output: r.output });
+    } else {
+      this.outputs.byId.delete(id);
+    }
   }
 
   /**
@@ -680,7 +758,8 @@ export class Store {
    * attempt), or because conditions, disk space or a pause stopped it. Only if it is still running.
    */
   async requeue(id: number, info: RequeueInfo): Promise<boolean> {
-    const r = this.db
+    this.queueEpoch++;
+    const r = this
       .prepare(`UPDATE tasks SET state = 'queued', not_before = @notBefore, wait_reason = @reason, wait_detail = @detail,
                   error_code = CASE WHEN @setError THEN @code ELSE error_code END,
                   error_message = CASE WHEN @setError THEN @message ELSE error_message END,
@@ -697,11 +776,12 @@ export class Store {
 
   /** Record where a stopped (paused or canceled) task's partial file stands. */
   async recordStopped(id: number, info: { resumeOffset: number; bytesReceived: number }): Promise<void> {
-    this.db.prepare("UPDATE tasks SET resume_offset = ?, bytes_received = ?, speed = NULL WHERE id = ? AND state IN ('paused', 'queued')").run(info.resumeOffset, info.bytesReceived, id);
+    this.prepare("UPDATE tasks SET resume_offset = ?, bytes_received = ?, speed = NULL WHERE id = ? AND state IN ('paused', 'queued')").run(info.resumeOffset, info.bytesReceived, id);
   }
 
   /** Move a task to a final state together with its event; false when it was no longer running. */
   async finishTask(id: number, info: FinishInfo, now = Date.now(), fromStates: TaskState[] = ['running']): Promise<boolean> {
+    if (fromStates.some((st) => st !== 'running')) this.queueEpoch++;
     return this.db.transaction(() => {
       const t = this.taskById(id);
       if (!t || !fromStates.includes(t.state)) return false;
@@ -718,7 +798,7 @@ export class Store {
         responseBody: info.responseBody !== undefined ? info.responseBody : t.responseBody,
         finishedAt: now,
       };
-      this.db
+      this
         .prepare(`UPDATE tasks SET state = @state, error_code = @code, error_message = @message, http_status = @httpStatus,
                   final_url = @finalUrl, output = @output, sha256 = @sha256, bytes_received = @bytesReceived,
                   bytes_sent = @bytesSent, response_body = @responseBody, finished_at = @finishedAt, speed = NULL,
@@ -730,13 +810,14 @@ export class Store {
           bytesReceived: done.bytesReceived, bytesSent: done.bytesSent, responseBody: done.responseBody, finishedAt: now,
         });
       this.insertEvent(done, info.state, now);
+      this.outputs?.byId.delete(id);
       return true;
     }).immediate();
   }
 
   /** Unfinished, not running tasks added longer than `timeoutMs` ago (resourceTimeout). */
   async expiredTasks(now: number, timeoutMs: number): Promise<Task[]> {
-    return readTasks(this.db.prepare("SELECT * FROM tasks WHERE state IN ('queued','paused','running') AND timeout_from + ? <= ?"), [timeoutMs, now]);
+    return readTasks(this.prepare("SELECT * FROM tasks WHERE state IN ('queued','paused','running') AND timeout_from + ? <= ?"), [timeoutMs, now]);
   }
 
   // ---- events and hooks ----------------------------------------------------------------------
@@ -749,28 +830,28 @@ export class Store {
       args.push(filter.session);
     }
     if (filter.undeliveredOnly) where.push('delivered_at IS NULL');
-    const rows = this.db.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, filter.limit ?? -1) as Row[];
+    const rows = this.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`).all(...args, filter.limit ?? -1) as Row[];
     return rows.map(rowToEvent);
   }
 
   /** Mark events delivered (hook exit 0 or `events --ack`). Returns how many changed. */
   async ackEvents(ids: number[], now = Date.now()): Promise<number> {
-    const stmt = this.db.prepare('UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL');
+    const stmt = this.prepare('UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL');
     return this.db.transaction(() => ids.reduce((n, id) => n + stmt.run(now, id).changes, 0)).immediate();
   }
 
   async lastEventId(): Promise<number> {
-    return ((this.db.prepare('SELECT max(id) AS id FROM events').get() as Row).id as number | null) ?? 0;
+    return ((this.prepare('SELECT max(id) AS id FROM events').get() as Row).id as number | null) ?? 0;
   }
 
   /** Sessions with a hook, launch events on and undelivered events, with what each holds. */
   async sessionsAwaitingHook(now = Date.now()): Promise<{ session: Session; active: number; runnable: number }[]> {
-    const rows = this.db
+    const rows = this
       .prepare(`SELECT s.* FROM sessions s WHERE s.hook IS NOT NULL AND s.launch_events = 1
                 AND EXISTS (SELECT 1 FROM events e WHERE e.session = s.name AND e.delivered_at IS NULL)`)
       .all() as Row[];
     return rows.map((r) => {
-      const c = this.db
+      const c = this
         .prepare(`SELECT sum(state = 'running') AS running,
                     sum(state = 'queued' AND (begin_at IS NULL OR begin_at <= @now) AND (not_before IS NULL OR not_before <= @now)
                         AND coalesce(wait_reason, '') NOT IN ('conditions', 'disk-space')) AS runnable
@@ -786,7 +867,7 @@ export class Store {
       const s = this.sessionRow(name);
       if (!s) return;
       const count = nextRateLimitCount(s.rl_count, s.rl_last_run_at, now, rateLimit.base, rateLimit.max);
-      this.db.prepare('UPDATE sessions SET hook_runs = hook_runs + 1, hook_last_run_at = ?, rl_count = ?, rl_last_run_at = ? WHERE name = ?').run(now, count, now, name);
+      this.prepare('UPDATE sessions SET hook_runs = hook_runs + 1, hook_last_run_at = ?, rl_count = ?, rl_last_run_at = ? WHERE name = ?').run(now, count, now, name);
     }).immediate();
   }
 
@@ -794,11 +875,11 @@ export class Store {
   async recordHookResult(name: string, eventIds: number[], result: { ok: true } | { ok: false; error: string; nextAt: number }, now = Date.now()): Promise<void> {
     this.db.transaction(() => {
       if (result.ok) {
-        const stmt = this.db.prepare('UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL');
+        const stmt = this.prepare('UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL');
         for (const id of eventIds) stmt.run(now, id);
-        this.db.prepare('UPDATE sessions SET hook_failures = 0, hook_next_at = NULL, hook_last_error = NULL WHERE name = ?').run(name);
+        this.prepare('UPDATE sessions SET hook_failures = 0, hook_next_at = NULL, hook_last_error = NULL WHERE name = ?').run(name);
       } else {
-        this.db.prepare('UPDATE sessions SET hook_failures = hook_failures + 1, hook_next_at = ?, hook_last_error = ? WHERE name = ?').run(result.nextAt, result.error, name);
+        this.prepare('UPDATE sessions SET hook_failures = hook_failures + 1, hook_next_at = ?, hook_last_error = ? WHERE name = ?').run(result.nextAt, result.error, name);
       }
     }).immediate();
   }

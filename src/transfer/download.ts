@@ -3,15 +3,15 @@
 // retry without the range / fail), choose the output, write the body to the part file while hashing,
 // verify length and checksum, and move the file into place.
 
-import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { formatBytes } from '../shared/parse.js';
-import { Incoming, writeBody } from './body.js';
+import { createHash } from 'node:crypto';
+import { Incoming, receiveSmall, SMALL_BODY_MAX, writeBody } from './body.js';
 import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
 import { parseContentDisposition } from './naming.js';
-import { fileError, inspectPart, PartFile } from './partfile.js';
+import { fileError, inspectPart, PartFile, placeSmallFile } from './partfile.js';
 import {
   TransferError,
   type DownloadCallbacks,
@@ -152,10 +152,24 @@ function settle(err: unknown, signal: AbortSignal, partial: KeptPart | null): Tr
   return new TransferError(e.code, e.message, e.transient, { ...e.extra, partial: { ...partial } });
 }
 
+/**
+ * What statfs said of a directory a moment ago, less what transfers checked against it since: a burst
+ * of small files to one directory asks the filesystem once, not once per file. Only a plentiful answer
+ * is reused; a tight one is always asked again.
+ */
+const freeSpaceSeen = new Map<string, { free: number; at: number }>();
+const FREE_SPACE_REUSE_MS = 1000;
+
 /** Step 4: free space at the destination for what is still to come (Content-Length, else --expect-receive). */
 async function checkFreeSpace(output: string, needed: number | null, partial: KeptPart | null): Promise<void> {
   if (needed == null || needed <= 0) return;
   const dir = path.dirname(output);
+  const seen = freeSpaceSeen.get(dir);
+  const now = Date.now();
+  if (seen && now - seen.at < FREE_SPACE_REUSE_MS && seen.free >= needed) {
+    seen.free -= needed;
+    return;
+  }
   let free: number;
   try {
     const st = await fsp.statfs(dir);
@@ -163,6 +177,8 @@ async function checkFreeSpace(output: string, needed: number | null, partial: Ke
   } catch {
     return; // no answer: the write itself will tell
   }
+  if (freeSpaceSeen.size > 1000) freeSpaceSeen.clear();
+  freeSpaceSeen.set(dir, { free: free - Math.max(0, needed), at: now });
   if (free < needed) {
     throw new TransferError('E_DISK_SPACE', `not enough free space in ${dir}: ${formatBytes(needed)} needed, ${formatBytes(free)} free`, true, {
       waitFor: 'disk-space',
@@ -198,10 +214,10 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
   const meta = describeResponse(final, verdict, plan);
   const { startOffset } = meta;
   const bodyBytes = verdict.kind === 'write' ? verdict.bodyBytes : 0;
-  const hash = createHash('sha256');
+  // A small fresh body is held in memory and put in place in one step once verified (see body.ts).
+  const small = incoming != null && !plan && startOffset === 0 && bodyBytes != null && bodyBytes <= SMALL_BODY_MAX;
 
   let output: string;
-  let part: PartFile;
   try {
     output = await cb.chooseOutput(meta);
     if (startOffset > 0 && output !== plan?.output) {
@@ -209,28 +225,85 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
     }
     const remaining = meta.totalBytes ?? req.expectReceive;
     await checkFreeSpace(output, remaining == null ? null : remaining - startOffset, state.partial);
-    part = await PartFile.open(output, startOffset, hash, (offset) => {
-      if (state.partial) state.partial.offset = offset;
-      cb.onDurable(offset);
-    });
   } catch (err) {
     incoming?.discard();
     throw err;
   }
-  state.partial = { output, offset: startOffset, etag: meta.etag, lastModified: meta.lastModified };
+  const openPart = async (): Promise<PartFile> => {
+    const p = await PartFile.open(output, startOffset, bodyBytes == null ? null : startOffset + bodyBytes, {
+      onDurable: (offset) => {
+        if (state.partial) state.partial.offset = offset;
+        cb.onDurable(offset);
+      },
+      onWritten: (written) => cb.onProgress(written, meta.totalBytes),
+    });
+    state.partial = { output, offset: startOffset, etag: meta.etag, lastModified: meta.lastModified };
+    return p;
+  };
 
+  let part: PartFile | null = null;
+  let inMemory: Buffer[] | null = null;
   let received = 0;
-  if (incoming) {
+  if (small) {
+    const r = await receiveSmall(incoming, openPart, (n) => cb.onProgress(n, meta.totalBytes));
+    received = r.received;
+    if (r.kind === 'memory') {
+      inMemory = r.chunks;
+    } else {
+      part = r.part;
+      if (r.failure) {
+        await part.salvage();
+        throw bodyFailure(r.failure, part, part.written - startOffset, bodyBytes);
+      }
+    }
+  } else {
     try {
-      received = await writeBody(incoming, part, hash, (n) => cb.onProgress(startOffset + n, meta.totalBytes));
+      part = await openPart();
     } catch (err) {
-      await part.salvage();
-      throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
+      incoming?.discard();
+      throw err;
+    }
+    if (incoming) {
+      try {
+        received = await writeBody(incoming, part);
+      } catch (err) {
+        await part.salvage();
+        throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
+      }
     }
   }
   const size = startOffset + received;
-  await verifyLength(part, size, meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null), state);
-  const sha256 = hash.digest('hex');
+  const expectedSize = meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null);
+  if (inMemory && expectedSize != null && size !== expectedSize) {
+    // The wrong length: keep what arrived in a part file, as a streamed body would (a short one resumes).
+    part = await openPart();
+    for (const chunk of inMemory) part.append(chunk);
+    await part.settle();
+    inMemory = null;
+  }
+  if (part) await verifyLength(part, size, expectedSize, state);
+
+  let sha256: string;
+  if (inMemory) {
+    const hash = createHash('sha256');
+    for (const chunk of inMemory) hash.update(chunk);
+    sha256 = hash.digest('hex');
+    if (req.sha256Expected && sha256 !== req.sha256Expected.toLowerCase()) {
+      state.partial = null;
+      throw checksumError(req.sha256Expected, sha256);
+    }
+    const used = await placeSmallFile(output, inMemory, req.outputFixed);
+    cb.onProgress(size, meta.totalBytes);
+    cb.onDurable(size);
+    return { output: used, finalUrl: meta.finalUrl, httpStatus: meta.status, bytes: size, sha256 };
+  }
+  part = part!;
+  try {
+    sha256 = await part.digest();
+  } catch (err) {
+    await part.salvage();
+    throw fileError(part.path, err);
+  }
   await verifyChecksum(part, sha256, req.sha256Expected, state);
 
   let used: string;
@@ -259,7 +332,11 @@ async function verifyChecksum(part: PartFile, actual: string, expected: string |
   if (!expected || actual === expected.toLowerCase()) return;
   state.partial = null;
   await part.discard();
-  throw new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${expected.toLowerCase()}, got ${actual}`, false);
+  throw checksumError(expected, actual);
+}
+
+function checksumError(expected: string, actual: string): TransferError {
+  return new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${expected.toLowerCase()}, got ${actual}`, false);
 }
 
 /** A failure while the body was streaming: a full disk waits, a cut-off body is E_SHORT_BODY; all keep the partial. */

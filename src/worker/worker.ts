@@ -14,7 +14,7 @@ import { closeDispatchers } from '../transfer/index.js';
 import { resourceTimeoutError, runAttempt, type Active, type StopReason } from './attempt.js';
 import { evaluateConditions, nearlyDone, readMachine, type Verdict } from './conditions.js';
 import { hookDue, hookRetryDelay, planHook, runHook } from './hooks.js';
-import { originOf, schedule } from './scheduler.js';
+import { originOf, schedule, type Decision } from './scheduler.js';
 
 export interface WorkerOptions {
   home: string;
@@ -25,6 +25,13 @@ export interface WorkerOptions {
   lingerMs?: number;
 }
 
+/** Runnable tasks as read for scheduling, best first: the first `rows.length` of the queue, or all of it (`whole`). */
+interface QueueView {
+  key: string;
+  whole: boolean;
+  rows: Task[];
+}
+
 export type WorkerExit = 'done' | 'another-worker' | 'lease-lost' | 'stopped';
 
 const HEARTBEAT_MS = 2_000;
@@ -33,6 +40,9 @@ const FLUSH_MS = 500;
 const CONTROL_MS = 250;
 const CONDITIONS_MS = 5_000;
 const MAX_SLEEP_MS = 1_000;
+/** Candidates read for a usual scheduling pass, and for one that needs the wider view (see schedule). */
+const HEAD_WINDOW = 64;
+const FULL_WINDOW = 1000;
 
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   const env = opts.env ?? process.env;
@@ -69,6 +79,12 @@ class Worker {
   private needSchedule = true;
   /** The earliest begin-at / retry time seen when going to sleep: reaching it means schedule again. */
   private nextWake: number | null = null;
+  /** The store state `nextWake` was read in (data version and queue epoch): it holds until either moves. */
+  private nextWakeKey = '';
+  /** The head of the queue as last read for scheduling (see schedule). */
+  private queueView: QueueView | null = null;
+  /** What `queueFacts` last found, and in which store state (data version and queue epoch). */
+  private facts: { key: string; held: boolean; discretionary: boolean } | null = null;
   private readonly lingerMs: number;
 
   constructor(
@@ -150,8 +166,14 @@ class Worker {
 
   private async sleep(now: number): Promise<void> {
     let ms = this.active.size > 0 || this.hooksRunning.size > 0 ? CONTROL_MS : MAX_SLEEP_MS;
-    const next = await this.store.nextWakeAt(now);
-    this.nextWake = next;
+    // Reading the next begin-at/retry time scans the queue: do it only when the queue may have
+    // changed (another process committed, or this one requeued or held a task) or the time came.
+    const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
+    if (key !== this.nextWakeKey || (this.nextWake != null && now >= this.nextWake)) {
+      this.nextWake = await this.store.nextWakeAt(now);
+      this.nextWakeKey = key;
+    }
+    const next = this.nextWake;
     if (next != null) ms = Math.min(ms, Math.max(0, next - now));
     // Between full ticks, look at the store's data version often so a pause or an add acts at once.
     await new Promise<void>((resolve) => {
@@ -218,16 +240,62 @@ class Worker {
     this.needSchedule = false;
     const cfg = this.config;
     if (this.active.size >= cfg.maxConcurrent && this.conditions.ok) return;
-    const candidates = (await this.store.runnableCandidates(now, 1000)).filter((t) => !this.active.has(t.id));
-    if (candidates.length === 0) return;
     const byOrigin = new Map<string, number>();
     for (const a of this.active.values()) byOrigin.set(a.origin, (byOrigin.get(a.origin) ?? 0) + 1);
-    const d = schedule(candidates, { running: this.active.size, runningByOrigin: byOrigin, maxConcurrent: cfg.maxConcurrent, perHost: cfg.perHost }, this.conditions);
+    const slots = { running: this.active.size, runningByOrigin: byOrigin, maxConcurrent: cfg.maxConcurrent, perHost: cfg.perHost };
+    const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
+    const read = async (limit: number): Promise<QueueView> => {
+      const rows = await this.store.runnableCandidates(now, limit, { brief: true });
+      return { key, whole: rows.length < limit, rows };
+    };
+    const fresh = (v: QueueView) => v.rows.filter((t) => !this.active.has(t.id));
+    // Most passes follow one finished transfer, so look only at the head of the queue. Its decision is
+    // the one the full window would make when no task is held by conditions, conditions allow
+    // everything or no task is discretionary, the head holds no discretionary task (those are ordered
+    // apart) and it fills every free slot (or is the whole queue). The head as last read stays exact,
+    // less the tasks we claimed from it, until another process commits, we requeue or hold a task
+    // (the queue epoch), or a begin-at/retry time comes. Otherwise read the full window.
+    let d: Decision | null = null;
+    const facts = await this.queueFacts();
+    if (!facts.held && (this.conditions.ok || !facts.discretionary)) {
+      let view = this.queueView;
+      const stale = !view || view.key !== key || (this.nextWake != null && now >= this.nextWake);
+      // The remembered head, then a fresh head, then the full window: whichever first decides.
+      for (const limit of stale ? [HEAD_WINDOW, FULL_WINDOW] : [0, HEAD_WINDOW, FULL_WINDOW]) {
+        if (limit) view = await read(limit);
+        const candidates = fresh(view!);
+        if (candidates.some((t) => t.discretionary)) break;
+        const hd = schedule(candidates, slots, this.conditions);
+        if (view!.whole || slots.running + hd.start.length >= cfg.maxConcurrent) {
+          d = hd;
+          break;
+        }
+      }
+      this.queueView = d ? view : null;
+    } else {
+      this.queueView = null;
+    }
+    if (!d) {
+      const candidates = fresh(await read(FULL_WINDOW));
+      if (candidates.length === 0) return;
+      d = schedule(candidates, slots, this.conditions);
+    }
+    if (this.queueView && d.start.length) {
+      const started = new Set(d.start.map((t) => t.id));
+      this.queueView.rows = this.queueView.rows.filter((t) => !started.has(t.id));
+    }
     if (d.hold.length || d.release.length) await this.store.setHeld(d.hold, d.release);
     for (const t of d.start) {
       const claimed = await this.store.markRunning(t.id, now);
       if (claimed) this.start(claimed);
     }
+  }
+
+  /** Held and discretionary tasks in the queue, asked again only when the queue may have changed. */
+  private async queueFacts(): Promise<{ held: boolean; discretionary: boolean }> {
+    const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
+    if (!this.facts || this.facts.key !== key) this.facts = { key, ...(await this.store.queueFacts()) };
+    return this.facts;
   }
 
   private start(task: Task): void {
