@@ -7,10 +7,6 @@ import type { PartFile } from './partfile.js';
 
 /** Held in memory before the part file is open; past this the body is paused. */
 const EARLY_BYTES = 1024 * 1024;
-/** A fresh body of at most this many bytes (by its Content-Length) may be received into memory... */
-export const SMALL_BODY_MAX = 256 * 1024;
-/** ...if it arrives within this long; else it moves to a part file and is made durable as it grows. */
-const SMALL_BODY_MS = 1000;
 
 export class Incoming {
   private early: Buffer[] = [];
@@ -78,69 +74,4 @@ export async function writeBody(incoming: Incoming, part: PartFile): Promise<num
   if (failure) throw failure;
   if (part.failure) throw part.failure;
   return received;
-}
-
-export type SmallBody =
-  | { kind: 'memory'; chunks: Buffer[]; received: number }
-  /** Moved to a part file: too slow, or it failed (then `failure` is set and what arrived is written). */
-  | { kind: 'file'; part: PartFile; received: number; failure: unknown };
-
-/**
- * Receive a small body into memory, to be verified and put in place in one step. A body that takes
- * longer than SMALL_BODY_MS (a slow link) or fails goes to a part file opened with `open`, with what
- * arrived so far, and continues there like any other: durable offsets and resuming work as for large
- * files. Throws only when the part file cannot be opened.
- */
-export async function receiveSmall(incoming: Incoming, open: () => Promise<PartFile>, progress: (received: number) => void): Promise<SmallBody> {
-  const { body } = incoming;
-  let chunks: Buffer[] = [];
-  let received = 0;
-  let part: PartFile | null = null;
-  let moving: Promise<void> | null = null;
-  let openError: unknown = null;
-
-  const moveToFile = (): Promise<void> =>
-    (moving ??= open().then(
-      (p) => {
-        p.bind({
-          drain: () => {
-            if (body.isPaused() && !body.destroyed) body.resume();
-          },
-          fail: (err) => body.destroy(err as Error),
-        });
-        let more = true;
-        for (const chunk of chunks) more = p.append(chunk) && more;
-        chunks = [];
-        part = p;
-        if (!more) body.pause();
-      },
-      (err) => {
-        openError = err;
-        incoming.discard();
-      },
-    ));
-  const timer = setTimeout(() => void moveToFile(), SMALL_BODY_MS);
-  incoming.start((chunk) => {
-    received += chunk.length;
-    if (part) {
-      if (!part.append(chunk)) body.pause();
-      return;
-    }
-    chunks.push(chunk);
-    progress(received);
-  });
-
-  let failure: unknown = null;
-  try {
-    await incoming.done;
-  } catch (err) {
-    failure = err;
-  }
-  clearTimeout(timer);
-  if (!failure && !moving) return { kind: 'memory', chunks, received };
-  await moveToFile();
-  if (openError) throw openError;
-  const p = part as PartFile | null;
-  await p!.settle();
-  return { kind: 'file', part: p!, received, failure: failure ?? p!.failure };
 }

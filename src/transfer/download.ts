@@ -6,12 +6,11 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { formatBytes } from '../shared/parse.js';
-import { createHash } from 'node:crypto';
-import { Incoming, receiveSmall, SMALL_BODY_MAX, writeBody } from './body.js';
+import { Incoming, writeBody } from './body.js';
 import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
 import { parseContentDisposition } from './naming.js';
-import { fileError, inspectPart, PartFile, placeSmallFile } from './partfile.js';
+import { fileError, inspectPart, PartFile } from './partfile.js';
 import {
   TransferError,
   type DownloadCallbacks,
@@ -214,10 +213,9 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
   const meta = describeResponse(final, verdict, plan);
   const { startOffset } = meta;
   const bodyBytes = verdict.kind === 'write' ? verdict.bodyBytes : 0;
-  // A small fresh body is held in memory and put in place in one step once verified (see body.ts).
-  const small = incoming != null && !plan && startOffset === 0 && bodyBytes != null && bodyBytes <= SMALL_BODY_MAX;
 
   let output: string;
+  let part: PartFile;
   try {
     output = await cb.chooseOutput(meta);
     if (startOffset > 0 && output !== plan?.output) {
@@ -225,79 +223,32 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
     }
     const remaining = meta.totalBytes ?? req.expectReceive;
     await checkFreeSpace(output, remaining == null ? null : remaining - startOffset, state.partial);
-  } catch (err) {
-    incoming?.discard();
-    throw err;
-  }
-  const openPart = async (): Promise<PartFile> => {
-    const p = await PartFile.open(output, startOffset, bodyBytes == null ? null : startOffset + bodyBytes, {
+    part = await PartFile.open(output, startOffset, bodyBytes == null ? null : startOffset + bodyBytes, {
       onDurable: (offset) => {
         if (state.partial) state.partial.offset = offset;
         cb.onDurable(offset);
       },
       onWritten: (written) => cb.onProgress(written, meta.totalBytes),
     });
-    state.partial = { output, offset: startOffset, etag: meta.etag, lastModified: meta.lastModified };
-    return p;
-  };
+  } catch (err) {
+    incoming?.discard();
+    throw err;
+  }
+  state.partial = { output, offset: startOffset, etag: meta.etag, lastModified: meta.lastModified };
 
-  let part: PartFile | null = null;
-  let inMemory: Buffer[] | null = null;
   let received = 0;
-  if (small) {
-    const r = await receiveSmall(incoming, openPart, (n) => cb.onProgress(n, meta.totalBytes));
-    received = r.received;
-    if (r.kind === 'memory') {
-      inMemory = r.chunks;
-    } else {
-      part = r.part;
-      if (r.failure) {
-        await part.salvage();
-        throw bodyFailure(r.failure, part, part.written - startOffset, bodyBytes);
-      }
-    }
-  } else {
+  if (incoming) {
     try {
-      part = await openPart();
+      received = await writeBody(incoming, part);
     } catch (err) {
-      incoming?.discard();
-      throw err;
-    }
-    if (incoming) {
-      try {
-        received = await writeBody(incoming, part);
-      } catch (err) {
-        await part.salvage();
-        throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
-      }
+      await part.salvage();
+      throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
     }
   }
+  // Written, not yet fsync'd: verified first, then made durable once with its final mode (finish).
   const size = startOffset + received;
-  const expectedSize = meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null);
-  if (inMemory && expectedSize != null && size !== expectedSize) {
-    // The wrong length: keep what arrived in a part file, as a streamed body would (a short one resumes).
-    part = await openPart();
-    for (const chunk of inMemory) part.append(chunk);
-    await part.settle();
-    inMemory = null;
-  }
-  if (part) await verifyLength(part, size, expectedSize, state);
-
+  await verifyLength(part, size, meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null), state);
   let sha256: string;
-  if (inMemory) {
-    const hash = createHash('sha256');
-    for (const chunk of inMemory) hash.update(chunk);
-    sha256 = hash.digest('hex');
-    if (req.sha256Expected && sha256 !== req.sha256Expected.toLowerCase()) {
-      state.partial = null;
-      throw checksumError(req.sha256Expected, sha256);
-    }
-    const used = await placeSmallFile(output, inMemory, req.outputFixed);
-    cb.onProgress(size, meta.totalBytes);
-    cb.onDurable(size);
-    return { output: used, finalUrl: meta.finalUrl, httpStatus: meta.status, bytes: size, sha256 };
-  }
-  part = part!;
   try {
     sha256 = await part.digest();
   } catch (err) {
@@ -332,11 +283,7 @@ async function verifyChecksum(part: PartFile, actual: string, expected: string |
   if (!expected || actual === expected.toLowerCase()) return;
   state.partial = null;
   await part.discard();
-  throw checksumError(expected, actual);
-}
-
-function checksumError(expected: string, actual: string): TransferError {
-  return new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${expected.toLowerCase()}, got ${actual}`, false);
+  throw new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${expected.toLowerCase()}, got ${actual}`, false);
 }
 
 /** A failure while the body was streaming: a full disk waits, a cut-off body is E_SHORT_BODY; all keep the partial. */

@@ -103,20 +103,22 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
   }
 }
 
-/** Name choices run one at a time, so two attempts in flight never pick the same free name. */
-let naming: Promise<unknown> = Promise.resolve();
-
-function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): Promise<string> {
-  const next = naming.then(async () => {
-    const name = nameFromResponse(meta.dispositionName, meta.finalUrl);
+/**
+ * Choose a free name for a derived output. Attempts look concurrently (each look waits on the disk),
+ * and the name is reserved in one synchronous step: one that another attempt reserved while this one
+ * looked is looked for again, so two attempts in flight never pick the same free name.
+ */
+async function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): Promise<string> {
+  const name = nameFromResponse(meta.dispositionName, meta.finalUrl);
+  for (;;) {
     const taken = await ctx.store.outputsInUse(t.dir, t.id);
     for (const p of ctx.reserved) taken.add(p);
     const out = await pickFreePath(t.dir, name, taken);
-    ctx.reserved.add(out);
-    return out;
-  });
-  naming = next.catch(() => {});
-  return next;
+    if (!ctx.reserved.has(out)) {
+      ctx.reserved.add(out);
+      return out;
+    }
+  }
 }
 
 async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError, output: string | null): Promise<void> {

@@ -423,6 +423,63 @@ describe('download: resume', () => {
     expect(fs.readFileSync(out).equals(bodyFor(1000))).toBe(true);
   });
 
+  it('a large download (hashed and written on a disk thread) resumes with the right checksum', async () => {
+    const s = await server();
+    const size = 10 * 1024 * 1024 + 7;
+    s.route('/large.bin', { body: { size, seed: 'L' }, etag: '"L"', dropAfter: { bytes: 3 * 1024 * 1024, times: 1 } });
+    const out = path.join(dir, 'large.bin');
+    const e = await failure(download(req(s.url('/large.bin'), { output: out, outputFixed: true }), fixed(out).cb));
+    const partial = e.extra.partial!;
+    expect(partial.offset).toBeGreaterThan(0);
+    expect(fs.statSync(part(out)).size).toBe(partial.offset);
+    const second = fixed(out);
+    const r = await download(req(s.url('/large.bin'), { output: out, outputFixed: true, resume: partial }), second.cb);
+    expect(r).toMatchObject({ httpStatus: 206, bytes: size, sha256: sha256(bodyFor(size, 'L')) });
+    expect(fs.readFileSync(out).equals(bodyFor(size, 'L'))).toBe(true);
+    expect(second.seen.progress.at(-1)).toBe(size);
+    expect(Math.max(...second.seen.durable)).toBe(size);
+  });
+
+  it('416 for a large complete part file hashes it on the disk thread and finishes', async () => {
+    const s = await server();
+    const size = 9 * 1024 * 1024;
+    s.route('/whole.bin', { body: { size, seed: 'W' }, etag: '"w"' });
+    const out = path.join(dir, 'whole.bin');
+    fs.writeFileSync(part(out), bodyFor(size, 'W'));
+    const r = await download(req(s.url('/whole.bin'), { output: out, outputFixed: true, resume: { offset: size, etag: '"w"', lastModified: null } }), fixed(out).cb);
+    expect(r).toMatchObject({ httpStatus: 206, bytes: size, sha256: sha256(bodyFor(size, 'W')) });
+    expect(fs.existsSync(part(out))).toBe(false);
+  });
+
+  it('a large part file shorter than the recorded offset starts over', async () => {
+    const s = await server();
+    const size = 9 * 1024 * 1024;
+    s.route('/cut.bin', { body: { size, seed: 'C' }, etag: '"c"' });
+    const out = path.join(dir, 'cut.bin');
+    fs.writeFileSync(part(out), bodyFor(size, 'C').subarray(0, 1000));
+    const r = await download(req(s.url('/cut.bin'), { output: out, outputFixed: true, resume: { offset: 5000, etag: '"c"', lastModified: null } }), fixed(out).cb);
+    expect(s.requests[0]!.headers.range).toBeUndefined();
+    expect(r.sha256).toBe(sha256(bodyFor(size, 'C')));
+  });
+
+  it('stopping a large download (disk thread) keeps a part file of exactly the durable offset', async () => {
+    const s = await server();
+    s.route('/slow-large.bin', { body: { size: 12 * 1024 * 1024 }, etag: '"sl"', throttle: 4 * 1024 * 1024 });
+    const out = path.join(dir, 'slow-large.bin');
+    const { cb, abort, seen } = fixed(out);
+    cb.onProgress = (n) => {
+      seen.progress.push(n);
+      if (n >= 1024 * 1024) abort.abort();
+    };
+    const e = await failure(download(req(s.url('/slow-large.bin'), { output: out, outputFixed: true }), cb));
+    expect(e).toMatchObject({ code: 'E_ABORTED', transient: true });
+    const offset = e.extra.partial!.offset;
+    expect(offset).toBeGreaterThanOrEqual(1024 * 1024);
+    expect(seen.durable.at(-1)).toBe(offset);
+    expect(fs.statSync(part(out)).size).toBe(offset);
+    expect(fs.readFileSync(part(out)).equals(bodyFor(12 * 1024 * 1024).subarray(0, offset))).toBe(true);
+  });
+
   it('a missing part file starts from zero', async () => {
     const s = await server();
     s.route('/gone', { body: 'whole' });
