@@ -16,6 +16,22 @@ export const priorityRank = (p: Priority): number => PRIORITIES.indexOf(p);
 export type TaskKind = 'download' | 'upload';
 export type EventType = 'completed' | 'failed' | 'canceled';
 
+/**
+ * How a completed task ended when it did not simply write a new file: `skipped` (--skip-existing found
+ * the destination), `not-modified` (--if-changed got 304), `no-body` (HEAD, 204, 205, 304: no file).
+ */
+export type Outcome = 'skipped' | 'not-modified' | 'no-body';
+
+/** The proxy settings recorded with a task at `add` (from the environment or --proxy/--noproxy). */
+export interface ProxySettings {
+  /** Proxy for http:// URLs, as given (credentials included; redacted in every output). */
+  http: string | null;
+  /** Proxy for https:// URLs. */
+  https: string | null;
+  /** NO_PROXY list as given. */
+  noProxy: string | null;
+}
+
 export interface TaskError {
   code: string;
   message: string;
@@ -72,6 +88,23 @@ export interface Task {
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** Fencing token: raised by every claim or takeover; an attempt's writes apply only while it holds it. */
+  claim: number;
+  /** The partial file of this task's attempt lineage, its identity (`dev:ino`) and the boot it was written in. */
+  partPath: string | null;
+  partId: string | null;
+  partBoot: string | null;
+  /** --max-size: a body larger than this fails the task. */
+  maxSize: number | null;
+  proxy: ProxySettings | null;
+  netrcFile: string | null;
+  cookiesFile: string | null;
+  skipExisting: boolean;
+  ifChanged: boolean;
+  /** --checksums: expected SHA-256 by destination base name. */
+  checksums: Record<string, string> | null;
+  maxAttempts: number | null;
+  outcome: Outcome | null;
 }
 
 /** What `bgdl add` / `bgdl upload` hand to the store. */
@@ -98,6 +131,14 @@ export interface NewTask {
   caFile: string | null;
   allowDowngrade: boolean;
   fromHook: boolean;
+  maxSize?: number | null;
+  proxy?: ProxySettings | null;
+  netrcFile?: string | null;
+  cookiesFile?: string | null;
+  skipExisting?: boolean;
+  ifChanged?: boolean;
+  checksums?: Record<string, string> | null;
+  maxAttempts?: number | null;
 }
 
 export interface Session {

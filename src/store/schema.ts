@@ -83,6 +83,25 @@ export const MIGRATIONS: string[] = [
     started_at INTEGER NOT NULL
   );
   `,
+  // 2: fencing tokens and part-file ownership; per-task limits, proxies and credentials files; batch
+  // options (skip / if-changed / checksums / attempts); how a completed task ended (outcome); the
+  // worker lease's generation.
+  `
+  ALTER TABLE tasks ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE tasks ADD COLUMN part_path TEXT;
+  ALTER TABLE tasks ADD COLUMN part_id TEXT;
+  ALTER TABLE tasks ADD COLUMN part_boot TEXT;
+  ALTER TABLE tasks ADD COLUMN max_size INTEGER;
+  ALTER TABLE tasks ADD COLUMN proxy TEXT;
+  ALTER TABLE tasks ADD COLUMN netrc_file TEXT;
+  ALTER TABLE tasks ADD COLUMN cookies_file TEXT;
+  ALTER TABLE tasks ADD COLUMN skip_existing INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE tasks ADD COLUMN if_changed INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE tasks ADD COLUMN checksums TEXT;
+  ALTER TABLE tasks ADD COLUMN max_attempts INTEGER;
+  ALTER TABLE tasks ADD COLUMN outcome TEXT;
+  ALTER TABLE lease ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

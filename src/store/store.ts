@@ -149,6 +149,19 @@ function taskFrom(v: any[], ix: Record<string, number>): Task {
     createdAt: v[ix.created_at!],
     startedAt: v[ix.started_at!],
     finishedAt: v[ix.finished_at!],
+    claim: v[ix.claim!],
+    partPath: v[ix.part_path!],
+    partId: v[ix.part_id!],
+    partBoot: v[ix.part_boot!],
+    maxSize: v[ix.max_size!],
+    proxy: v[ix.proxy!] ? JSON.parse(v[ix.proxy!]) : null,
+    netrcFile: v[ix.netrc_file!],
+    cookiesFile: v[ix.cookies_file!],
+    skipExisting: !!v[ix.skip_existing!],
+    ifChanged: !!v[ix.if_changed!],
+    checksums: v[ix.checksums!] ? JSON.parse(v[ix.checksums!]) : null,
+    maxAttempts: v[ix.max_attempts!],
+    outcome: v[ix.outcome!],
   };
 }
 
@@ -435,10 +448,12 @@ export class Store {
     const insert = this.prepare(`
       INSERT INTO tasks (session, kind, url, method, headers, output, output_fixed, dir, upload_file, upload_size,
         state, wait_reason, not_before, begin_at, discretionary, priority, expect_send, expect_receive,
-        sha256_expected, bytes_expected, insecure, ca_file, allow_downgrade, from_hook, created_at, timeout_from)
+        sha256_expected, bytes_expected, insecure, ca_file, allow_downgrade, from_hook, created_at, timeout_from,
+        max_size, proxy, netrc_file, cookies_file, skip_existing, if_changed, checksums, max_attempts)
       VALUES (@session, @kind, @url, @method, @headers, @output, @outputFixed, @dir, @uploadFile, @uploadSize,
         @state, @waitReason, @notBefore, @beginAt, @discretionary, @priority, @expectSend, @expectReceive,
-        @sha256Expected, @bytesExpected, @insecure, @caFile, @allowDowngrade, @fromHook, @now, @now)`);
+        @sha256Expected, @bytesExpected, @insecure, @caFile, @allowDowngrade, @fromHook, @now, @now,
+        @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts)`);
     return this.db.transaction(() => {
       const sessions = new Map<string, Session>();
       const ids: number[] = [];
@@ -467,6 +482,14 @@ export class Store {
           allowDowngrade: +t.allowDowngrade,
           fromHook: +t.fromHook,
           now,
+          maxSize: t.maxSize ?? null,
+          proxy: t.proxy ? JSON.stringify(t.proxy) : null,
+          netrcFile: t.netrcFile ?? null,
+          cookiesFile: t.cookiesFile ?? null,
+          skipExisting: +!!t.skipExisting,
+          ifChanged: +!!t.ifChanged,
+          checksums: t.checksums ? JSON.stringify(t.checksums) : null,
+          maxAttempts: t.maxAttempts ?? null,
         });
         ids.push(Number(info.lastInsertRowid));
       }
