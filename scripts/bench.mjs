@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Benchmarks for the quality bars in DESIGN.md, over loopback only:
-//   1. one 1 GiB file: bgdl vs `curl -o` (same server, same run)
-//   2. 2,000 files of 16 KiB: bgdl `add -i` vs `aria2c -j16 -i`
+//   1. one 1 GiB file: bgdl vs `curl -o`, `curl -o` + `sync FILE`, and `dd conv=fsync` from memory (wall
+//      time); the worker's CPU (user+sys from /proc/PID/stat) vs curl + `openssl dgst -sha256` of the
+//      file (the same work); the worker's peak RSS (VmHWM)
+//   2. 2,000 files of 16 KiB: bgdl `add -i` vs `aria2c -i`, at 16 connections and at each tool's
+//      defaults; the worker's peak RSS during the batch
 //   3. `bgdl add -i` of 10,000 URLs, and `bgdl status` with 10,000 tasks in the store
 //   4. worker memory with 10,000 queued tasks and 16 running transfers
 // Usage: npm run bench [-- --only=big,many,status,memory] [--size=1GiB] [--rounds=3]
@@ -137,6 +140,29 @@ async function stopWorker(e) {
   for (let i = 0; i < 200 && fs.existsSync(`/proc/${pid}`); i++) await sleep(10);
 }
 
+/** CPU seconds (user + system) and peak RSS in bytes of a live process, from /proc. */
+function procUsage(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of the whole line (11 and 12 after the command name).
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    const hwm = Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+    return { cpu: ticks / CLOCK_TICKS, peakRss: hwm };
+  } catch {
+    return null;
+  }
+}
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
+
+/** Children's CPU seconds of a shell script, from the shell's own `times` (its last line: children's user, system). */
+async function shellCpu(script, argv) {
+  const { stdout, seconds } = await run('sh', ['-c', `${script}\ntimes`, 'sh', ...argv]);
+  const last = stdout.trim().split('\n').pop();
+  const secs = [...last.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+  return { cpu: secs[0] + secs[1], seconds };
+}
+
 const fmt = (xs) => xs.map((x) => x.toFixed(2)).join(', ');
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -152,7 +178,7 @@ async function benchBig() {
   fs.closeSync(fd);
   const { server, base } = await startServer(root);
   const url = `${base}/big.bin`;
-  const t = { curl: [], curlSync: [], onDisk: [], wait: [], worker: [] };
+  const t = { curl: [], curlSync: [], dd: [], curlCpu: [], onDisk: [], wait: [], worker: [], workerCpu: [], workerRss: [] };
   try {
     for (let i = 0; i < ROUNDS; i++) {
       // Each measurement starts with no dirty pages from the one before.
@@ -166,12 +192,29 @@ async function benchBig() {
         t.curlSync.push((await run('sh', ['-c', 'curl -s -o "$1" "$2" && sync -- "$1"', 'sh', out, url])).seconds);
         fs.rmSync(out);
         await run('sync', []);
+        // The same work as bgdl: receive, write, and hash the file.
+        if (have('openssl')) {
+          t.curlCpu.push((await shellCpu('curl -s -o "$1" "$2" && openssl dgst -sha256 "$1" >/dev/null', [out, url])).cpu);
+          fs.rmSync(out);
+          await run('sync', []);
+        }
       }
+      // The disk's limit: the source file (in the page cache) copied and fsync'd.
+      const ddOut = path.join(work, 'dd-big.bin');
+      t.dd.push((await run('dd', [`if=${file}`, `of=${ddOut}`, 'bs=1M', 'conv=fsync', 'status=none'])).seconds);
+      fs.rmSync(ddOut);
+      await run('sync', []);
       const e = envFor(`big-${i}`);
       const dest = path.join(e.out, 'big.bin');
       const start = process.hrtime.bigint();
       let onDisk = null;
-      const watching = until(start, () => fs.existsSync(dest)).then((s) => (onDisk = s));
+      let usage = null;
+      // The worker's CPU and peak RSS as the file lands (it lingers a few seconds afterwards, idle).
+      const watching = until(start, () => {
+        const pid = workerPid(e);
+        if (pid) usage = procUsage(pid) ?? usage;
+        return fs.existsSync(dest);
+      }).then((s) => (onDisk = s));
       const { seconds } = await bgdl(e, ['add', '--wait', '-o', 'big.bin', url]);
       await watching;
       t.onDisk.push(onDisk);
@@ -179,6 +222,11 @@ async function benchBig() {
       if (fs.statSync(dest).size !== BIG) throw new Error('bgdl big file has the wrong size');
       const [task] = JSON.parse((await bgdl(e, ['status', '--json'])).stdout);
       t.worker.push((Date.parse(task.finishedAt) - Date.parse(task.startedAt)) / 1000);
+      const last = workerPid(e) ? procUsage(workerPid(e)) : null;
+      if (last ?? usage) {
+        t.workerCpu.push((last ?? usage).cpu);
+        t.workerRss.push((last ?? usage).peakRss);
+      }
       await stopWorker(e);
       fs.rmSync(e.dir, { recursive: true, force: true });
     }
@@ -192,10 +240,23 @@ async function benchBig() {
     report(`${BIG} bytes: bgdl add, until the file is in place (fsync'd, renamed)`, line(t.onDisk));
     report(`${BIG} bytes: bgdl add --wait, until the command returns`, line(t.wait));
     report(`${BIG} bytes: bgdl worker, task started -> finished`, line(t.worker));
+    report(`${BIG} bytes: dd conv=fsync from memory`, line(t.dd));
+    const best = Math.min(...t.onDisk);
     if (t.curl.length) {
-      const best = Math.min(...t.onDisk);
-      report(`${BIG} bytes: bgdl vs curl -o (best of ${ROUNDS} each)`, `${(best / Math.min(...t.curl)).toFixed(2)}x`, '<= 1.1x curl', best <= 1.1 * Math.min(...t.curl));
-      report(`${BIG} bytes: bgdl vs curl -o + sync (best of ${ROUNDS} each)`, `${(best / Math.min(...t.curlSync)).toFixed(2)}x`);
+      report(`${BIG} bytes: bgdl vs curl -o (best of ${ROUNDS} each)`, `${(best / Math.min(...t.curl)).toFixed(2)}x`);
+      report(`${BIG} bytes: bgdl vs curl -o + sync (best of ${ROUNDS} each)`, `${(best / Math.min(...t.curlSync)).toFixed(2)}x`, '<= 1.0x', best <= Math.min(...t.curlSync));
+    }
+    report(`${BIG} bytes: bgdl vs dd conv=fsync (best of ${ROUNDS} each)`, `${(best / Math.min(...t.dd)).toFixed(2)}x`, '<= 1.1x', best <= 1.1 * Math.min(...t.dd));
+    if (t.workerCpu.length) {
+      const cpu = Math.min(...t.workerCpu);
+      report(`${BIG} bytes: bgdl worker CPU (user+sys)`, `${cpu.toFixed(2)} s best (${fmt(t.workerCpu)})`);
+      if (t.curlCpu.length) {
+        const base = Math.min(...t.curlCpu);
+        report(`${BIG} bytes: curl + openssl dgst -sha256 CPU (user+sys)`, `${base.toFixed(2)} s best (${fmt(t.curlCpu)})`);
+        report(`${BIG} bytes: bgdl worker CPU vs curl + openssl dgst`, `${(cpu / base).toFixed(2)}x`, '<= 1.1x', cpu <= 1.1 * base);
+      }
+      const rss = Math.max(...t.workerRss) / 2 ** 20;
+      report(`${BIG} bytes: bgdl worker peak RSS`, `${rss.toFixed(1)} MiB`, '<= 64 MiB', rss <= 64);
     }
   } finally {
     server.close();
@@ -213,7 +274,7 @@ async function benchMany() {
   const listFile = path.join(work, 'list.txt');
   fs.writeFileSync(listFile, list);
   const countDone = (dir) => fs.readdirSync(dir).filter((f) => f.endsWith('.bin')).length;
-  const t = { aria: [], onDisk: [], wait: [] };
+  const t = { aria: [], ariaDefault: [], onDisk: [], onDiskDefault: [], wait: [], rss: [] };
   try {
     for (let i = 0; i < ROUNDS; i++) {
       await run('sync', []);
@@ -224,39 +285,65 @@ async function benchMany() {
         if (countDone(out) !== n) throw new Error('aria2c did not write every file');
         fs.rmSync(out, { recursive: true });
         await run('sync', []);
+        // aria2c as installed: its defaults (-j5, one connection per file).
+        fs.mkdirSync(out);
+        t.ariaDefault.push((await run('aria2c', ['-q', '-d', out, '-i', listFile])).seconds);
+        fs.rmSync(out, { recursive: true });
+        await run('sync', []);
       }
       // `add -i` returns at once; the clock stops when the last file is in place (fsync'd, renamed).
-      t.onDisk.push(await manyOnce(`many-${i}`, ['add', '-i', '-'], list, n, countDone));
+      const at16 = await manyOnce(`many-${i}`, ['add', '-i', '-'], list, n, countDone, false, { maxConcurrent: '16', perHost: '16' });
+      t.onDisk.push(at16.seconds);
+      t.rss.push(at16.peakRss);
+      const atDefaults = await manyOnce(`many-default-${i}`, ['add', '-i', '-'], list, n, countDone, false, {});
+      t.onDiskDefault.push(atDefaults.seconds);
+      t.rss.push(atDefaults.peakRss);
     }
     // Once more with --wait, as a person would run it: the command also polls the store until the end.
-    t.wait.push(await manyOnce('many-wait', ['add', '-i', '-', '--wait'], list, n, countDone, true));
+    t.wait.push((await manyOnce('many-wait', ['add', '-i', '-', '--wait'], list, n, countDone, true, { maxConcurrent: '16', perHost: '16' })).seconds);
     const line = (xs) => `${Math.min(...xs).toFixed(2)} s best, ${median(xs).toFixed(2)} s median (${fmt(xs)})`;
     if (t.aria.length) report('2,000 x 16 KiB: aria2c -j16 -i', line(t.aria));
     else report('2,000 x 16 KiB: aria2c', 'aria2c not installed, skipped');
+    if (t.ariaDefault.length) report('2,000 x 16 KiB: aria2c -i at its defaults', line(t.ariaDefault));
     report('2,000 x 16 KiB: bgdl add -i (maxConcurrent=perHost=16), until the last file is in place', line(t.onDisk));
+    report('2,000 x 16 KiB: bgdl add -i at its defaults, until the last file is in place', line(t.onDiskDefault));
     report('2,000 x 16 KiB: bgdl add -i --wait, until the command returns (one run)', line(t.wait));
     if (t.aria.length) {
-      const best = Math.min(...t.onDisk);
-      report(`2,000 x 16 KiB: bgdl vs aria2c (best of ${ROUNDS} each)`, `${(best / Math.min(...t.aria)).toFixed(2)}x`, '<= 1x aria2c', best <= Math.min(...t.aria));
+      // Every run, not only the best: the bar holds when the slowest bgdl run beats aria2c's best.
+      const worst = Math.max(...t.onDisk);
+      report(`2,000 x 16 KiB at 16 connections: bgdl (every run) vs aria2c -j16 (best)`, `${(worst / Math.min(...t.aria)).toFixed(2)}x`, '<= 0.8x', worst <= 0.8 * Math.min(...t.aria));
+      const worstDefault = Math.max(...t.onDiskDefault);
+      report(`2,000 x 16 KiB at defaults: bgdl (every run) vs aria2c (best)`, `${(worstDefault / Math.min(...t.ariaDefault)).toFixed(2)}x`, '<= 0.8x', worstDefault <= 0.8 * Math.min(...t.ariaDefault));
     }
+    const rss = Math.max(...t.rss.filter(Boolean)) / 2 ** 20;
+    report('2,000 x 16 KiB: bgdl worker peak RSS', `${rss.toFixed(1)} MiB`, '<= 100 MiB', rss <= 100);
   } finally {
     server.close();
   }
 }
 
-/** One `bgdl add -i` of the list into a fresh home: seconds until all `n` files are in place (or the command returns). */
-async function manyOnce(name, argv, list, n, countDone, untilReturn = false) {
+/**
+ * One `bgdl add -i` of the list into a fresh home with these config values: seconds until all `n`
+ * files are in place (or until the command returns), and the worker's peak RSS.
+ */
+async function manyOnce(name, argv, list, n, countDone, untilReturn, config) {
   const e = envFor(name);
-  await bgdl(e, ['config', 'set', 'maxConcurrent', '16']);
-  await bgdl(e, ['config', 'set', 'perHost', '16']);
+  for (const [k, v] of Object.entries(config)) await bgdl(e, ['config', 'set', k, v]);
   await run('sync', []);
   const start = process.hrtime.bigint();
   const { seconds } = await bgdl(e, argv, list);
-  while (countDone(e.out) < n) await sleep(50);
+  let peakRss = 0;
+  while (countDone(e.out) < n) {
+    const pid = workerPid(e);
+    if (pid) peakRss = Math.max(peakRss, procUsage(pid)?.peakRss ?? 0);
+    await sleep(50);
+  }
   const onDisk = Number(process.hrtime.bigint() - start) / 1e9;
+  const pid = workerPid(e);
+  if (pid) peakRss = Math.max(peakRss, procUsage(pid)?.peakRss ?? 0);
   await stopWorker(e);
   fs.rmSync(e.dir, { recursive: true, force: true });
-  return untilReturn ? seconds : onDisk;
+  return { seconds: untilReturn ? seconds : onDisk, peakRss };
 }
 
 async function benchStatus() {
@@ -306,7 +393,7 @@ async function benchMemory() {
       if (running >= 16 && peak > 0 && Date.now() > deadline - 10_000) break;
       await sleep(500);
     }
-    report(`worker RSS with 10,000 queued and ${running} running`, `${(peak / 1024 / 1024).toFixed(1)} MiB`, '< 150 MiB', peak > 0 && peak < 150 * 1024 * 1024);
+    report(`worker RSS with 10,000 queued and ${running} running`, `${(peak / 1024 / 1024).toFixed(1)} MiB`, '<= 100 MiB', peak > 0 && peak <= 100 * 1024 * 1024);
   } finally {
     await stopWorker(e);
     server.closeAllConnections?.();
