@@ -18,6 +18,8 @@ export function taskJson(t: Task, now = Date.now()) {
     output: t.output,
     uploadFile: t.uploadFile,
     state: t.state,
+    /** A completed task that wrote no new file: skipped, not-modified or no-body. */
+    outcome: t.outcome ?? null,
     waitingFor: effectiveWaitingFor(t, now),
     waitDetail: t.state === 'queued' ? waitDetail(t, now) : null,
     nextAttemptAt: t.state === 'queued' && t.notBefore && t.notBefore > now ? iso(t.notBefore) : null,

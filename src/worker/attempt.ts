@@ -7,10 +7,12 @@ import { removePartFile } from '../shared/files.js';
 import type { Logger } from '../shared/log.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
-import type { Task } from '../shared/model.js';
+import type { Header, Task } from '../shared/model.js';
+import { partPathFor } from '../shared/paths.js';
 import type { Store } from '../store/index.js';
 import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TransferError, upload } from '../transfer/index.js';
-import type { ResponseMeta } from '../transfer/index.js';
+import type { DownloadRequest, ResponseMeta } from '../transfer/index.js';
+import { conditionalHeaders, derivedDecision, DestinationExists, existingFile, expectedSha256, hasConditionalHeader } from './batch.js';
 
 /** Why the worker stopped an attempt itself. */
 export type StopReason = 'pause' | 'cancel' | 'shutdown' | 'conditions' | 'timeout';
@@ -60,16 +62,26 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     }
     const resume = t.output && t.resumeOffset > 0 ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
     if (resume) log.write(t.session, `task ${t.id}: resuming at byte ${resume.offset}`);
-    const r = await download(
-      {
-        url: t.url, method: t.method, headers: t.headers, allowDowngrade: t.allowDowngrade, output: t.output, outputFixed: t.outputFixed,
-        resume, sha256Expected: t.sha256Expected, expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
-        insecure: t.insecure, caFile: t.caFile,
-      },
-      {
+    // --skip-existing / --if-changed decide before a request when the destination is known (a resume
+    // has decided already: an earlier attempt of it found something to fetch).
+    if (!resume && t.skipExisting && t.output && existingFile(t.output)) return void (await finishUnfetched(ctx, t, 'skipped', t.output, null));
+    const conditional = !resume && t.ifChanged ? await conditionalFor(ctx, t) : null;
+    const req: DownloadRequest = {
+      url: t.url, method: t.method, headers: conditional ? [...t.headers, ...conditional.headers] : t.headers, allowDowngrade: t.allowDowngrade,
+      output: t.output,
+      // --if-changed replaces a changed file, derived name or not.
+      outputFixed: t.outputFixed || t.ifChanged,
+      resume, sha256Expected: expectedSha256(t, t.output), expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
+      insecure: t.insecure, caFile: t.caFile,
+    };
+    let r;
+    try {
+      r = await download(req, {
         signal: a.abort.signal,
         chooseOutput: async (meta: ResponseMeta) => {
           chosen = t.output ?? (await deriveOutput(ctx, t, meta));
+          // A derived name's line of --checksums applies once the name is known (verified after the body).
+          req.sha256Expected = expectedSha256(t, chosen);
           a.total = meta.totalBytes;
           a.bytes = meta.startOffset;
           await store.recordResponse(t.id, {
@@ -88,8 +100,15 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           a.durable = offset;
           a.dirty = true;
         },
-      },
-    );
+      });
+    } catch (err) {
+      if (err instanceof DestinationExists && !a.stopReason) return void (await finishUnfetched(ctx, t, 'skipped', err.output, null));
+      if (conditional && !a.stopReason && err instanceof TransferError && err.extra.httpStatus === 304) {
+        return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, err.extra.finalUrl ?? null));
+      }
+      throw err;
+    }
+    if (conditional && r.httpStatus === 304) return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, r.finalUrl));
     if (t.expectReceive && r.bytes > 2 * t.expectReceive) {
       log.write(t.session, `task ${t.id}: received ${r.bytes} bytes, more than twice the expected ${t.expectReceive}`);
     }
@@ -113,12 +132,40 @@ async function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): P
   for (;;) {
     const taken = await ctx.store.outputsInUse(t.dir, t.id);
     for (const p of ctx.reserved) taken.add(p);
-    const out = await pickFreePath(t.dir, name, taken);
+    let out = await pickFreePath(t.dir, name, taken);
+    if (t.skipExisting || t.ifChanged) {
+      // A batch run again finds its own files: the server's name itself, never a numbered copy.
+      const wanted = path.join(path.resolve(t.dir), name);
+      const decision = derivedDecision({
+        skipExisting: t.skipExisting, ifChanged: t.ifChanged, wanted, free: out, taken: taken.has(wanted),
+        exists: !!existingFile(wanted), hasPart: !!existingFile(partPathFor(wanted)),
+      });
+      if (decision === 'skip') throw new DestinationExists(wanted);
+      if (decision === 'use') out = wanted;
+    }
     if (!ctx.reserved.has(out)) {
       ctx.reserved.add(out);
       return out;
     }
   }
+}
+
+/** --if-changed: the file to compare (the destination, or where this URL last landed, or its URL's name) and the headers. */
+async function conditionalFor(ctx: AttemptContext, t: Task): Promise<{ output: string; headers: Header[] } | null> {
+  if (hasConditionalHeader(t.headers)) return null;
+  const output = t.output ?? (await ctx.store.lastOutputOf(t.url, t.dir)) ?? path.join(path.resolve(t.dir), nameFromResponse(null, t.url));
+  const headers = conditionalHeaders(existingFile(output), await ctx.store.lastDownloadOf(output), t.url);
+  return headers.length ? { output, headers } : null;
+}
+
+/** Complete a task that wrote nothing: its destination was there (skipped) or the server said 304 (not-modified). */
+async function finishUnfetched(ctx: AttemptContext, t: Task, outcome: 'skipped' | 'not-modified', output: string, finalUrl: string | null): Promise<void> {
+  const done = await ctx.store.finishTask(t.id, {
+    state: 'completed', outcome, output, bytesReceived: 0, sha256: null,
+    ...(outcome === 'not-modified' ? { httpStatus: 304, finalUrl } : {}),
+  });
+  const why = outcome === 'skipped' ? 'exists (--skip-existing); not fetched' : 'not modified on the server (HTTP 304); file left as it was';
+  if (done) ctx.log.write(t.session, `task ${t.id}: completed: ${output} ${why}`);
 }
 
 async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError, output: string | null): Promise<void> {
@@ -161,6 +208,13 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
     return;
   }
   if (err.extra.finalUrl || err.extra.httpStatus) await store.recordResponse(t.id, { finalUrl: err.extra.finalUrl, httpStatus: err.extra.httpStatus });
+  const maxAttempts = t.maxAttempts ?? cfg.maxAttempts;
+  const exhausted = maxAttempts != null && t.attempts >= maxAttempts;
+  if (err.transient && exhausted) {
+    await store.finishTask(t.id, { state: 'failed', error, bytesReceived: offset, httpStatus: err.extra.httpStatus, finalUrl: err.extra.finalUrl });
+    log.write(t.session, `task ${t.id}: failed after ${t.attempts} attempt(s) (maxAttempts ${maxAttempts}): ${err.code}: ${err.message}`);
+    return;
+  }
   if (err.transient) {
     const delay = Math.max(err.extra.retryAfterMs ?? 0, backoffDelay(t.attempts, cfg.retryBaseDelay, cfg.retryMaxDelay));
     await store.requeue(t.id, { notBefore: now + delay, reason: 'retry', error, ...kept });
