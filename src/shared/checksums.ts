@@ -36,7 +36,7 @@ export function parseChecksums(text: string, source: string): Record<string, str
     } else {
       throw new UsageError(`${source} line ${i + 1}: not a SHA-256 checksum line (expected 'HEX  NAME' as sha256sum prints); nothing was added`);
     }
-    const base = path.posix.basename(name.replace(/\\/g, '/'));
+    const base = path.posix.basename(name);
     hex = hex.toLowerCase();
     if (base === '' || base === '.' || base === '..') throw new UsageError(`${source} line ${i + 1}: no file name; nothing was added`);
     if (out[base] !== undefined && out[base] !== hex) {
