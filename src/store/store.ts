@@ -511,6 +511,9 @@ export class Store {
         @state, @waitReason, @notBefore, @beginAt, @discretionary, @priority, @expectSend, @expectReceive,
         @sha256Expected, @bytesExpected, @insecure, @caFile, @allowDowngrade, @fromHook, @now, @now,
         @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts)`);
+    // A batch shares one --checksums map: serialize it once, not once per task.
+    const checksumsJson = new Map<Record<string, string>, string>();
+    const serialize = (m: Record<string, string>) => checksumsJson.get(m) ?? checksumsJson.set(m, JSON.stringify(m)).get(m)!;
     return this.db.transaction(() => {
       const sessions = new Map<string, Session>();
       const ids: number[] = [];
@@ -545,7 +548,7 @@ export class Store {
           cookiesFile: t.cookiesFile ?? null,
           skipExisting: +!!t.skipExisting,
           ifChanged: +!!t.ifChanged,
-          checksums: t.checksums ? JSON.stringify(t.checksums) : null,
+          checksums: t.checksums ? serialize(t.checksums) : null,
           maxAttempts: t.maxAttempts ?? null,
         });
         ids.push(Number(info.lastInsertRowid));

@@ -162,6 +162,8 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
       // A known destination takes its --checksums line now (status shows it); a derived one when named.
       sha256Expected: sha ?? (fixed && batch.checksums && Object.hasOwn(batch.checksums, path.basename(fixed)) ? batch.checksums[path.basename(fixed)]! : null),
       ...batch,
+      // Only a derived name needs the whole map (a known one has its sum above): one big file, many tasks.
+      checksums: fixed ? null : batch.checksums,
     };
   });
 }
