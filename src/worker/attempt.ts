@@ -7,12 +7,12 @@ import { removePartFile } from '../shared/files.js';
 import type { Logger } from '../shared/log.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
-import type { Header, Task } from '../shared/model.js';
+import type { Task } from '../shared/model.js';
 import { partPathFor } from '../shared/paths.js';
 import type { Store } from '../store/index.js';
 import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TransferError, upload } from '../transfer/index.js';
 import type { DownloadRequest, ResponseMeta } from '../transfer/index.js';
-import { conditionalHeaders, derivedDecision, DestinationExists, existingFile, expectedSha256, hasConditionalHeader } from './batch.js';
+import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
 
 /** Why the worker stopped an attempt itself. */
 export type StopReason = 'pause' | 'cancel' | 'shutdown' | 'conditions' | 'timeout';
@@ -46,6 +46,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
   const t = a.task;
   const cfg = ctx.config();
   let chosen: string | null = null;
+  let conditional: Conditional | null = null;
   try {
     if (t.kind === 'upload') {
       const r = await upload(
@@ -65,7 +66,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     // --skip-existing / --if-changed decide before a request when the destination is known (a resume
     // has decided already: an earlier attempt of it found something to fetch).
     if (!resume && t.skipExisting && t.output && existingFile(t.output)) return void (await finishUnfetched(ctx, t, 'skipped', t.output, null));
-    const conditional = !resume && t.ifChanged ? await conditionalFor(ctx, t) : null;
+    if (!resume && t.ifChanged) conditional = await conditionalFor(store, t);
     const req: DownloadRequest = {
       url: t.url, method: t.method, headers: conditional ? [...t.headers, ...conditional.headers] : t.headers, allowDowngrade: t.allowDowngrade,
       output: t.output,
@@ -74,9 +75,9 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       resume, sha256Expected: expectedSha256(t, t.output), expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
       insecure: t.insecure, caFile: t.caFile,
     };
-    let r;
-    try {
-      r = await download(req, {
+    const r = await download(
+      req,
+      {
         signal: a.abort.signal,
         chooseOutput: async (meta: ResponseMeta) => {
           chosen = t.output ?? (await deriveOutput(ctx, t, meta));
@@ -100,14 +101,8 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           a.durable = offset;
           a.dirty = true;
         },
-      });
-    } catch (err) {
-      if (err instanceof DestinationExists && !a.stopReason) return void (await finishUnfetched(ctx, t, 'skipped', err.output, null));
-      if (conditional && !a.stopReason && err instanceof TransferError && err.extra.httpStatus === 304) {
-        return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, err.extra.finalUrl ?? null));
-      }
-      throw err;
-    }
+      },
+    );
     if (conditional && r.httpStatus === 304) return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, r.finalUrl));
     if (t.expectReceive && r.bytes > 2 * t.expectReceive) {
       log.write(t.session, `task ${t.id}: received ${r.bytes} bytes, more than twice the expected ${t.expectReceive}`);
@@ -115,6 +110,11 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     const done = await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: r.output, sha256: r.sha256, bytesReceived: r.bytes });
     log.write(t.session, done ? `task ${t.id}: completed ${r.output} (${r.bytes} bytes, sha256 ${r.sha256})` : `task ${t.id}: finished after it was ${a.stopReason ?? 'changed'}; file kept at ${r.output}`);
   } catch (raw) {
+    // Not failures: --skip-existing found a derived destination, or --if-changed got its 304.
+    if (raw instanceof DestinationExists && !a.stopReason) return void (await finishUnfetched(ctx, t, 'skipped', raw.output, null));
+    if (conditional && !a.stopReason && raw instanceof TransferError && raw.extra.httpStatus === 304) {
+      return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, raw.extra.finalUrl ?? null));
+    }
     const err = raw instanceof TransferError ? raw : classifyError(raw);
     await settleFailure(ctx, a, err, chosen ?? t.output);
   } finally {
@@ -148,24 +148,6 @@ async function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): P
       return out;
     }
   }
-}
-
-/** --if-changed: the file to compare (the destination, or where this URL last landed, or its URL's name) and the headers. */
-async function conditionalFor(ctx: AttemptContext, t: Task): Promise<{ output: string; headers: Header[] } | null> {
-  if (hasConditionalHeader(t.headers)) return null;
-  const output = t.output ?? (await ctx.store.lastOutputOf(t.url, t.dir)) ?? path.join(path.resolve(t.dir), nameFromResponse(null, t.url));
-  const headers = conditionalHeaders(existingFile(output), await ctx.store.lastDownloadOf(output), t.url);
-  return headers.length ? { output, headers } : null;
-}
-
-/** Complete a task that wrote nothing: its destination was there (skipped) or the server said 304 (not-modified). */
-async function finishUnfetched(ctx: AttemptContext, t: Task, outcome: 'skipped' | 'not-modified', output: string, finalUrl: string | null): Promise<void> {
-  const done = await ctx.store.finishTask(t.id, {
-    state: 'completed', outcome, output, bytesReceived: 0, sha256: null,
-    ...(outcome === 'not-modified' ? { httpStatus: 304, finalUrl } : {}),
-  });
-  const why = outcome === 'skipped' ? 'exists (--skip-existing); not fetched' : 'not modified on the server (HTTP 304); file left as it was';
-  if (done) ctx.log.write(t.session, `task ${t.id}: completed: ${output} ${why}`);
 }
 
 async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError, output: string | null): Promise<void> {

@@ -5,8 +5,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Header, Task } from '../shared/model.js';
-import type { DownloadRecord } from '../store/index.js';
-import { TransferError } from '../transfer/index.js';
+import type { DownloadRecord, Store } from '../store/index.js';
+import { nameFromResponse, TransferError } from '../transfer/index.js';
+import type { AttemptContext } from './attempt.js';
 
 /** What is at a destination: a regular file (followed through a symlink) with its size and mtime, or nothing. */
 export interface ExistingFile {
@@ -72,4 +73,28 @@ export class DestinationExists extends TransferError {
   constructor(readonly output: string) {
     super('E_SKIPPED', `${output} exists (--skip-existing)`, false);
   }
+}
+
+/** An --if-changed request: the file it compares and the headers that say so. */
+export interface Conditional {
+  output: string;
+  headers: Header[];
+}
+
+/** --if-changed: the file to compare (the destination, or where this URL last landed in its directory, or its URL's name) and the headers. */
+export async function conditionalFor(store: Store, t: Task): Promise<Conditional | null> {
+  if (hasConditionalHeader(t.headers)) return null;
+  const output = t.output ?? (await store.lastOutputOf(t.url, t.dir)) ?? path.join(path.resolve(t.dir), nameFromResponse(null, t.url));
+  const headers = conditionalHeaders(existingFile(output), await store.lastDownloadOf(output), t.url);
+  return headers.length ? { output, headers } : null;
+}
+
+/** Complete a task that wrote nothing: its destination was there (skipped) or the server said 304 (not-modified). */
+export async function finishUnfetched(ctx: AttemptContext, t: Task, outcome: 'skipped' | 'not-modified', output: string, finalUrl: string | null): Promise<void> {
+  const done = await ctx.store.finishTask(t.id, {
+    state: 'completed', outcome, output, bytesReceived: 0, sha256: null,
+    ...(outcome === 'not-modified' ? { httpStatus: 304, finalUrl } : {}),
+  });
+  const why = outcome === 'skipped' ? 'exists (--skip-existing); not fetched' : 'not modified on the server (HTTP 304); file left as it was';
+  if (done) ctx.log.write(t.session, `task ${t.id}: completed: ${output} ${why}`);
 }
