@@ -44,6 +44,8 @@ describe('--skip-existing', () => {
     expect(s.hits('/a.bin')).toBe(0);
     const [ev] = await events();
     expect(ev).toMatchObject({ taskId: task.id, type: 'completed', outcome: 'skipped' });
+    expect((await t.bgdl(['events'])).stdout).toMatch(/completed \(skipped\)/);
+    expect((await t.bgdl(['status', String(task.id)])).stdout).toMatch(/^outcome:\s+skipped$/m);
     // Without the file, the same command fetches it.
     const [again] = await addWait([s.url('/a.bin'), '-o', 'other.bin', '--skip-existing']);
     expect(again).toMatchObject({ state: 'completed', outcome: null });
