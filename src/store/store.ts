@@ -103,6 +103,8 @@ export interface ResponseInfo {
   output?: string | null;
   resumeOffset?: number;
   bytesReceived?: number;
+  /** The sum a derived name's --checksums line expects, once the name is known. */
+  sha256Expected?: string | null;
 }
 
 export interface FinishInfo {
@@ -873,6 +875,7 @@ export class Store {
     const map: [keyof ResponseInfo, string][] = [
       ['finalUrl', 'final_url'], ['httpStatus', 'http_status'], ['bytesExpected', 'bytes_expected'], ['etag', 'etag'],
       ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
+      ['sha256Expected', 'sha256_expected'],
     ];
     for (const [k, col] of map) {
       if (info[k] !== undefined) {

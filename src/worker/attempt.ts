@@ -88,6 +88,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           await store.recordResponse(t.id, {
             finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
             lastModified: meta.lastModified, output: chosen, resumeOffset: Math.min(meta.startOffset, t.resumeOffset), bytesReceived: meta.startOffset,
+            ...(req.sha256Expected !== t.sha256Expected ? { sha256Expected: req.sha256Expected } : {}),
           });
           if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
           return chosen;

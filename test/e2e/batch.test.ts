@@ -147,6 +147,9 @@ describe('--checksums FILE', () => {
       ['renamed.bin', 'completed', null],
     ]);
     expect(tasks[3].expectedSha256).toBe(sha256(bodyFor(3000, 'g')));
+    expect(tasks[0].expectedSha256).toBe(sha256(bodyFor(3000, 'g')));
+    expect(tasks[1].error.message).toContain(`expected ${sha256('something else')}`);
+    expect(tasks[2].expectedSha256).toBeNull();
     expect(fs.existsSync(path.join(t.downloads, 'bad.bin'))).toBe(false);
     expect(files()).toEqual(['good.bin', 'other.bin', 'renamed.bin']);
   });
