@@ -68,6 +68,14 @@ describe('--skip-existing', () => {
     ]);
     expect(files()).toEqual(['a.txt', 'b.dat']);
     expect(fs.readFileSync(path.join(t.downloads, 'a.txt'), 'utf8')).toBe('local edit');
+    // --if-changed on the same batch: the server has no validators, so both are fetched again, in place.
+    const third = await addWait(['-i', list, '--if-changed']);
+    expect(third.map((x) => [x.state, x.outcome, path.basename(x.output)])).toEqual([
+      ['completed', null, 'a.txt'],
+      ['completed', null, 'b.dat'],
+    ]);
+    expect(files()).toEqual(['a.txt', 'b.dat']);
+    expect(fs.readFileSync(path.join(t.downloads, 'a.txt'), 'utf8')).toBe('alpha');
     // Without the flag a derived name still never replaces a file: today's numbered copy.
     const [plain] = await addWait([s.url('/dl/a.txt')]);
     expect(path.basename(plain.output)).toBe('a.1.txt');
