@@ -15,6 +15,7 @@ const out = (s: string) => process.stdout.write(s);
 const json = (v: unknown): void => void out(JSON.stringify(v, null, 2) + "\n");
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 const ids = (list: string[]) => list.map(parseTaskId);
+const PAST = { pause: 'paused', resume: 'resumed', cancel: 'canceled', retry: 'retried' } as const;
 
 function addTransferOptions(cmd: Command, forUpload: boolean): Command {
   cmd
@@ -65,7 +66,11 @@ export function buildProgram(ctx: Ctx): Command {
       .option('-o, --output <file>', 'save to this file (replaces an existing file)')
       .option('-d, --dir <dir>', 'save into this directory under the server-chosen name (default: downloadDir or .)')
       .option('-i, --input-file <file>', "read 'URL [OUTPUT]' lines from FILE, or - for stdin")
-      .option('--sha256 <hex>', 'expected SHA-256 of the file: a mismatch fails the task'),
+      .option('--sha256 <hex>', 'expected SHA-256 of the file: a mismatch fails the task')
+      .option('--skip-existing', 'do not fetch when the destination (-o or the server-chosen name) already exists')
+      .option('--if-changed', 'fetch only when the server has a newer file (If-None-Match / If-Modified-Since); 304 leaves it')
+      .option('--checksums <file>', "verify each file whose name is listed in this sha256sum file ('HEX  NAME' lines)")
+      .option('--max-attempts <n>', 'attempts before a task fails with its last error (default: config maxAttempts, unlimited)'),
     false,
   ).action(async (urls: string[], o: AddOptions & { json?: boolean; wait?: boolean }) => {
     const { add } = await import('./commands/add.js');
@@ -85,9 +90,10 @@ export function buildProgram(ctx: Ctx): Command {
     .description('show tasks: a table, one task in detail, or JSON')
     .argument('[ids...]', 'task ids (default: all tasks)')
     .option('-s, --session <name>', 'only this session')
+    .option('--state <state>', 'only tasks in this state (queued, running, paused, completed, failed, canceled; several joined by commas)')
     .option('--json', 'print a JSON array of tasks')
     .option('--watch', 'redraw every second until every task is final')
-    .action(async (list: string[], o: { session?: string; json?: boolean; watch?: boolean }) => {
+    .action(async (list: string[], o: { session?: string; state?: string; json?: boolean; watch?: boolean }) => {
       const [{ status }, render] = await Promise.all([import('./commands/status.js'), import('./render.js')]);
       const show = async () => {
         const tasks = await status(ctx, ids(list), { ...o, brief: !o.json && list.length === 0 });
@@ -126,16 +132,32 @@ export function buildProgram(ctx: Ctx): Command {
     program
       .command(action)
       .description(what)
-      .argument('<ids...>', 'task ids')
+      .argument('[ids...]', 'task ids (or select with -s, --state or --all)')
+      .option('-s, --session <name>', 'every task of this session that can be changed')
+      .option('--state <state>', 'every task in this state (several joined by commas)')
+      .option('--all', 'every task that can be changed')
       .option('--json', 'print the changed tasks as JSON')
-      .action(async (list: string[], o: { json?: boolean }) => {
+      .action(async (list: string[], o: { session?: string; state?: string; all?: boolean; json?: boolean }) => {
         const [{ control }, { taskJson }] = await Promise.all([import('./commands/control.js'), import('./render.js')]);
-        const r = await control(ctx, action, ids(list));
+        const r = await control(ctx, action, ids(list), o);
         if (o.json) json(r.changed.map((t) => taskJson(t)));
         else for (const t of r.changed) out(`${t.id}\t${t.state}\n`);
         for (const s of r.skipped) process.stderr.write(`bgdl: task ${s.task.id} not changed: ${s.reason}\n`);
+        if (list.length === 0 && r.changed.length === 0) process.stderr.write(`bgdl: no selected task could be ${PAST[action]}\n`);
       });
   }
+
+  program
+    .command('prune')
+    .description('remove finished tasks and their delivered events from the store')
+    .option('-s, --session <name>', 'only this session')
+    .option('--older-than <duration>', 'only tasks that finished at least this long ago (90s, 12h, 7d)')
+    .option('--state <state>', 'only completed, failed or canceled tasks (several joined by commas)')
+    .action(async (o: { session?: string; state?: string; olderThan?: string }) => {
+      const { prune } = await import('./commands/prune.js');
+      const r = await prune(ctx, o);
+      out(`removed ${r.tasks} task(s) and ${r.events} delivered event(s)\n`);
+    });
 
   const session = program.command('session').description('create, change, list, show and remove sessions');
   const sessionFlags = (c: Command) =>

@@ -18,6 +18,8 @@ export function taskJson(t: Task, now = Date.now()) {
     output: t.output,
     uploadFile: t.uploadFile,
     state: t.state,
+    /** A completed task that wrote no new file: skipped, not-modified or no-body. */
+    outcome: t.outcome ?? null,
     waitingFor: effectiveWaitingFor(t, now),
     waitDetail: t.state === 'queued' ? waitDetail(t, now) : null,
     nextAttemptAt: t.state === 'queued' && t.notBefore && t.notBefore > now ? iso(t.notBefore) : null,
@@ -142,7 +144,7 @@ export function statusTable(tasks: Task[], now = Date.now()): string {
 export function taskDetail(t: Task, now = Date.now()): string {
   const v = taskJson(t, now);
   const lines: [string, unknown][] = [
-    ['id', v.id], ['session', v.session], ['kind', v.kind], ['state', v.state], ['waiting for', v.waitingFor && `${v.waitingFor}: ${v.waitDetail}`],
+    ['id', v.id], ['session', v.session], ['kind', v.kind], ['state', v.state], ['outcome', v.outcome], ['waiting for', v.waitingFor && `${v.waitingFor}: ${v.waitDetail}`],
     ['url', v.url], ['final url', v.finalUrl], ['method', v.method], ['headers', v.headers.join('; ') || null],
     ['upload file', v.uploadFile], ['output', v.output], ['progress', progressText(t)],
     ['received', v.kind === 'download' ? `${v.bytesReceived} of ${v.bytesExpected ?? 'unknown'} bytes` : null],
@@ -157,9 +159,12 @@ export function taskDetail(t: Task, now = Date.now()): string {
   return out;
 }
 
+/** `completed`, or `completed (skipped)` when the task wrote no new file. */
+const eventType = (e: BgdlEvent): string => (e.outcome ? `${e.type} (${e.outcome})` : e.type);
+
 export function eventLine(e: BgdlEvent): string {
   const what = e.type === 'completed' ? (e.output ?? e.url) : e.type === 'failed' ? `${e.error?.code}: ${e.error?.message}` : e.url;
-  return `${e.id}\t${e.at}\t${e.session}\ttask ${e.taskId}\t${e.type}\t${what}`;
+  return `${e.id}\t${e.at}\t${e.session}\ttask ${e.taskId}\t${eventType(e)}\t${what}`;
 }
 
 export function eventsTable(events: BgdlEvent[]): string {
@@ -167,7 +172,7 @@ export function eventsTable(events: BgdlEvent[]): string {
   return table(
     ['EVENT', 'TASK', 'SESSION', 'TYPE', 'AT', 'DETAIL'],
     events.map((e) => [
-      String(e.id), String(e.taskId), e.session, e.type, e.at,
+      String(e.id), String(e.taskId), e.session, eventType(e), e.at,
       e.type === 'completed' ? (e.output ?? e.url) : e.type === 'failed' ? `${e.error?.code}: ${e.error?.message}` : e.url,
     ]),
   );

@@ -23,6 +23,8 @@ export interface Config {
   discretionaryWindow: { start: number; end: number } | null;
   discretionaryMaxLoad: number;
   downloadDir: string | null;
+  /** Attempts of one task before it fails with its last error (null: unlimited). */
+  maxAttempts: number | null;
 }
 
 type Key = keyof Config;
@@ -30,6 +32,14 @@ type Key = keyof Config;
 function positiveInt(text: string, key: string): number {
   if (!/^\d+$/.test(text.trim()) || Number(text) < 1 || Number(text) > 1000) {
     throw new UsageError(`invalid value '${text}' for ${key}: use a whole number from 1 to 1000`);
+  }
+  return Number(text);
+}
+
+/** A count of at least 1 (attempts). */
+export function positiveCount(text: string, what: string): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1 || !Number.isSafeInteger(Number(text))) {
+    throw new UsageError(`invalid value '${text}' for ${what}: use a whole number of at least 1`);
   }
   return Number(text);
 }
@@ -72,6 +82,11 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
       if (text.trim() === '' || !Number.isFinite(n) || n <= 0) throw new UsageError(`invalid value '${text}' for ${key}: use a positive number such as 2 or 1.5`);
       return n;
     },
+  },
+  maxAttempts: {
+    describe: 'attempts of one task before it fails with its last error (unlimited: retry until resourceTimeout)',
+    defaultText: () => 'unlimited',
+    parse: (text, key) => (text === 'unlimited' ? null : positiveCount(text, key)),
   },
   downloadDir: {
     describe: 'default directory for downloads (none: the directory bgdl add runs in)',

@@ -168,6 +168,8 @@ export interface BgdlEvent {
   httpStatus: number | null;
   sha256: string | null;
   error: TaskError | null;
+  /** A completed task that wrote no new file says why: `skipped`, `not-modified` or `no-body` (else null). */
+  outcome?: Outcome | null;
   at: string;
   /** Upload tasks: the first 64 KiB of the response body. */
   responseBody?: string | null;

@@ -102,6 +102,12 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE tasks ADD COLUMN outcome TEXT;
   ALTER TABLE lease ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
   `,
+  // 3: --if-changed looks up the latest completed download of an output (or of a URL into a
+  // directory) for every attempt: indexes over completed tasks only, so queued work pays nothing.
+  `
+  CREATE INDEX tasks_done_by_output ON tasks(output) WHERE state = 'completed';
+  CREATE INDEX tasks_done_by_url ON tasks(url, dir) WHERE state = 'completed';
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -7,11 +7,13 @@ import os from 'node:os';
 import Database from 'better-sqlite3';
 import { NotFoundError, StoreError, UsageError } from '../shared/errors.js';
 import {
+  FINAL_STATES,
   iso,
   PRIORITIES,
   type BgdlEvent,
   type EventType,
   type NewTask,
+  type Outcome,
   type Session,
   type Task,
   type TaskError,
@@ -27,10 +29,41 @@ type Row = Record<string, any>;
 
 export type TaskAction = 'pause' | 'resume' | 'cancel' | 'retry';
 
+/** The states each control action applies to (a bulk selection takes only these). */
+export const ACTION_FROM: Record<TaskAction, readonly TaskState[]> = {
+  pause: ['queued', 'running'],
+  resume: ['paused'],
+  cancel: ['queued', 'running', 'paused'],
+  retry: ['failed', 'canceled'],
+};
+
+/**
+ * Which tasks a command means when it names no IDs: the one selection rule of `status`, the control
+ * commands and `prune`. Every field narrows; an empty filter is every task.
+ */
+export interface TaskFilter {
+  session?: string;
+  states?: readonly TaskState[];
+  /** Only tasks that finished at or before this time (prune --older-than). */
+  finishedBefore?: number;
+}
+
 export interface TransitionResult {
   changed: Task[];
   /** Tasks left as they were, with the reason (e.g. "already completed"). */
   skipped: { task: Task; reason: string }[];
+  /** The state each changed task was in before (a canceled task that was running is cleaned up by the worker). */
+  previous: Map<number, TaskState>;
+}
+
+/** What the latest real download of an output recorded: the validators --if-changed sends. */
+export interface DownloadRecord {
+  url: string;
+  output: string;
+  etag: string | null;
+  lastModified: string | null;
+  bytes: number;
+  finishedAt: number;
 }
 
 export interface SessionSummary extends Session {
@@ -70,10 +103,16 @@ export interface ResponseInfo {
   output?: string | null;
   resumeOffset?: number;
   bytesReceived?: number;
+  /** The sum a derived name's --checksums line expects, once the name is known. */
+  sha256Expected?: string | null;
 }
 
 export interface FinishInfo {
   state: 'completed' | 'failed';
+  /** How a completed task ended when it wrote no new file (skipped, not-modified, no-body). */
+  outcome?: Outcome | null;
+  etag?: string | null;
+  lastModified?: string | null;
   error?: TaskError | null;
   httpStatus?: number | null;
   finalUrl?: string | null;
@@ -253,10 +292,30 @@ function eventFor(t: Task, type: EventType, at: number): Omit<BgdlEvent, 'id'> {
     httpStatus: t.httpStatus,
     sha256: t.sha256,
     error: t.error,
+    outcome: type === 'completed' ? (t.outcome ?? null) : null,
     at: new Date(at).toISOString(),
   };
   if (t.kind === 'upload') ev.responseBody = t.responseBody;
   return ev;
+}
+
+/** The SQL condition of a TaskFilter (the one place a selection becomes a query). */
+function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
+  const where: string[] = [];
+  const args: unknown[] = [];
+  if (filter.session) {
+    where.push('session = ?');
+    args.push(filter.session);
+  }
+  if (filter.states) {
+    where.push(`state IN (${filter.states.map(() => '?').join(',') || 'NULL'})`);
+    args.push(...filter.states);
+  }
+  if (filter.finishedBefore !== undefined) {
+    where.push('finished_at <= ?');
+    args.push(filter.finishedBefore);
+  }
+  return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', args };
 }
 
 const emptyCounts = (): Record<TaskState, number> => ({ queued: 0, running: 0, paused: 0, completed: 0, failed: 0, canceled: 0 });
@@ -454,6 +513,9 @@ export class Store {
         @state, @waitReason, @notBefore, @beginAt, @discretionary, @priority, @expectSend, @expectReceive,
         @sha256Expected, @bytesExpected, @insecure, @caFile, @allowDowngrade, @fromHook, @now, @now,
         @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts)`);
+    // A batch shares one --checksums map: serialize it once, not once per task.
+    const checksumsJson = new Map<Record<string, string>, string>();
+    const serialize = (m: Record<string, string>) => checksumsJson.get(m) ?? checksumsJson.set(m, JSON.stringify(m)).get(m)!;
     return this.db.transaction(() => {
       const sessions = new Map<string, Session>();
       const ids: number[] = [];
@@ -488,7 +550,7 @@ export class Store {
           cookiesFile: t.cookiesFile ?? null,
           skipExisting: +!!t.skipExisting,
           ifChanged: +!!t.ifChanged,
-          checksums: t.checksums ? JSON.stringify(t.checksums) : null,
+          checksums: t.checksums ? serialize(t.checksums) : null,
           maxAttempts: t.maxAttempts ?? null,
         });
         ids.push(Number(info.lastInsertRowid));
@@ -527,39 +589,79 @@ export class Store {
    * Tasks in id order. `brief` reads only the columns a status table shows (the other fields are left
    * out), which keeps `bgdl status` fast with tens of thousands of tasks.
    */
-  async listTasks(filter: { session?: string; states?: TaskState[]; brief?: boolean } = {}): Promise<Task[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.session) {
-      where.push('session = ?');
-      args.push(filter.session);
-    }
-    if (filter.states) {
-      where.push(`state IN (${filter.states.map(() => '?').join(',')})`);
-      args.push(...filter.states);
-    }
+  async listTasks(filter: TaskFilter & { brief?: boolean } = {}): Promise<Task[]> {
+    const where = whereOf(filter);
     const cols = filter.brief ? BRIEF_COLUMNS : '*';
-    const sql = `SELECT ${cols} FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id`;
-    return readTasks(this.prepare(sql), args, filter.brief ? briefTaskFrom : taskFrom);
+    return readTasks(this.prepare(`SELECT ${cols} FROM tasks ${where.sql} ORDER BY id`), where.args, filter.brief ? briefTaskFrom : taskFrom);
   }
 
-  /** pause / resume / cancel / retry a set of tasks in one transaction (all ids must exist). */
-  async transition(ids: number[], action: TaskAction, now = Date.now()): Promise<TransitionResult> {
+  /**
+   * pause / resume / cancel / retry in one transaction: the tasks with these ids (all must exist), or
+   * those a filter selects among the states the action applies to (ACTION_FROM).
+   */
+  async transition(target: number[] | TaskFilter, action: TaskAction, now = Date.now()): Promise<TransitionResult> {
     this.queueEpoch++;
     this.outputs = null;
     return this.db.transaction(() => {
-      const tasks = this.selectByIds([...new Set(ids)]);
-      const byId = new Map(tasks.map((t) => [t.id, t]));
-      const missing = ids.find((id) => !byId.has(id));
-      if (missing !== undefined) throw new NotFoundError(`no task with id ${missing}: see bgdl status`);
-      const result: TransitionResult = { changed: [], skipped: [] };
+      let tasks: Task[];
+      if (Array.isArray(target)) {
+        tasks = this.selectByIds([...new Set(target)]);
+        const byId = new Set(tasks.map((t) => t.id));
+        const missing = target.find((id) => !byId.has(id));
+        if (missing !== undefined) throw new NotFoundError(`no task with id ${missing}: see bgdl status`);
+      } else {
+        const states = ACTION_FROM[action].filter((st) => !target.states || target.states.includes(st));
+        const where = whereOf({ ...target, states });
+        tasks = readTasks(this.prepare(`SELECT * FROM tasks ${where.sql} ORDER BY id`), where.args);
+      }
+      const result: TransitionResult = { changed: [], skipped: [], previous: new Map() };
       for (const t of tasks) {
         const reason = this.applyTransition(t, action, now);
         if (reason) result.skipped.push({ task: t, reason });
-        else result.changed.push(this.taskById(t.id)!);
+        else {
+          result.changed.push(this.taskById(t.id)!);
+          result.previous.set(t.id, t.state);
+        }
       }
       return result;
     }).immediate();
+  }
+
+  /**
+   * Remove finished tasks that the filter selects, with their delivered events. Never an unfinished
+   * task and never an undelivered event: an event carries everything about its task, so it stays for
+   * the hook or `bgdl events` after its task is gone.
+   */
+  async prune(filter: TaskFilter): Promise<{ tasks: number; events: number }> {
+    const states = (filter.states ?? FINAL_STATES).filter((st) => FINAL_STATES.includes(st));
+    const where = whereOf({ ...filter, states });
+    this.outputs = null;
+    return this.db.transaction(() => {
+      const events = this.prepare(`DELETE FROM events WHERE delivered_at IS NOT NULL AND task_id IN (SELECT id FROM tasks ${where.sql})`).run(...where.args).changes;
+      const tasks = this.prepare(`DELETE FROM tasks ${where.sql}`).run(...where.args).changes;
+      return { tasks, events };
+    }).immediate();
+  }
+
+  /**
+   * The latest completed download that wrote `output` (skips, 304s and bodiless answers wrote
+   * nothing): the validators and size --if-changed compares the file on disk with.
+   */
+  async lastDownloadOf(output: string): Promise<DownloadRecord | null> {
+    const r = this
+      .prepare(`SELECT url, output, etag, last_modified, bytes_received, finished_at FROM tasks
+                WHERE state = 'completed' AND output = ? AND kind = 'download' AND outcome IS NULL ORDER BY finished_at DESC, id DESC LIMIT 1`)
+      .get(output) as Row | undefined;
+    return r ? { url: r.url, output: r.output, etag: r.etag, lastModified: r.last_modified, bytes: r.bytes_received, finishedAt: r.finished_at } : null;
+  }
+
+  /** The output of the latest completed download of `url` into `dir` (where --if-changed looks for a derived name). */
+  async lastOutputOf(url: string, dir: string): Promise<string | null> {
+    const r = this
+      .prepare(`SELECT output FROM tasks WHERE state = 'completed' AND url = ? AND dir = ? AND kind = 'download' AND outcome IS NULL
+                AND output IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1`)
+      .get(url, dir) as Row | undefined;
+    return r?.output ?? null;
   }
 
   /** Returns why the task was left alone, or null when it changed. */
@@ -585,7 +687,8 @@ export class Store {
       case 'retry':
         if (t.state !== 'failed' && t.state !== 'canceled') return `is ${t.state} (only failed or canceled tasks can be retried)`;
         set(`state = 'queued', attempts = 0, error_code = NULL, error_message = NULL, wait_reason = NULL, wait_detail = NULL,
-             not_before = NULL, finished_at = NULL, started_at = NULL, timeout_from = ?, bytes_received = resume_offset, sha256 = NULL`, now);
+             not_before = NULL, finished_at = NULL, started_at = NULL, timeout_from = ?, bytes_received = resume_offset, sha256 = NULL,
+             outcome = NULL`, now);
         return null;
     }
   }
@@ -772,6 +875,7 @@ export class Store {
     const map: [keyof ResponseInfo, string][] = [
       ['finalUrl', 'final_url'], ['httpStatus', 'http_status'], ['bytesExpected', 'bytes_expected'], ['etag', 'etag'],
       ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
+      ['sha256Expected', 'sha256_expected'],
     ];
     for (const [k, col] of map) {
       if (info[k] !== undefined) {
@@ -853,18 +957,23 @@ export class Store {
         bytesReceived: info.bytesReceived ?? t.bytesReceived,
         bytesSent: info.bytesSent ?? t.bytesSent,
         responseBody: info.responseBody !== undefined ? info.responseBody : t.responseBody,
+        outcome: info.outcome ?? null,
+        etag: info.etag !== undefined ? info.etag : t.etag,
+        lastModified: info.lastModified !== undefined ? info.lastModified : t.lastModified,
         finishedAt: now,
       };
       this
         .prepare(`UPDATE tasks SET state = @state, error_code = @code, error_message = @message, http_status = @httpStatus,
                   final_url = @finalUrl, output = @output, sha256 = @sha256, bytes_received = @bytesReceived,
                   bytes_sent = @bytesSent, response_body = @responseBody, finished_at = @finishedAt, speed = NULL,
+                  outcome = @outcome, etag = @etag, last_modified = @lastModified,
                   wait_reason = NULL, wait_detail = NULL, not_before = NULL,
                   resume_offset = CASE WHEN @state = 'completed' THEN 0 ELSE resume_offset END WHERE id = @id`)
         .run({
           id, state: done.state, code: done.error?.code ?? null, message: done.error?.message ?? null,
           httpStatus: done.httpStatus, finalUrl: done.finalUrl, output: done.output, sha256: done.sha256,
           bytesReceived: done.bytesReceived, bytesSent: done.bytesSent, responseBody: done.responseBody, finishedAt: now,
+          outcome: done.outcome, etag: done.etag, lastModified: done.lastModified,
         });
       this.insertEvent(done, info.state, now);
       this.outputs?.byId.delete(id);

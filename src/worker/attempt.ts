@@ -8,9 +8,11 @@ import type { Logger } from '../shared/log.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
 import type { Task } from '../shared/model.js';
+import { partPathFor } from '../shared/paths.js';
 import type { Store } from '../store/index.js';
 import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TransferError, upload } from '../transfer/index.js';
-import type { ResponseMeta } from '../transfer/index.js';
+import type { DownloadRequest, ResponseMeta } from '../transfer/index.js';
+import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
 
 /** Why the worker stopped an attempt itself. */
 export type StopReason = 'pause' | 'cancel' | 'shutdown' | 'conditions' | 'timeout';
@@ -44,6 +46,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
   const t = a.task;
   const cfg = ctx.config();
   let chosen: string | null = null;
+  let conditional: Conditional | null = null;
   try {
     if (t.kind === 'upload') {
       const r = await upload(
@@ -60,21 +63,32 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     }
     const resume = t.output && t.resumeOffset > 0 ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
     if (resume) log.write(t.session, `task ${t.id}: resuming at byte ${resume.offset}`);
+    // --skip-existing / --if-changed decide before a request when the destination is known (a resume
+    // has decided already: an earlier attempt of it found something to fetch).
+    if (!resume && t.skipExisting && t.output && existingFile(t.output)) return void (await finishUnfetched(ctx, t, 'skipped', t.output, null));
+    if (!resume && t.ifChanged) conditional = await conditionalFor(store, t);
+    const req: DownloadRequest = {
+      url: t.url, method: t.method, headers: conditional ? [...t.headers, ...conditional.headers] : t.headers, allowDowngrade: t.allowDowngrade,
+      output: t.output,
+      // --if-changed replaces a changed file, derived name or not.
+      outputFixed: t.outputFixed || t.ifChanged,
+      resume, sha256Expected: expectedSha256(t, t.output), expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
+      insecure: t.insecure, caFile: t.caFile,
+    };
     const r = await download(
-      {
-        url: t.url, method: t.method, headers: t.headers, allowDowngrade: t.allowDowngrade, output: t.output, outputFixed: t.outputFixed,
-        resume, sha256Expected: t.sha256Expected, expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
-        insecure: t.insecure, caFile: t.caFile,
-      },
+      req,
       {
         signal: a.abort.signal,
         chooseOutput: async (meta: ResponseMeta) => {
           chosen = t.output ?? (await deriveOutput(ctx, t, meta));
+          // A derived name's line of --checksums applies once the name is known (verified after the body).
+          req.sha256Expected = expectedSha256(t, chosen);
           a.total = meta.totalBytes;
           a.bytes = meta.startOffset;
           await store.recordResponse(t.id, {
             finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
             lastModified: meta.lastModified, output: chosen, resumeOffset: Math.min(meta.startOffset, t.resumeOffset), bytesReceived: meta.startOffset,
+            ...(req.sha256Expected !== t.sha256Expected ? { sha256Expected: req.sha256Expected } : {}),
           });
           if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
           return chosen;
@@ -90,12 +104,18 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         },
       },
     );
+    if (conditional && r.httpStatus === 304) return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, r.finalUrl));
     if (t.expectReceive && r.bytes > 2 * t.expectReceive) {
       log.write(t.session, `task ${t.id}: received ${r.bytes} bytes, more than twice the expected ${t.expectReceive}`);
     }
     const done = await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: r.output, sha256: r.sha256, bytesReceived: r.bytes });
     log.write(t.session, done ? `task ${t.id}: completed ${r.output} (${r.bytes} bytes, sha256 ${r.sha256})` : `task ${t.id}: finished after it was ${a.stopReason ?? 'changed'}; file kept at ${r.output}`);
   } catch (raw) {
+    // Not failures: --skip-existing found a derived destination, or --if-changed got its 304.
+    if (raw instanceof DestinationExists && !a.stopReason) return void (await finishUnfetched(ctx, t, 'skipped', raw.output, null));
+    if (conditional && !a.stopReason && raw instanceof TransferError && raw.extra.httpStatus === 304) {
+      return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, raw.extra.finalUrl ?? null));
+    }
     const err = raw instanceof TransferError ? raw : classifyError(raw);
     await settleFailure(ctx, a, err, chosen ?? t.output);
   } finally {
@@ -113,7 +133,17 @@ async function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): P
   for (;;) {
     const taken = await ctx.store.outputsInUse(t.dir, t.id);
     for (const p of ctx.reserved) taken.add(p);
-    const out = await pickFreePath(t.dir, name, taken);
+    let out = await pickFreePath(t.dir, name, taken);
+    if (t.skipExisting || t.ifChanged) {
+      // A batch run again finds its own files: the server's name itself, never a numbered copy.
+      const wanted = path.join(path.resolve(t.dir), name);
+      const decision = derivedDecision({
+        skipExisting: t.skipExisting, ifChanged: t.ifChanged, wanted, free: out, taken: taken.has(wanted),
+        exists: !!existingFile(wanted), hasPart: !!existingFile(partPathFor(wanted)),
+      });
+      if (decision === 'skip') throw new DestinationExists(wanted);
+      if (decision === 'use') out = wanted;
+    }
     if (!ctx.reserved.has(out)) {
       ctx.reserved.add(out);
       return out;
@@ -161,6 +191,13 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
     return;
   }
   if (err.extra.finalUrl || err.extra.httpStatus) await store.recordResponse(t.id, { finalUrl: err.extra.finalUrl, httpStatus: err.extra.httpStatus });
+  const maxAttempts = t.maxAttempts ?? cfg.maxAttempts;
+  const exhausted = maxAttempts != null && t.attempts >= maxAttempts;
+  if (err.transient && exhausted) {
+    await store.finishTask(t.id, { state: 'failed', error, bytesReceived: offset, httpStatus: err.extra.httpStatus, finalUrl: err.extra.finalUrl });
+    log.write(t.session, `task ${t.id}: failed after ${t.attempts} attempt(s) (maxAttempts ${maxAttempts}): ${err.code}: ${err.message}`);
+    return;
+  }
   if (err.transient) {
     const delay = Math.max(err.extra.retryAfterMs ?? 0, backoffDelay(t.attempts, cfg.retryBaseDelay, cfg.retryMaxDelay));
     await store.requeue(t.id, { notBefore: now + delay, reason: 'retry', error, ...kept });

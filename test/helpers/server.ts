@@ -59,6 +59,8 @@ export interface RouteOptions {
   delayMs?: number;
   /** Send the body at about this many bytes per second. */
   throttle?: number;
+  /** Answer If-None-Match (the ETag) and If-Modified-Since (Last-Modified) with 304, as web servers do. */
+  conditional?: boolean;
   /** Accept PUT/POST here and answer with `status` (default 201) and `body` (default JSON of what arrived). */
   upload?: boolean | { status?: number; body?: string };
 }
@@ -151,6 +153,16 @@ function ifRangeMatches(value: string, etag: string | null, lastModified: string
   return !!lastModified && value === lastModified;
 }
 
+/** RFC 9110: If-None-Match decides when present (weak comparison); else If-Modified-Since against Last-Modified. */
+function notModified(h: http.IncomingHttpHeaders, etag: string | null, lastModified: string | null): boolean {
+  const inm = h['if-none-match'];
+  if (inm) return !!etag && inm.split(',').some((v) => v.trim() === '*' || v.trim().replace(/^W\//, '') === etag.replace(/^W\//, ''));
+  const ims = h['if-modified-since'];
+  if (!ims || !lastModified) return false;
+  const since = Date.parse(ims);
+  return !Number.isNaN(since) && Date.parse(lastModified) <= since;
+}
+
 function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closing: AbortSignal) {
   const pause = (ms: number) => sleep(ms, undefined, { signal: closing, ref: false }).catch(() => {});
 
@@ -234,6 +246,10 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
     if (o.contentDisposition) headers['Content-Disposition'] = o.contentDisposition;
     if (o.gzip) headers['Content-Encoding'] = 'gzip';
 
+    if (o.conditional && notModified(req.headers, etag, o.lastModified ?? null)) {
+      res.writeHead(304, { ...headers, ...o.headers }).end();
+      return;
+    }
     const full = route.wire;
     let status = o.status ?? 200;
     let data = full;

@@ -3,7 +3,8 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from '../../shared/config.js';
+import { parseChecksums } from '../../shared/checksums.js';
+import { loadConfig, positiveCount } from '../../shared/config.js';
 import { UsageError } from '../../shared/errors.js';
 import type { Header, NewTask, Priority, Task } from '../../shared/model.js';
 import { parseHeader, parseHttpUrl, parseMethod, parsePriority, parseSha256, parseSize, parseWhen } from '../../shared/parse.js';
@@ -26,6 +27,10 @@ export interface AddOptions {
   insecure?: boolean;
   caFile?: string;
   allowDowngrade?: boolean;
+  skipExisting?: boolean;
+  ifChanged?: boolean;
+  checksums?: string;
+  maxAttempts?: string;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -65,7 +70,7 @@ export function parseInputList(data: Buffer, source: string): { url: string; out
   return out;
 }
 
-async function readInput(file: string): Promise<Buffer> {
+async function readInput(file: string, what = 'input file'): Promise<Buffer> {
   if (file === '-') {
     // stdin may be a non-blocking pipe, so read it as a stream rather than with readFileSync(0).
     const chunks: Buffer[] = [];
@@ -75,7 +80,7 @@ async function readInput(file: string): Promise<Buffer> {
   try {
     return fs.readFileSync(file);
   } catch (err) {
-    throw new UsageError(`cannot read input file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UsageError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
 }
 
@@ -142,6 +147,7 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
   if (items.length === 0) throw new UsageError('no URL given: bgdl add URL… or bgdl add -i FILE');
   if (o.output && items.length > 1) throw new UsageError('-o names one file but several URLs were given: use -d DIR for several');
   if (sha && items.length > 1) throw new UsageError('--sha256 applies to one URL but several were given');
+  const batch = await parseBatchOptions(ctx, o);
   const baseDir = path.resolve(ctx.cwd, o.dir ?? loadConfig(ctx.env).downloadDir ?? ctx.cwd);
   return items.map((it) => {
     const fixed = o.output ? path.resolve(ctx.cwd, o.output) : it.output ? path.resolve(baseDir, it.output) : null;
@@ -153,9 +159,32 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
       output: fixed,
       outputFixed: fixed != null,
       dir: fixed ? path.dirname(fixed) : baseDir,
-      sha256Expected: sha,
+      // A known destination takes its --checksums line now (status shows it); a derived one when named.
+      sha256Expected: sha ?? (fixed && batch.checksums && Object.hasOwn(batch.checksums, path.basename(fixed)) ? batch.checksums[path.basename(fixed)]! : null),
+      ...batch,
+      // Only a derived name needs the whole map (a known one has its sum above): one big file, many tasks.
+      checksums: fixed ? null : batch.checksums,
     };
   });
+}
+
+/** --skip-existing, --if-changed, --checksums FILE and --max-attempts N: the cron-batch options. */
+async function parseBatchOptions(ctx: Ctx, o: AddOptions): Promise<Pick<NewTask, 'skipExisting' | 'ifChanged' | 'checksums' | 'maxAttempts'>> {
+  if (o.skipExisting && o.ifChanged) {
+    throw new UsageError('--skip-existing and --if-changed cannot be used together: skip what exists, or fetch what changed');
+  }
+  let checksums: Record<string, string> | null = null;
+  if (o.checksums !== undefined) {
+    const source = o.checksums === '-' ? 'stdin' : o.checksums;
+    if (o.checksums === '-' && o.inputFile === '-') throw new UsageError('--checksums - and -i - cannot both read stdin');
+    checksums = parseChecksums((await readInput(o.checksums, 'checksums file')).toString('utf8'), source);
+  }
+  return {
+    skipExisting: !!o.skipExisting,
+    ifChanged: !!o.ifChanged,
+    checksums,
+    maxAttempts: o.maxAttempts !== undefined ? positiveCount(o.maxAttempts, '--max-attempts') : null,
+  };
 }
 
 export async function add(ctx: Ctx, urls: string[], o: AddOptions): Promise<Task[]> {
