@@ -39,6 +39,7 @@ export function taskJson(t: Task, now = Date.now()) {
     expectSend: t.expectSend,
     expectReceive: t.expectReceive,
     insecure: t.insecure,
+    protocol: t.protocol ?? null,
     responseBody: t.kind === 'upload' ? t.responseBody : undefined,
   };
 }
@@ -147,7 +148,7 @@ export function taskDetail(t: Task, now = Date.now()): string {
     ['upload file', v.uploadFile], ['output', v.output], ['progress', progressText(t)],
     ['received', v.kind === 'download' ? `${v.bytesReceived} of ${v.bytesExpected ?? 'unknown'} bytes` : null],
     ['sent', v.kind === 'upload' ? `${v.bytesSent} of ${t.uploadSize} bytes` : null],
-    ['http status', v.httpStatus], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
+    ['http status', v.httpStatus], ['protocol', v.protocol], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
     ['sha256', v.sha256], ['expected sha256', v.expectedSha256], ['priority', v.priority], ['discretionary', v.discretionary],
     ['expect receive', v.expectReceive], ['expect send', v.expectSend], ['created', v.createdAt], ['begin at', v.beginAt],
     ['started', v.startedAt], ['finished', v.finishedAt],

@@ -105,6 +105,8 @@ export interface Task {
   checksums: Record<string, string> | null;
   maxAttempts: number | null;
   outcome: Outcome | null;
+  /** `HTTP/1.1` or `HTTP/2`: what the last response came over. */
+  protocol: string | null;
 }
 
 /** What `bgdl add` / `bgdl upload` hand to the store. */

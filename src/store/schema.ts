@@ -102,6 +102,10 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE tasks ADD COLUMN outcome TEXT;
   ALTER TABLE lease ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
   `,
+  // 3: the protocol a transfer's final response came over (HTTP/1.1, HTTP/2).
+  `
+  ALTER TABLE tasks ADD COLUMN protocol TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -70,6 +70,7 @@ export interface ResponseInfo {
   output?: string | null;
   resumeOffset?: number;
   bytesReceived?: number;
+  protocol?: string | null;
 }
 
 export interface FinishInfo {
@@ -162,6 +163,7 @@ function taskFrom(v: any[], ix: Record<string, number>): Task {
     checksums: v[ix.checksums!] ? JSON.parse(v[ix.checksums!]) : null,
     maxAttempts: v[ix.max_attempts!],
     outcome: v[ix.outcome!],
+    protocol: v[ix.protocol!],
   };
 }
 
@@ -772,6 +774,7 @@ export class Store {
     const map: [keyof ResponseInfo, string][] = [
       ['finalUrl', 'final_url'], ['httpStatus', 'http_status'], ['bytesExpected', 'bytes_expected'], ['etag', 'etag'],
       ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
+      ['protocol', 'protocol'],
     ];
     for (const [k, col] of map) {
       if (info[k] !== undefined) {

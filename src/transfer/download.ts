@@ -195,6 +195,7 @@ function describeResponse(final: FinalResponse, verdict: Writable, plan: ResumeP
   const resumed = startOffset > 0 ? plan : null;
   return {
     finalUrl: final.hop.url.href,
+    protocol: final.protocol,
     // A 416 "you already have it all" completes a resume: report it as the partial content it finishes.
     status: verdict.kind === 'complete' ? 206 : statusCode,
     totalBytes: verdict.totalBytes,

@@ -53,6 +53,8 @@ export interface ResponseMeta {
   dispositionName: string | null;
   /** Where the body starts in the file: the resume offset for an accepted 206, else 0. */
   startOffset: number;
+  /** `HTTP/1.1` or `HTTP/2`: what the final response came over. */
+  protocol: string | null;
 }
 
 export interface DownloadCallbacks {
@@ -103,6 +105,7 @@ export interface UploadResult {
   responseBody: string;
   /** A 301/302/303 turned the request into a GET (recorded on the task). */
   methodChangedTo: string | null;
+  protocol: string | null;
 }
 
 /** Where a waiting task goes instead of failing. */

@@ -99,6 +99,7 @@ export async function upload(req: UploadRequest, cb: UploadCallbacks): Promise<U
     }
     return {
       finalUrl: final.hop.url.href,
+      protocol: final.protocol,
       httpStatus: statusCode,
       bytesSent: sent,
       responseBody: await readStart(responseBody),

@@ -54,6 +54,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)) },
       );
       if (r.methodChangedTo) log.write(t.session, `task ${t.id}: redirect changed the request to ${r.methodChangedTo}`);
+      if (r.protocol) await store.recordResponse(t.id, { protocol: r.protocol });
       await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, bytesSent: r.bytesSent, responseBody: r.responseBody });
       log.write(t.session, `task ${t.id}: uploaded ${r.bytesSent} bytes to ${r.finalUrl} (HTTP ${r.httpStatus})`);
       return;
@@ -75,6 +76,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           await store.recordResponse(t.id, {
             finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
             lastModified: meta.lastModified, output: chosen, resumeOffset: Math.min(meta.startOffset, t.resumeOffset), bytesReceived: meta.startOffset,
+            protocol: meta.protocol,
           });
           if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
           return chosen;
