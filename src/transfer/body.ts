@@ -49,8 +49,10 @@ export class Incoming {
  * are full). On a failure the bytes already received are written before the error is thrown.
  * Returns the body bytes received, all written but not yet fsync'd: the caller verifies them first
  * and then makes the file durable once, together with its final mode (PartFile.finish).
+ * `onReceived` sees the count as bytes arrive, before they reach the disk: progress shown to people
+ * moves with the network even when the writes are batched or on a thread.
  */
-export async function writeBody(incoming: Incoming, part: PartFile): Promise<number> {
+export async function writeBody(incoming: Incoming, part: PartFile, onReceived: (received: number) => void = () => {}): Promise<number> {
   const { body } = incoming;
   let received = 0;
   part.bind({
@@ -61,6 +63,7 @@ export async function writeBody(incoming: Incoming, part: PartFile): Promise<num
   });
   incoming.start((chunk) => {
     received += chunk.length;
+    onReceived(received);
     if (!part.append(chunk)) body.pause();
   });
 

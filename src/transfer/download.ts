@@ -229,7 +229,6 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
         if (state.partial) state.partial.offset = offset;
         cb.onDurable(offset);
       },
-      onWritten: (written) => cb.onProgress(written, meta.totalBytes),
     });
   } catch (err) {
     incoming?.discard();
@@ -240,7 +239,7 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
   let received = 0;
   if (incoming) {
     try {
-      received = await writeBody(incoming, part);
+      received = await writeBody(incoming, part, (n) => cb.onProgress(startOffset + n, meta.totalBytes));
     } catch (err) {
       await part.salvage();
       throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
