@@ -102,9 +102,12 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE tasks ADD COLUMN outcome TEXT;
   ALTER TABLE lease ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
   `,
-  // 3: the protocol a transfer's final response came over (HTTP/1.1, HTTP/2).
+  // 3: the protocol a transfer's final response came over (HTTP/1.1, HTTP/2); bandwidth limits of a
+  // task and of a session (bytes per second, NULL: none).
   `
   ALTER TABLE tasks ADD COLUMN protocol TEXT;
+  ALTER TABLE tasks ADD COLUMN limit_rate INTEGER;
+  ALTER TABLE sessions ADD COLUMN limit_rate INTEGER;
   `,
 ];
 

@@ -42,6 +42,8 @@ export interface SessionPatch {
   hook?: string | null;
   launchEvents?: boolean;
   discretionary?: boolean;
+  /** Bytes per second for each transfer of the session; null removes the limit. */
+  limitRate?: number | null;
 }
 
 export interface Lease {
@@ -164,6 +166,7 @@ function taskFrom(v: any[], ix: Record<string, number>): Task {
     maxAttempts: v[ix.max_attempts!],
     outcome: v[ix.outcome!],
     protocol: v[ix.protocol!],
+    limitRate: v[ix.limit_rate!],
   };
 }
 
@@ -235,6 +238,7 @@ function rowToSession(r: Row): Session {
     hookRuns: r.hook_runs,
     rateLimitCount: r.rl_count,
     rateLimitLastRunAt: r.rl_last_run_at,
+    limitRate: r.limit_rate ?? null,
   };
 }
 
@@ -392,6 +396,18 @@ export class Store {
     if (patch.hook !== undefined) this.prepare('UPDATE sessions SET hook = ?, hook_failures = 0, hook_next_at = NULL WHERE name = ?').run(patch.hook, name);
     if (patch.launchEvents !== undefined) this.prepare('UPDATE sessions SET launch_events = ? WHERE name = ?').run(+patch.launchEvents, name);
     if (patch.discretionary !== undefined) this.prepare('UPDATE sessions SET discretionary = ? WHERE name = ?').run(+patch.discretionary, name);
+    if (patch.limitRate !== undefined) this.prepare('UPDATE sessions SET limit_rate = ? WHERE name = ?').run(patch.limitRate, name);
+  }
+
+  /** The bandwidth limits of these tasks' sessions, by task id (what the worker re-reads to apply changes). */
+  async sessionLimits(taskIds: number[]): Promise<Map<number, number | null>> {
+    const out = new Map<number, number | null>();
+    if (taskIds.length === 0) return out;
+    const rows = this.prepare(
+      `SELECT t.id AS id, s.limit_rate AS rate FROM tasks t JOIN sessions s ON s.name = t.session WHERE t.id IN (${taskIds.map(() => '?').join(',')})`,
+    ).all(...taskIds) as Row[];
+    for (const r of rows) out.set(r.id, r.rate ?? null);
+    return out;
   }
 
   async updateSession(name: string, patch: SessionPatch): Promise<Session> {
@@ -451,11 +467,11 @@ export class Store {
       INSERT INTO tasks (session, kind, url, method, headers, output, output_fixed, dir, upload_file, upload_size,
         state, wait_reason, not_before, begin_at, discretionary, priority, expect_send, expect_receive,
         sha256_expected, bytes_expected, insecure, ca_file, allow_downgrade, from_hook, created_at, timeout_from,
-        max_size, proxy, netrc_file, cookies_file, skip_existing, if_changed, checksums, max_attempts)
+        max_size, proxy, netrc_file, cookies_file, skip_existing, if_changed, checksums, max_attempts, limit_rate)
       VALUES (@session, @kind, @url, @method, @headers, @output, @outputFixed, @dir, @uploadFile, @uploadSize,
         @state, @waitReason, @notBefore, @beginAt, @discretionary, @priority, @expectSend, @expectReceive,
         @sha256Expected, @bytesExpected, @insecure, @caFile, @allowDowngrade, @fromHook, @now, @now,
-        @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts)`);
+        @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts, @limitRate)`);
     return this.db.transaction(() => {
       const sessions = new Map<string, Session>();
       const ids: number[] = [];
@@ -492,6 +508,7 @@ export class Store {
           ifChanged: +!!t.ifChanged,
           checksums: t.checksums ? JSON.stringify(t.checksums) : null,
           maxAttempts: t.maxAttempts ?? null,
+          limitRate: t.limitRate ?? null,
         });
         ids.push(Number(info.lastInsertRowid));
       }

@@ -209,7 +209,7 @@ function describeResponse(final: FinalResponse, verdict: Writable, plan: ResumeP
 /** Steps 3–6 for a response worth writing: choose the output, check space, write, verify, move into place. */
 async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: FinalResponse, verdict: Writable, plan: ResumePlan | null, state: AttemptState): Promise<DownloadResult> {
   // Take body bytes from now on, so none are lost if the connection fails while we prepare.
-  const incoming = verdict.kind === 'write' ? new Incoming(final.response.body) : null;
+  const incoming = verdict.kind === 'write' ? new Incoming(final.response.body, cb.throttle) : null;
   if (!incoming) await final.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
   const meta = describeResponse(final, verdict, plan);
   const { startOffset } = meta;

@@ -57,9 +57,16 @@ export interface ResponseMeta {
   protocol: string | null;
 }
 
+/**
+ * A bandwidth limit: told of `bytes` just moved, returns how many milliseconds to hold the transfer
+ * before moving more (0: go on). The worker changes its rate while the transfer runs.
+ */
+export type Throttle = (bytes: number) => number;
+
 export interface DownloadCallbacks {
   /** Aborting stops the attempt; the transfer fsyncs the part file and throws a TransferError with code E_ABORTED. */
   signal: AbortSignal;
+  throttle?: Throttle;
   /**
    * Called once per attempt with the final response, before any body byte is written. Returns the
    * destination path to use (the known `output`, or one derived from the response). It may throw
@@ -95,6 +102,7 @@ export interface UploadRequest extends TlsOptions {
 export interface UploadCallbacks {
   signal: AbortSignal;
   onProgress(bytesSent: number): void;
+  throttle?: Throttle;
 }
 
 export interface UploadResult {

@@ -9,7 +9,7 @@ import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
 import type { Task } from '../shared/model.js';
 import type { Store } from '../store/index.js';
-import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TransferError, upload } from '../transfer/index.js';
+import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
 import type { ResponseMeta } from '../transfer/index.js';
 
 /** Why the worker stopped an attempt itself. */
@@ -26,6 +26,8 @@ export interface Active {
   /** For the speed shown in status: bytes and time at the last sample. */
   sample: { bytes: number; at: number; speed: number | null };
   dirty: boolean;
+  /** The transfer's bandwidth limit; the worker sets its rate (see applyRates in worker.ts). */
+  bucket: TokenBucket;
 }
 
 export interface AttemptContext {
@@ -51,7 +53,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           file: t.uploadFile!, expectedSize: t.uploadSize ?? 0, url: t.url, method: t.method === 'POST' ? 'POST' : 'PUT', headers: t.headers,
           allowDowngrade: t.allowDowngrade, stallTimeoutMs: cfg.stallTimeout, insecure: t.insecure, caFile: t.caFile,
         },
-        { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)) },
+        { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)), throttle: (n) => a.bucket.take(n, Date.now()) },
       );
       if (r.methodChangedTo) log.write(t.session, `task ${t.id}: redirect changed the request to ${r.methodChangedTo}`);
       if (r.protocol) await store.recordResponse(t.id, { protocol: r.protocol });
@@ -69,6 +71,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       },
       {
         signal: a.abort.signal,
+        throttle: (n) => a.bucket.take(n, Date.now()),
         chooseOutput: async (meta: ResponseMeta) => {
           chosen = t.output ?? (await deriveOutput(ctx, t, meta));
           a.total = meta.totalBytes;

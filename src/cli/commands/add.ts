@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../../shared/config.js';
+import { parseRate } from '../../shared/bandwidth.js';
 import { UsageError } from '../../shared/errors.js';
 import type { Header, NewTask, Priority, Task } from '../../shared/model.js';
 import { parseHeader, parseHttpUrl, parseMethod, parsePriority, parseSha256, parseSize, parseWhen } from '../../shared/parse.js';
@@ -26,6 +27,7 @@ export interface AddOptions {
   insecure?: boolean;
   caFile?: string;
   allowDowngrade?: boolean;
+  limitRate?: string;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -103,6 +105,7 @@ export interface Common {
   allowDowngrade: boolean;
   fromHook: boolean;
   suspended: boolean;
+  limitRate: number | null;
 }
 
 export function parseCommon(ctx: Ctx, o: AddOptions, defaultMethod: string): Common {
@@ -130,6 +133,7 @@ export function parseCommon(ctx: Ctx, o: AddOptions, defaultMethod: string): Com
     allowDowngrade: !!o.allowDowngrade,
     fromHook: ctx.fromHook,
     suspended: !!o.suspended,
+    limitRate: o.limitRate !== undefined ? parseRate(o.limitRate, '--limit-rate') : null,
   };
 }
 
