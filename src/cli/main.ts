@@ -32,6 +32,7 @@ function addTransferOptions(cmd: Command, forUpload: boolean): Command {
     .option('--insecure', 'do not verify the TLS certificate of this transfer')
     .option('--ca-file <pem>', 'also trust the CA certificates in this PEM file')
     .option('--allow-downgrade', 'follow redirects from https to http')
+    .option('--limit-rate <rate>', 'bandwidth limit of this transfer in bytes per second (500K, 2M, 1MiB)')
     .option('--wait', 'wait for the transfer(s) with progress; exit 1 if one fails')
     .option('--json', 'print the task(s) as JSON');
   return cmd;
@@ -99,7 +100,10 @@ export function buildProgram(ctx: Ctx): Command {
         const tasks = await status(ctx, ids(list), { ...o, brief: !o.json && list.length === 0 });
         if (o.json) json(tasks.map((t) => render.taskJson(t)));
         else if (list.length === 1 && tasks.length === 1) out(render.taskDetail(tasks[0]!));
-        else out(render.statusTable(tasks) || 'no tasks\n');
+        else {
+          const { loadConfig } = await import('../shared/config.js');
+          out(render.bandwidthLine(loadConfig(ctx.env)) + (render.statusTable(tasks) || 'no tasks\n'));
+        }
         return tasks;
       };
       if (!o.watch) return void (await show());
@@ -166,6 +170,7 @@ export function buildProgram(ctx: Ctx): Command {
       .option('--discretionary', 'tasks of this session are discretionary by default')
       .option('--no-discretionary', 'tasks of this session are not discretionary by default')
       .option('--no-launch-events', 'do not run the hook; keep events for bgdl events')
+      .option('--limit-rate <rate>', "bandwidth limit of each of the session's transfers (500K, 2M, 1MiB)")
       .option('--json', 'print the session as JSON');
   sessionFlags(session.command('create').description('create a session').argument('<name>')).action(async (name: string, o) => {
     const { sessionCreate } = await import('./commands/session.js');
@@ -175,6 +180,7 @@ export function buildProgram(ctx: Ctx): Command {
   });
   sessionFlags(session.command('set').description("change a session's settings").argument('<name>'))
     .option('--no-hook', 'remove the hook')
+    .option('--no-limit-rate', "remove the session's bandwidth limit")
     .option('--launch-events', 'run the hook when events arrive (the default)')
     .action(async (name: string, o) => {
       const { sessionSet } = await import('./commands/session.js');

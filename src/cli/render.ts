@@ -1,6 +1,7 @@
 // Turning data into output: the public (redacted) JSON view of a task, the status table, plain lines.
 // Commands return data; these functions decide how it looks.
 
+import { formatRate, scheduledRate, tightest, type Rate, type ScheduleEntry } from '../shared/bandwidth.js';
 import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task } from '../shared/model.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
@@ -41,6 +42,8 @@ export function taskJson(t: Task, now = Date.now()) {
     expectSend: t.expectSend,
     expectReceive: t.expectReceive,
     insecure: t.insecure,
+    protocol: t.protocol ?? null,
+    limitRate: t.limitRate ?? null,
     responseBody: t.kind === 'upload' ? t.responseBody : undefined,
   };
 }
@@ -149,7 +152,7 @@ export function taskDetail(t: Task, now = Date.now()): string {
     ['upload file', v.uploadFile], ['output', v.output], ['progress', progressText(t)],
     ['received', v.kind === 'download' ? `${v.bytesReceived} of ${v.bytesExpected ?? 'unknown'} bytes` : null],
     ['sent', v.kind === 'upload' ? `${v.bytesSent} of ${t.uploadSize} bytes` : null],
-    ['http status', v.httpStatus], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
+    ['http status', v.httpStatus], ['protocol', v.protocol], ['limit rate', v.limitRate && formatRate(v.limitRate)], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
     ['sha256', v.sha256], ['expected sha256', v.expectedSha256], ['priority', v.priority], ['discretionary', v.discretionary],
     ['expect receive', v.expectReceive], ['expect send', v.expectSend], ['created', v.createdAt], ['begin at', v.beginAt],
     ['started', v.startedAt], ['finished', v.finishedAt],
@@ -161,6 +164,14 @@ export function taskDetail(t: Task, now = Date.now()): string {
 
 /** `completed`, or `completed (skipped)` when the task wrote no new file. */
 const eventType = (e: BgdlEvent): string => (e.outcome ? `${e.type} (${e.outcome})` : e.type);
+/** The line `status` shows above its table while a global bandwidth cap is in force (else ''). */
+export function bandwidthLine(cfg: { maxRate: Rate; rateSchedule: ScheduleEntry[] }, now = new Date()): string {
+  const scheduled = scheduledRate(cfg.rateSchedule, now);
+  const cap = tightest(cfg.maxRate, scheduled);
+  if (cap == null) return '';
+  const why = cap === scheduled && cfg.rateSchedule.length ? 'rateSchedule' : 'maxRate';
+  return `bandwidth: ${formatRate(cap)} shared by all transfers (${why})\n`;
+}
 
 export function eventLine(e: BgdlEvent): string {
   const what = e.type === 'completed' ? (e.output ?? e.url) : e.type === 'failed' ? `${e.error?.code}: ${e.error?.message}` : e.url;

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type Conf from 'conf';
+import { parseRate, parseRateSchedule, type Rate, type ScheduleEntry } from './bandwidth.js';
 import { UsageError } from './errors.js';
 import { formatDuration, parseDuration, parseWindow } from './parse.js';
 
@@ -25,6 +26,10 @@ export interface Config {
   downloadDir: string | null;
   /** Attempts of one task before it fails with its last error (null: unlimited). */
   maxAttempts: number | null;
+  /** Bytes per second shared by every running transfer (null: unlimited). */
+  maxRate: Rate;
+  /** The global cap by local time (empty: none). */
+  rateSchedule: ScheduleEntry[];
 }
 
 type Key = keyof Config;
@@ -92,6 +97,16 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     describe: 'default directory for downloads (none: the directory bgdl add runs in)',
     defaultText: () => 'none',
     parse: (text) => (text === 'none' ? null : path.resolve(text)),
+  },
+  maxRate: {
+    describe: 'bytes per second shared by all running transfers, e.g. 2M (0: unlimited)',
+    defaultText: () => '0',
+    parse: (text, key) => parseRate(text, `value for ${key}`),
+  },
+  rateSchedule: {
+    describe: 'global cap by local time, e.g. 08:00-18:00=500K,18:00-23:00=2M,*=0 (none: no schedule)',
+    defaultText: () => 'none',
+    parse: (text) => parseRateSchedule(text),
   },
 };
 

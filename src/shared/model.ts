@@ -105,6 +105,10 @@ export interface Task {
   checksums: Record<string, string> | null;
   maxAttempts: number | null;
   outcome: Outcome | null;
+  /** `HTTP/1.1` or `HTTP/2`: what the last response came over. */
+  protocol: string | null;
+  /** --limit-rate: bytes per second (null: none of its own). */
+  limitRate: number | null;
 }
 
 /** What `bgdl add` / `bgdl upload` hand to the store. */
@@ -139,6 +143,7 @@ export interface NewTask {
   ifChanged?: boolean;
   checksums?: Record<string, string> | null;
   maxAttempts?: number | null;
+  limitRate?: number | null;
 }
 
 export interface Session {
@@ -154,6 +159,8 @@ export interface Session {
   hookRuns: number;
   rateLimitCount: number;
   rateLimitLastRunAt: number | null;
+  /** Bandwidth limit for each of the session's transfers (bytes per second; null: none). */
+  limitRate: number | null;
 }
 
 export interface BgdlEvent {

@@ -108,6 +108,13 @@ export const MIGRATIONS: string[] = [
   CREATE INDEX tasks_done_by_output ON tasks(output) WHERE state = 'completed';
   CREATE INDEX tasks_done_by_url ON tasks(url, dir) WHERE state = 'completed';
   `,
+  // 4: the protocol a transfer's final response came over (HTTP/1.1, HTTP/2); bandwidth limits of a
+  // task and of a session (bytes per second, NULL: none).
+  `
+  ALTER TABLE tasks ADD COLUMN protocol TEXT;
+  ALTER TABLE tasks ADD COLUMN limit_rate INTEGER;
+  ALTER TABLE sessions ADD COLUMN limit_rate INTEGER;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -75,6 +75,8 @@ export interface SessionPatch {
   hook?: string | null;
   launchEvents?: boolean;
   discretionary?: boolean;
+  /** Bytes per second for each transfer of the session; null removes the limit. */
+  limitRate?: number | null;
 }
 
 export interface Lease {
@@ -105,6 +107,7 @@ export interface ResponseInfo {
   bytesReceived?: number;
   /** The sum a derived name's --checksums line expects, once the name is known. */
   sha256Expected?: string | null;
+  protocol?: string | null;
 }
 
 export interface FinishInfo {
@@ -201,6 +204,8 @@ function taskFrom(v: any[], ix: Record<string, number>): Task {
     checksums: v[ix.checksums!] ? JSON.parse(v[ix.checksums!]) : null,
     maxAttempts: v[ix.max_attempts!],
     outcome: v[ix.outcome!],
+    protocol: v[ix.protocol!],
+    limitRate: v[ix.limit_rate!],
   };
 }
 
@@ -272,6 +277,7 @@ function rowToSession(r: Row): Session {
     hookRuns: r.hook_runs,
     rateLimitCount: r.rl_count,
     rateLimitLastRunAt: r.rl_last_run_at,
+    limitRate: r.limit_rate ?? null,
   };
 }
 
@@ -449,6 +455,18 @@ export class Store {
     if (patch.hook !== undefined) this.prepare('UPDATE sessions SET hook = ?, hook_failures = 0, hook_next_at = NULL WHERE name = ?').run(patch.hook, name);
     if (patch.launchEvents !== undefined) this.prepare('UPDATE sessions SET launch_events = ? WHERE name = ?').run(+patch.launchEvents, name);
     if (patch.discretionary !== undefined) this.prepare('UPDATE sessions SET discretionary = ? WHERE name = ?').run(+patch.discretionary, name);
+    if (patch.limitRate !== undefined) this.prepare('UPDATE sessions SET limit_rate = ? WHERE name = ?').run(patch.limitRate, name);
+  }
+
+  /** The bandwidth limits of these tasks' sessions, by task id (what the worker re-reads to apply changes). */
+  async sessionLimits(taskIds: number[]): Promise<Map<number, number | null>> {
+    const out = new Map<number, number | null>();
+    if (taskIds.length === 0) return out;
+    const rows = this.prepare(
+      `SELECT t.id AS id, s.limit_rate AS rate FROM tasks t JOIN sessions s ON s.name = t.session WHERE t.id IN (${taskIds.map(() => '?').join(',')})`,
+    ).all(...taskIds) as Row[];
+    for (const r of rows) out.set(r.id, r.rate ?? null);
+    return out;
   }
 
   async updateSession(name: string, patch: SessionPatch): Promise<Session> {
@@ -508,11 +526,11 @@ export class Store {
       INSERT INTO tasks (session, kind, url, method, headers, output, output_fixed, dir, upload_file, upload_size,
         state, wait_reason, not_before, begin_at, discretionary, priority, expect_send, expect_receive,
         sha256_expected, bytes_expected, insecure, ca_file, allow_downgrade, from_hook, created_at, timeout_from,
-        max_size, proxy, netrc_file, cookies_file, skip_existing, if_changed, checksums, max_attempts)
+        max_size, proxy, netrc_file, cookies_file, skip_existing, if_changed, checksums, max_attempts, limit_rate)
       VALUES (@session, @kind, @url, @method, @headers, @output, @outputFixed, @dir, @uploadFile, @uploadSize,
         @state, @waitReason, @notBefore, @beginAt, @discretionary, @priority, @expectSend, @expectReceive,
         @sha256Expected, @bytesExpected, @insecure, @caFile, @allowDowngrade, @fromHook, @now, @now,
-        @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts)`);
+        @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts, @limitRate)`);
     // A batch shares one --checksums map: serialize it once, not once per task.
     const checksumsJson = new Map<Record<string, string>, string>();
     const serialize = (m: Record<string, string>) => checksumsJson.get(m) ?? checksumsJson.set(m, JSON.stringify(m)).get(m)!;
@@ -552,6 +570,7 @@ export class Store {
           ifChanged: +!!t.ifChanged,
           checksums: t.checksums ? serialize(t.checksums) : null,
           maxAttempts: t.maxAttempts ?? null,
+          limitRate: t.limitRate ?? null,
         });
         ids.push(Number(info.lastInsertRowid));
       }
@@ -876,6 +895,7 @@ export class Store {
       ['finalUrl', 'final_url'], ['httpStatus', 'http_status'], ['bytesExpected', 'bytes_expected'], ['etag', 'etag'],
       ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
       ['sha256Expected', 'sha256_expected'],
+      ['protocol', 'protocol'],
     ];
     for (const [k, col] of map) {
       if (info[k] !== undefined) {

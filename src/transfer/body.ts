@@ -4,29 +4,66 @@
 
 import type { Readable } from 'node:stream';
 import type { PartFile } from './partfile.js';
+import type { Throttle } from './types.js';
 
 /** Held in memory before the part file is open; past this the body is paused. */
 const EARLY_BYTES = 1024 * 1024;
 
+type HoldReason = 'early' | 'disk' | 'rate';
+
+/**
+ * A response body taken from the moment it arrives. It is held (paused) for any of three reasons — the
+ * early buffer is full, the part file's buffers are full, the bandwidth limit says wait — and goes on
+ * only when none holds. The limit applies from the first byte, early ones included.
+ */
 export class Incoming {
   private early: Buffer[] = [];
   private earlyBytes = 0;
   private sink: ((chunk: Buffer) => void) | null = null;
+  private readonly holds = new Set<HoldReason>();
+  private rateTimer: NodeJS.Timeout | null = null;
   /** Settles when the body ends (or fails). */
   readonly done: Promise<void>;
 
-  constructor(readonly body: Readable) {
+  constructor(
+    readonly body: Readable,
+    private readonly throttle?: Throttle,
+  ) {
     this.done = new Promise<void>((resolve, reject) => {
       body.once('end', resolve);
       body.once('error', reject);
     });
     this.done.catch(() => {}); // observed later by writeBody; never an unhandled rejection
+    body.once('close', () => this.rateTimer && clearTimeout(this.rateTimer));
     body.on('data', (chunk: Buffer) => {
+      this.limit(chunk.length);
       if (this.sink) return this.sink(chunk);
       this.early.push(chunk);
       this.earlyBytes += chunk.length;
-      if (this.earlyBytes >= EARLY_BYTES) body.pause();
+      if (this.earlyBytes >= EARLY_BYTES) this.hold('early');
     });
+  }
+
+  hold(reason: HoldReason): void {
+    this.holds.add(reason);
+    if (!this.body.isPaused()) this.body.pause();
+  }
+
+  release(reason: HoldReason): void {
+    this.holds.delete(reason);
+    if (this.holds.size === 0 && this.body.isPaused() && !this.body.destroyed) this.body.resume();
+  }
+
+  /** Charge `n` bytes to the bandwidth limit; hold the body while it says wait. */
+  private limit(n: number): void {
+    const wait = this.throttle ? this.throttle(n) : 0;
+    if (wait <= 0) return;
+    if (this.rateTimer) clearTimeout(this.rateTimer);
+    this.hold('rate');
+    this.rateTimer = setTimeout(() => {
+      this.rateTimer = null;
+      this.release('rate');
+    }, wait);
   }
 
   /** Deliver what has arrived so far, then every further chunk, to `sink`. */
@@ -35,7 +72,7 @@ export class Incoming {
     const early = this.early;
     this.early = [];
     for (const chunk of early) sink(chunk);
-    if (this.body.isPaused() && !this.body.destroyed) this.body.resume();
+    this.release('early');
   }
 
   /** Not going to read it: close the connection. */
@@ -49,19 +86,20 @@ export class Incoming {
  * are full). On a failure the bytes already received are written before the error is thrown.
  * Returns the body bytes received, all written but not yet fsync'd: the caller verifies them first
  * and then makes the file durable once, together with its final mode (PartFile.finish).
+ * `onReceived` sees the count as bytes arrive, before they reach the disk: progress shown to people
+ * moves with the network even when the writes are batched or on a thread.
  */
-export async function writeBody(incoming: Incoming, part: PartFile): Promise<number> {
+export async function writeBody(incoming: Incoming, part: PartFile, onReceived: (received: number) => void = () => {}): Promise<number> {
   const { body } = incoming;
   let received = 0;
   part.bind({
-    drain: () => {
-      if (body.isPaused() && !body.destroyed) body.resume();
-    },
+    drain: () => incoming.release('disk'),
     fail: (err) => body.destroy(err as Error),
   });
   incoming.start((chunk) => {
     received += chunk.length;
-    if (!part.append(chunk)) body.pause();
+    onReceived(received);
+    if (!part.append(chunk)) incoming.hold('disk');
   });
 
   let failure: unknown = null;

@@ -195,6 +195,7 @@ function describeResponse(final: FinalResponse, verdict: Writable, plan: ResumeP
   const resumed = startOffset > 0 ? plan : null;
   return {
     finalUrl: final.hop.url.href,
+    protocol: final.protocol,
     // A 416 "you already have it all" completes a resume: report it as the partial content it finishes.
     status: verdict.kind === 'complete' ? 206 : statusCode,
     totalBytes: verdict.totalBytes,
@@ -208,7 +209,7 @@ function describeResponse(final: FinalResponse, verdict: Writable, plan: ResumeP
 /** Steps 3–6 for a response worth writing: choose the output, check space, write, verify, move into place. */
 async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: FinalResponse, verdict: Writable, plan: ResumePlan | null, state: AttemptState): Promise<DownloadResult> {
   // Take body bytes from now on, so none are lost if the connection fails while we prepare.
-  const incoming = verdict.kind === 'write' ? new Incoming(final.response.body) : null;
+  const incoming = verdict.kind === 'write' ? new Incoming(final.response.body, cb.throttle) : null;
   if (!incoming) await final.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
   const meta = describeResponse(final, verdict, plan);
   const { startOffset } = meta;
@@ -228,7 +229,6 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
         if (state.partial) state.partial.offset = offset;
         cb.onDurable(offset);
       },
-      onWritten: (written) => cb.onProgress(written, meta.totalBytes),
     });
   } catch (err) {
     incoming?.discard();
@@ -239,7 +239,7 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
   let received = 0;
   if (incoming) {
     try {
-      received = await writeBody(incoming, part);
+      received = await writeBody(incoming, part, (n) => cb.onProgress(startOffset + n, meta.totalBytes));
     } catch (err) {
       await part.salvage();
       throw bodyFailure(err, part, part.written - startOffset, bodyBytes);

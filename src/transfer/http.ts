@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { request, type Dispatcher } from 'undici';
 import type { Header } from '../shared/model.js';
 import { CREDENTIAL_HEADERS, redactUrl } from '../shared/redact.js';
-import { dispatcherFor } from './dispatch.js';
+import { dispatcherFor, protocolFor, type Protocol } from './dispatch.js';
 import { TransferError, type TlsOptions } from './types.js';
 
 export const DEFAULT_MAX_REDIRECTS = 20;
@@ -128,6 +128,8 @@ export interface PerformOptions extends TlsOptions {
 export interface FinalResponse {
   response: Dispatcher.ResponseData;
   hop: Hop;
+  /** The protocol the final response came over. */
+  protocol: Protocol | null;
   /** Redirects followed. */
   redirects: number;
 }
@@ -153,7 +155,7 @@ export async function requestFollowingRedirects(first: Hop, opts: PerformOptions
       highWaterMark: BODY_HIGH_WATER_MARK,
     });
     const location = headerValue(response.headers, 'location');
-    if (!isRedirect(response.statusCode) || !location) return { response, hop, redirects };
+    if (!isRedirect(response.statusCode) || !location) return { response, hop, redirects, protocol: protocolFor(opts, hop.url) };
     await response.body.dump({ limit: REDIRECT_BODY_LIMIT, signal: opts.signal });
     if (redirects >= opts.maxRedirects) {
       throw new TransferError('E_TOO_MANY_REDIRECTS', `more than ${opts.maxRedirects} redirects (last at ${redactUrl(hop.url.href)})`, false, { finalUrl: hop.url.href });

@@ -53,11 +53,20 @@ export interface ResponseMeta {
   dispositionName: string | null;
   /** Where the body starts in the file: the resume offset for an accepted 206, else 0. */
   startOffset: number;
+  /** `HTTP/1.1` or `HTTP/2`: what the final response came over. */
+  protocol: string | null;
 }
+
+/**
+ * A bandwidth limit: told of `bytes` just moved, returns how many milliseconds to hold the transfer
+ * before moving more (0: go on). The worker changes its rate while the transfer runs.
+ */
+export type Throttle = (bytes: number) => number;
 
 export interface DownloadCallbacks {
   /** Aborting stops the attempt; the transfer fsyncs the part file and throws a TransferError with code E_ABORTED. */
   signal: AbortSignal;
+  throttle?: Throttle;
   /**
    * Called once per attempt with the final response, before any body byte is written. Returns the
    * destination path to use (the known `output`, or one derived from the response). It may throw
@@ -93,6 +102,7 @@ export interface UploadRequest extends TlsOptions {
 export interface UploadCallbacks {
   signal: AbortSignal;
   onProgress(bytesSent: number): void;
+  throttle?: Throttle;
 }
 
 export interface UploadResult {
@@ -103,6 +113,7 @@ export interface UploadResult {
   responseBody: string;
   /** A 301/302/303 turned the request into a GET (recorded on the task). */
   methodChangedTo: string | null;
+  protocol: string | null;
 }
 
 /** Where a waiting task goes instead of failing. */

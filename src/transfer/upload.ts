@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, requestFollowingRedirects, withoutHeaders } from './http.js';
-import { TransferError, type UploadCallbacks, type UploadRequest, type UploadResult } from './types.js';
+import { TransferError, type Throttle, type UploadCallbacks, type UploadRequest, type UploadResult } from './types.js';
 
 /** How much of the response body is kept (as text) for the task and its event. */
 const RESPONSE_KEEP_BYTES = 64 * 1024;
@@ -36,13 +36,15 @@ async function checkSource(req: UploadRequest): Promise<number> {
   return size;
 }
 
-/** The file as a request body, counting bytes as they are handed to the connection. */
-async function* fileBody(file: string, size: number, counted: (n: number) => void): AsyncGenerator<Buffer> {
+/** The file as a request body, counting bytes as they are handed to the connection, held to the bandwidth limit. */
+async function* fileBody(file: string, size: number, counted: (n: number) => void, throttle?: Throttle): AsyncGenerator<Buffer> {
   const stream = fs.createReadStream(file, { start: 0, end: size - 1, highWaterMark: READ_CHUNK_BYTES });
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       counted(chunk.length);
       yield chunk;
+      const wait = throttle ? throttle(chunk.length) : 0;
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw sourceGone(file);
@@ -75,7 +77,7 @@ export async function upload(req: UploadRequest, cb: UploadCallbacks): Promise<U
     const chunks = fileBody(req.file, size, (n) => {
       sent += n;
       cb.onProgress(sent);
-    });
+    }, cb.throttle);
     return Readable.from(chunks, { objectMode: false });
   };
   const hop = firstHop(req.url, req.method, req.headers);
@@ -99,6 +101,7 @@ export async function upload(req: UploadRequest, cb: UploadCallbacks): Promise<U
     }
     return {
       finalUrl: final.hop.url.href,
+      protocol: final.protocol,
       httpStatus: statusCode,
       bytesSent: sent,
       responseBody: await readStart(responseBody),

@@ -10,7 +10,7 @@ import { redactUrl } from '../shared/redact.js';
 import type { Task } from '../shared/model.js';
 import { partPathFor } from '../shared/paths.js';
 import type { Store } from '../store/index.js';
-import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TransferError, upload } from '../transfer/index.js';
+import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
 import type { DownloadRequest, ResponseMeta } from '../transfer/index.js';
 import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
 
@@ -28,6 +28,8 @@ export interface Active {
   /** For the speed shown in status: bytes and time at the last sample. */
   sample: { bytes: number; at: number; speed: number | null };
   dirty: boolean;
+  /** The transfer's bandwidth limit; the worker sets its rate (see applyRates in worker.ts). */
+  bucket: TokenBucket;
 }
 
 export interface AttemptContext {
@@ -54,9 +56,10 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           file: t.uploadFile!, expectedSize: t.uploadSize ?? 0, url: t.url, method: t.method === 'POST' ? 'POST' : 'PUT', headers: t.headers,
           allowDowngrade: t.allowDowngrade, stallTimeoutMs: cfg.stallTimeout, insecure: t.insecure, caFile: t.caFile,
         },
-        { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)) },
+        { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)), throttle: (n) => a.bucket.take(n, Date.now()) },
       );
       if (r.methodChangedTo) log.write(t.session, `task ${t.id}: redirect changed the request to ${r.methodChangedTo}`);
+      if (r.protocol) await store.recordResponse(t.id, { protocol: r.protocol });
       await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, bytesSent: r.bytesSent, responseBody: r.responseBody });
       log.write(t.session, `task ${t.id}: uploaded ${r.bytesSent} bytes to ${r.finalUrl} (HTTP ${r.httpStatus})`);
       return;
@@ -79,6 +82,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       req,
       {
         signal: a.abort.signal,
+        throttle: (n) => a.bucket.take(n, Date.now()),
         chooseOutput: async (meta: ResponseMeta) => {
           chosen = t.output ?? (await deriveOutput(ctx, t, meta));
           // A derived name's line of --checksums applies once the name is known (verified after the body).
@@ -89,6 +93,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
             finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
             lastModified: meta.lastModified, output: chosen, resumeOffset: Math.min(meta.startOffset, t.resumeOffset), bytesReceived: meta.startOffset,
             ...(req.sha256Expected !== t.sha256Expected ? { sha256Expected: req.sha256Expected } : {}),
+            protocol: meta.protocol,
           });
           if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
           return chosen;

@@ -3,6 +3,7 @@
 // a second, runs session hooks when sessions go idle, and exits a few seconds after it has nothing to do.
 
 import os from 'node:os';
+import { fairShares, formatRate, scheduledRate, tightest, type Rate } from '../shared/bandwidth.js';
 import { loadConfig, type Config } from '../shared/config.js';
 import { LEASE_STALE_MS, pidAlive } from '../shared/lease.js';
 import { Logger } from '../shared/log.js';
@@ -10,7 +11,7 @@ import { isFinal, type Task } from '../shared/model.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
 import { Store } from '../store/index.js';
-import { closeDispatchers } from '../transfer/index.js';
+import { closeDispatchers, TokenBucket } from '../transfer/index.js';
 import { resourceTimeoutError, runAttempt, type Active, type StopReason } from './attempt.js';
 import { evaluateConditions, nearlyDone, readMachine, type Verdict } from './conditions.js';
 import { hookDue, hookRetryDelay, planHook, runHook } from './hooks.js';
@@ -35,7 +36,10 @@ interface QueueView {
 export type WorkerExit = 'done' | 'another-worker' | 'lease-lost' | 'stopped';
 
 const HEARTBEAT_MS = 2_000;
-const CONFIG_RELOAD_MS = 2_000;
+/** A changed config (maxRate, rateSchedule, …) acts within this long. */
+const CONFIG_RELOAD_MS = 1_000;
+/** Bandwidth shares are worked out again this often (and whenever a transfer starts). */
+const RATES_MS = 1_000;
 const FLUSH_MS = 500;
 const CONTROL_MS = 250;
 const CONDITIONS_MS = 5_000;
@@ -74,7 +78,12 @@ class Worker {
   private conditions: Verdict = { ok: true, reason: null };
   private wakeUp: (() => void) | null = null;
   private lastDataVersion = -1;
-  private timers = { heartbeat: 0, config: 0, flush: 0, conditions: 0, control: 0, expire: 0 };
+  private timers = { heartbeat: 0, config: 0, flush: 0, conditions: 0, control: 0, expire: 0, rates: 0 };
+  /** The global cap last applied, to log when it changes. */
+  private globalRate: Rate = null;
+  /** Running tasks' session limits, as last read (session set --limit-rate acts within RATES_MS). */
+  private sessionRates = new Map<number, number | null>();
+  private ratesStale = true;
   private idleSince: number | null = null;
   private needSchedule = true;
   /** The earliest begin-at / retry time seen when going to sleep: reaching it means schedule again. */
@@ -136,6 +145,10 @@ class Worker {
         }
         if (changed || (this.nextWake != null && now >= this.nextWake)) this.needSchedule = true;
         if (this.needSchedule) await this.schedule(now);
+        if (this.ratesStale || now - this.timers.rates >= RATES_MS) {
+          this.timers.rates = now;
+          await this.applyRates(now);
+        }
         if (now - this.timers.flush >= FLUSH_MS) {
           this.timers.flush = now;
           await this.flushProgress(now);
@@ -309,7 +322,10 @@ class Worker {
       durable: task.resumeOffset,
       sample: { bytes: task.resumeOffset, at: Date.now(), speed: null },
       dirty: false,
+      // Until applyRates runs (before the first byte can arrive), the task's own limit holds.
+      bucket: new TokenBucket(task.limitRate, Date.now()),
     };
+    this.ratesStale = true;
     this.active.set(task.id, a);
     this.log.write(task.session, `task ${task.id}: attempt ${task.attempts} ${task.method} ${redactUrl(task.url)}`);
     const p = runAttempt({ store: this.store, log: this.log, config: () => this.config, reserved: this.reserved }, a)
@@ -327,6 +343,27 @@ class Worker {
         this.wake();
       });
     this.attempts.add(p);
+  }
+
+  /**
+   * Bandwidth: each running transfer gets the tightest of its own limit, its session's and its fair
+   * share of the global cap (maxRate and the rateSchedule's rate now, the tighter), see bandwidth.ts.
+   */
+  private async applyRates(now: number): Promise<void> {
+    this.ratesStale = false;
+    const global = tightest(this.config.maxRate, scheduledRate(this.config.rateSchedule, new Date(now)));
+    if (global !== this.globalRate) {
+      this.log.write('worker', `bandwidth: all transfers together now ${formatRate(global)}`);
+      this.globalRate = global;
+    }
+    const active = [...this.active.values()];
+    if (active.length === 0) return;
+    this.sessionRates = await this.store.sessionLimits(active.map((a) => a.task.id));
+    const own = active.map((a) => tightest(a.task.limitRate, this.sessionRates.get(a.task.id) ?? null));
+    const shares = fairShares(global, own);
+    active.forEach((a, i) => {
+      if (a.bucket.limit !== shares[i]) a.bucket.setRate(shares[i]!, now);
+    });
   }
 
   private async flushProgress(now: number): Promise<void> {

@@ -340,3 +340,64 @@ export async function startHttpsServer(): Promise<HttpsTestServer> {
   const server = await makeServer((h) => https.createServer({ key, cert }, h), 'https');
   return { ...server, caFile: certFile };
 }
+
+export interface Http2TestServer {
+  origin: string;
+  url(p: string): string;
+  caFile: string;
+  /** Connections (HTTP/2 sessions, and HTTP/1.1 sockets when `allowHTTP1`) and requests seen. */
+  sessions: number;
+  http1Sockets: number;
+  requests: number;
+  close(): Promise<void>;
+}
+
+/**
+ * An HTTPS server that offers HTTP/2 by ALPN (node:http2) and, unless `h2Only`, HTTP/1.1 too; it serves
+ * `size` deterministic bytes (see bodyFor) at every path, optionally slowly, so many requests overlap.
+ */
+export async function startHttp2Server(opts: { size: number; delayMs?: number; h2Only?: boolean }): Promise<Http2TestServer> {
+  const { key, cert, certFile } = selfSignedCertificate();
+  const http2 = await import('node:http2');
+  const body = bodyFor(opts.size);
+  const state = { sessions: 0, http1Sockets: 0, requests: 0 };
+  const server = http2.createSecureServer({ key, cert, allowHTTP1: !opts.h2Only }, (req, res) => {
+    state.requests++;
+    const send = () => {
+      res.writeHead(200, { 'content-length': String(body.length), etag: '"h2"' });
+      res.end(body);
+    };
+    if (opts.delayMs) setTimeout(send, opts.delayMs);
+    else send();
+  });
+  server.on('session', () => state.sessions++);
+  server.on('secureConnection', (socket) => {
+    if (socket.alpnProtocol !== 'h2') state.http1Sockets++;
+  });
+  const sockets = new Set<import('node:net').Socket>();
+  server.on('connection', (s: import('node:net').Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const origin = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    origin,
+    url: (p) => new URL(p, origin).href,
+    caFile: certFile,
+    get sessions() {
+      return state.sessions;
+    },
+    get http1Sockets() {
+      return state.http1Sockets;
+    },
+    get requests() {
+      return state.requests;
+    },
+    close: () =>
+      new Promise<void>((done) => {
+        server.close(() => done());
+        for (const s of sockets) s.destroy();
+      }),
+  };
+}

@@ -61,7 +61,7 @@ describe('upload', () => {
     expect(got.headers['content-length']).toBe(String(data.length));
     expect(got.headers['content-type']).toBe('application/octet-stream');
     expect(r).toEqual({
-      finalUrl: s.url('/up'), httpStatus: 201, bytesSent: data.length, methodChangedTo: null,
+      finalUrl: s.url('/up'), httpStatus: 201, bytesSent: data.length, methodChangedTo: null, protocol: 'HTTP/1.1',
       responseBody: JSON.stringify({ received: data.length, sha256: sha256(data) }),
     });
     expect(progress.at(-1)).toBe(data.length);

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseChecksums } from '../../shared/checksums.js';
 import { loadConfig, positiveCount } from '../../shared/config.js';
+import { parseRate } from '../../shared/bandwidth.js';
 import { UsageError } from '../../shared/errors.js';
 import type { Header, NewTask, Priority, Task } from '../../shared/model.js';
 import { parseHeader, parseHttpUrl, parseMethod, parsePriority, parseSha256, parseSize, parseWhen } from '../../shared/parse.js';
@@ -31,6 +32,7 @@ export interface AddOptions {
   ifChanged?: boolean;
   checksums?: string;
   maxAttempts?: string;
+  limitRate?: string;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -108,6 +110,7 @@ export interface Common {
   allowDowngrade: boolean;
   fromHook: boolean;
   suspended: boolean;
+  limitRate: number | null;
 }
 
 export function parseCommon(ctx: Ctx, o: AddOptions, defaultMethod: string): Common {
@@ -135,6 +138,7 @@ export function parseCommon(ctx: Ctx, o: AddOptions, defaultMethod: string): Com
     allowDowngrade: !!o.allowDowngrade,
     fromHook: ctx.fromHook,
     suspended: !!o.suspended,
+    limitRate: o.limitRate !== undefined ? parseRate(o.limitRate, '--limit-rate') : null,
   };
 }
 

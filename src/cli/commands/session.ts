@@ -1,6 +1,7 @@
 // `bgdl session create|set|list|show|rm`: a session's own settings (hook, launch events,
 // discretionary) live in the store.
 
+import { parseRate } from '../../shared/bandwidth.js';
 import { NotFoundError, UsageError } from '../../shared/errors.js';
 import type { Session } from '../../shared/model.js';
 import { parseSessionName } from '../../shared/parse.js';
@@ -12,6 +13,8 @@ export interface SessionOptions {
   hook?: string | false;
   launchEvents?: boolean;
   discretionary?: boolean;
+  /** commander: a string for --limit-rate RATE, false for --no-limit-rate. */
+  limitRate?: string | false;
 }
 
 function patchFrom(o: SessionOptions): SessionPatch {
@@ -20,6 +23,7 @@ function patchFrom(o: SessionOptions): SessionPatch {
     hook: o.hook === false ? null : o.hook,
     launchEvents: o.launchEvents,
     discretionary: o.discretionary,
+    limitRate: o.limitRate === false ? null : o.limitRate === undefined ? undefined : parseRate(o.limitRate, '--limit-rate'),
   };
 }
 
@@ -33,7 +37,9 @@ export async function sessionCreate(ctx: Ctx, name: string, o: SessionOptions): 
 export async function sessionSet(ctx: Ctx, name: string, o: SessionOptions): Promise<Session> {
   const patch = patchFrom(o);
   if (Object.values(patch).every((v) => v === undefined)) {
-    throw new UsageError('nothing to set: give --hook CMD, --no-hook, --launch-events, --no-launch-events, --discretionary or --no-discretionary');
+    throw new UsageError(
+      'nothing to set: give --hook CMD, --no-hook, --launch-events, --no-launch-events, --discretionary, --no-discretionary, --limit-rate RATE or --no-limit-rate',
+    );
   }
   const store = await openStore(ctx);
   const s = await store.updateSession(parseSessionName(name), patch);

@@ -1,0 +1,163 @@
+// Bandwidth limits from the real CLI: a task's --limit-rate, a session's, and the global maxRate shared
+// fairly; a change acts on running transfers. Rates are measured from the progress the worker records
+// (bytes over time inside a window after the start-up burst), never from total wall time.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
+
+let t: TestDir;
+let s: TestServer;
+beforeEach(async () => {
+  t = await testdir();
+  s = await startServer();
+});
+afterEach(async () => {
+  await t.cleanup();
+  await s.close();
+});
+
+/** Samples of a task's recorded progress (bytes received, or sent for an upload) every 100 ms. */
+class Progress {
+  private db: Database.Database | null = null;
+  readonly samples = new Map<number, Array<{ at: number; bytes: number }>>();
+  private timer: NodeJS.Timeout;
+  constructor(home: string, ids: number[]) {
+    for (const id of ids) this.samples.set(id, []);
+    this.timer = setInterval(() => {
+      try {
+        this.db ??= new Database(path.join(home, 'bgdl.db'), { readonly: true, timeout: 2000 });
+        const now = Date.now();
+        for (const id of ids) {
+          const r = this.db.prepare('SELECT bytes_received + bytes_sent AS b FROM tasks WHERE id = ?').get(id) as { b: number };
+          this.samples.get(id)!.push({ at: now, bytes: r.b });
+        }
+      } catch {
+        /* the store is busy: next time */
+      }
+    }, 100);
+  }
+  /** Bytes per second between the first sample past `fromBytes` and `ms` later. */
+  rate(id: number, fromBytes: number, ms: number): number {
+    const xs = this.samples.get(id)!;
+    const a = xs.find((x) => x.bytes >= fromBytes);
+    if (!a) throw new Error(`task ${id} never reached ${fromBytes} bytes`);
+    const b = xs.find((x) => x.at >= a.at + ms);
+    if (!b) throw new Error(`task ${id}: no sample ${ms} ms after reaching ${fromBytes} bytes`);
+    return ((b.bytes - a.bytes) * 1000) / (b.at - a.at);
+  }
+  stop(): void {
+    clearInterval(this.timer);
+    this.db?.close();
+  }
+}
+
+async function add(args: string[]): Promise<number[]> {
+  const r = await t.bgdl(['add', '--json', ...args]);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout).map((x: any) => x.id);
+}
+
+const within = (value: number, target: number, tolerance: number) => {
+  expect(value, `${Math.round(value)} B/s vs ${target} B/s`).toBeGreaterThanOrEqual(target * (1 - tolerance));
+  expect(value, `${Math.round(value)} B/s vs ${target} B/s`).toBeLessThanOrEqual(target * (1 + tolerance));
+};
+
+describe('bandwidth limits', () => {
+  it('--limit-rate holds a download to its rate, and the file is right', async () => {
+    s.route('/a.bin', { body: { size: 2_500_000 }, etag: '"a"' });
+    const [id] = await add(['--limit-rate', '500K', '-o', 'a.bin', s.url('/a.bin')]);
+    const p = new Progress(t.home, [id!]);
+    const [done] = await waitFinal(t, [id!], 30_000);
+    p.stop();
+    expect(done.state).toBe('completed');
+    expect(done.limitRate).toBe(500_000);
+    expect(sha256(fs.readFileSync(path.join(t.downloads, 'a.bin')))).toBe(sha256(bodyFor(2_500_000)));
+    within(p.rate(id!, 300_000, 3000), 500_000, 0.15);
+  });
+
+  it('maxRate is shared fairly by running transfers, and a change acts within seconds', async () => {
+    t.setConfig({ maxRate: '600K' });
+    s.route('/b.bin', { body: { size: 4_000_000 }, etag: '"b"' });
+    s.route('/c.bin', { body: { size: 4_000_000 }, etag: '"c"' });
+    const ids = await add(['-d', t.downloads, s.url('/b.bin'), s.url('/c.bin')]);
+    const p = new Progress(t.home, ids);
+    await waitUntil(() => p.samples.get(ids[1]!)!.some((x) => x.bytes >= 300_000), 20_000, 'both transfers under way');
+    const from = Date.now();
+    await waitUntil(() => p.samples.get(ids[0]!)!.some((x) => x.at >= from + 2100), 10_000, 'two seconds of samples');
+    const first = [p.rate(ids[0]!, 300_000, 2000), p.rate(ids[1]!, 300_000, 2000)];
+    within(first[0]! + first[1]!, 600_000, 0.15);
+    for (const r of first) within(r, 300_000, 0.25);
+    // Raise the cap while they run: within two seconds both go faster.
+    t.setConfig({ maxRate: '3M' });
+    const changedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 2500));
+    const after = p.samples.get(ids[0]!)!.filter((x) => x.at >= changedAt + 2000);
+    expect(after.length).toBeGreaterThan(0);
+    const done = await waitFinal(t, ids, 30_000);
+    p.stop();
+    expect(done.map((d) => d.state)).toEqual(['completed', 'completed']);
+    const xs = p.samples.get(ids[0]!)!;
+    const a = xs.find((x) => x.at >= changedAt + 2000)!;
+    const b = xs.find((x) => x.at >= a.at + 500 && x.bytes < 4_000_000);
+    if (b) expect(((b.bytes - a.bytes) * 1000) / (b.at - a.at)).toBeGreaterThan(600_000);
+    else expect(a.bytes).toBeGreaterThan(first[0]! * 4); // it finished within half a second of the change taking hold
+  });
+
+  it("a session's --limit-rate applies to its tasks; the tightest limit wins", async () => {
+    const c = await t.bgdl(['session', 'create', 'slow', '--limit-rate', '400K']);
+    expect(c.code, c.stderr).toBe(0);
+    s.route('/d.bin', { body: { size: 2_000_000 }, etag: '"d"' });
+    s.route('/e.bin', { body: { size: 1_200_000 }, etag: '"e"' });
+    const [d] = await add(['-s', 'slow', '-o', 'd.bin', s.url('/d.bin')]);
+    const [e] = await add(['-s', 'slow', '--limit-rate', '250K', '-o', 'e.bin', s.url('/e.bin')]);
+    const p = new Progress(t.home, [d!, e!]);
+    await waitFinal(t, [d!, e!], 30_000);
+    p.stop();
+    within(p.rate(d!, 200_000, 2500), 400_000, 0.15);
+    within(p.rate(e!, 200_000, 2500), 250_000, 0.15);
+    const show = await t.bgdl(['session', 'show', 'slow', '--json']);
+    expect(JSON.parse(show.stdout).limitRate).toBe(400_000);
+    const unset = await t.bgdl(['session', 'set', 'slow', '--no-limit-rate', '--json']);
+    expect(JSON.parse(unset.stdout).limitRate).toBeNull();
+  });
+
+  it('an upload is held to its limit too', async () => {
+    s.route('/up', { upload: true });
+    const src = path.join(t.dir, 'up.bin');
+    fs.writeFileSync(src, bodyFor(1_500_000));
+    const r = await t.bgdl(['upload', '--json', '--limit-rate', '500K', src, s.url('/up')]);
+    expect(r.code, r.stderr).toBe(0);
+    const id = JSON.parse(r.stdout)[0].id;
+    const started = Date.now();
+    const [done] = await waitFinal(t, [id], 30_000);
+    expect(done.state).toBe('completed');
+    // 1.5 MB at 500 KB/s less the first burst: not before two seconds (a lower bound only: load can only slow it).
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2000);
+  });
+
+  it('bad rates are refused where they are given, and nothing is stored', async () => {
+    for (const args of [['add', '--limit-rate', 'fast', s.url('/x')], ['session', 'create', 'x', '--limit-rate', '10']]) {
+      const r = await t.bgdl(args);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/^bgdl: invalid --limit-rate/);
+    }
+    const cfg = await t.bgdl(['config', 'set', 'rateSchedule', '08:00-18:00']);
+    expect(cfg.code).toBe(2);
+    expect(cfg.stderr).toMatch(/^bgdl: invalid rateSchedule/);
+    const st = await t.bgdl(['status', '--json']);
+    expect(JSON.parse(st.stdout)).toEqual([]);
+  });
+
+  it('status shows the global cap while one is in force', async () => {
+    t.setConfig({ maxRate: '2M' });
+    const r = await t.bgdl(['status']);
+    expect(r.stdout).toMatch(/^bandwidth: 2M\/s shared by all transfers \(maxRate\)$/m);
+    t.setConfig({ maxRate: '0', rateSchedule: '00:00-23:59=1M,*=1M' });
+    const r2 = await t.bgdl(['status']);
+    expect(r2.stdout).toMatch(/^bandwidth: 1M\/s shared by all transfers \(rateSchedule\)$/m);
+  });
+});
