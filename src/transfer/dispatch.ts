@@ -1,9 +1,12 @@
-// One undici dispatcher per distinct TLS setting, shared by every transfer: each keeps a keep-alive
-// connection pool per origin, so thousands of small files to one host reuse a handful of connections.
+// One undici dispatcher per distinct TLS and proxy setting, shared by every transfer: each keeps a
+// keep-alive connection pool per origin (or to the proxy), so thousands of small files to one host reuse
+// a handful of connections. Which proxy a request takes is decided per request (src/shared/proxy.ts).
 
 import fs from 'node:fs';
 import tls from 'node:tls';
-import { Agent, EnvHttpProxyAgent, type Dispatcher } from 'undici';
+import { STATUS_CODES } from 'node:http';
+import { Agent, Pool, ProxyAgent, type Dispatcher } from 'undici';
+import { classifyError } from './classify.js';
 import { TransferError, type TlsOptions } from './types.js';
 
 // Connection defaults, in one place:
@@ -11,8 +14,6 @@ import { TransferError, type TlsOptions } from './types.js';
 //   close sooner say so with Keep-Alive hints, which undici honours.
 // - pipelining 1: one request at a time per connection (HTTP/1.1 pipelining breaks too many servers).
 const CONNECTION_OPTIONS = { keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_000, pipelining: 1 } as const;
-
-const PROXY_VARS = ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'] as const;
 
 const dispatchers = new Map<string, Dispatcher>();
 
@@ -47,25 +48,90 @@ function connectOptions(opts: TlsOptions): tls.ConnectionOptions {
   return { ca: [...tls.rootCertificates, pem] };
 }
 
-function proxyKey(): string {
-  const set = PROXY_VARS.filter((v) => process.env[v]).map((v) => `${v}=${process.env[v]}`);
-  if (set.length === 0) return '';
-  return `|proxy:${set.join(',')}|no_proxy=${process.env.NO_PROXY ?? process.env.no_proxy ?? ''}`;
-}
-
-/** The shared dispatcher for these TLS options (through the environment's proxy when one is set). */
+/** The shared direct dispatcher for these TLS options. */
 export function dispatcherFor(opts: TlsOptions): Dispatcher {
-  const proxy = proxyKey();
-  const key = tlsKey(opts) + proxy;
+  const key = tlsKey(opts);
   let d = dispatchers.get(key);
   if (!d) {
-    const options = connectOptions(opts);
-    d = proxy
-      ? new EnvHttpProxyAgent({ ...CONNECTION_OPTIONS, connect: options, requestTls: options })
-      : new Agent({ ...CONNECTION_OPTIONS, connect: options });
+    d = new Agent({ ...CONNECTION_OPTIONS, connect: connectOptions(opts) });
     dispatchers.set(key, d);
   }
   return d;
+}
+
+/**
+ * A keep-alive pool of connections to the proxy itself, for plain http:// requests sent to it in
+ * absolute form (`GET http://host/path`), as curl does: every proxy accepts those, while many refuse
+ * a CONNECT tunnel to port 80. The task's TLS options apply to an https:// proxy.
+ */
+export function forwardDispatcherFor(opts: TlsOptions, proxyOrigin: string): Dispatcher {
+  const key = `${tlsKey(opts)}|forward:${proxyOrigin}`;
+  let d = dispatchers.get(key);
+  if (!d) {
+    d = new Pool(proxyOrigin, { ...CONNECTION_OPTIONS, connect: connectOptions(opts) });
+    dispatchers.set(key, d);
+  }
+  return d;
+}
+
+/**
+ * A dispatcher that tunnels https:// requests through the proxy with CONNECT, one keep-alive pool per
+ * origin behind the tunnel. A proxy that answers CONNECT with anything but 200 (403 from squid for a
+ * port it does not allow, 407 for missing credentials) fails the request with E_PROXY and that status,
+ * and a proxy that cannot be reached fails it with E_PROXY too: both name the proxy, not the origin.
+ */
+export function tunnelDispatcherFor(opts: TlsOptions, proxyOrigin: string, proxyAuthorization: string | null): Dispatcher {
+  const key = `${tlsKey(opts)}|tunnel:${proxyOrigin}|${proxyAuthorization ?? ''}`;
+  let d = dispatchers.get(key);
+  if (!d) {
+    const tls = connectOptions(opts);
+    const shown = proxyOrigin;
+    d = new ProxyAgent({
+      ...CONNECTION_OPTIONS,
+      uri: proxyOrigin,
+      ...(proxyAuthorization ? { token: proxyAuthorization } : {}),
+      requestTls: tls,
+      proxyTls: tls,
+      clientFactory: (origin: URL, options: object) => {
+        const pool = new Pool(origin, options);
+        const connect = pool.connect.bind(pool) as (p: Dispatcher.ConnectOptions) => Promise<Dispatcher.ConnectData>;
+        // Tunnel set-up errors in our own terms, with the proxy's status.
+        (pool as unknown as { connect: typeof connect }).connect = async (params) => {
+          let r: Dispatcher.ConnectData;
+          try {
+            r = await connect(params);
+          } catch (err) {
+            throw proxyUnreachable(shown, err);
+          }
+          if (r.statusCode !== 200) {
+            r.socket.on('error', () => {}).destroy();
+            throw proxyRefused(shown, `CONNECT ${params.path}`, r.statusCode);
+          }
+          return r;
+        };
+        return pool;
+      },
+    });
+    dispatchers.set(key, d);
+  }
+  return d;
+}
+
+/** The proxy answered with an error status instead of doing what it was asked. */
+export function proxyRefused(proxy: string | null, what: string, status: number): TransferError {
+  const text = STATUS_CODES[status] ?? 'Unknown Status';
+  const hint = status === 407 ? ': the proxy wants credentials (put them in the proxy URL: http://USER:PASSWORD@HOST:PORT)' : '';
+  // As for an origin's answer: a gateway error or overload may pass, a refusal will not.
+  const transient = status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505);
+  return new TransferError('E_PROXY', `proxy ${proxy} refused ${what}: HTTP ${status} ${text}${hint}`, transient, { httpStatus: status });
+}
+
+/** The proxy could not be reached (or dropped the connection): transient, and said to be the proxy's. */
+export function proxyUnreachable(proxy: string | null, err: unknown): TransferError {
+  if (err instanceof TransferError) return err;
+  const e = classifyError(err);
+  if (e.code === 'E_ABORTED') return e;
+  return new TransferError('E_PROXY', `cannot use proxy ${proxy}: ${e.message}`, e.transient);
 }
 
 /** Close every pooled connection (worker shutdown, end of a test file). */

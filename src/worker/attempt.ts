@@ -50,6 +50,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         {
           file: t.uploadFile!, expectedSize: t.uploadSize ?? 0, url: t.url, method: t.method === 'POST' ? 'POST' : 'PUT', headers: t.headers,
           allowDowngrade: t.allowDowngrade, stallTimeoutMs: cfg.stallTimeout, insecure: t.insecure, caFile: t.caFile,
+          proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
         },
         { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)) },
       );
@@ -64,7 +65,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       {
         url: t.url, method: t.method, headers: t.headers, allowDowngrade: t.allowDowngrade, output: t.output, outputFixed: t.outputFixed,
         resume, sha256Expected: t.sha256Expected, expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
-        insecure: t.insecure, caFile: t.caFile,
+        insecure: t.insecure, caFile: t.caFile, proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
       },
       {
         signal: a.abort.signal,
