@@ -96,10 +96,11 @@ export function netrcLookup(entries: NetrcEntry[], host: string): NetrcEntry | n
   return entries.find((e) => e.machine === h && usable(e)) ?? entries.find((e) => e.machine == null && usable(e)) ?? null;
 }
 
-/** The netrc file a command would read: `--netrc-file`, else `NETRC`, else `~/.netrc`. */
+/** The netrc file a command would read: `--netrc-file` (explicit: it must exist), else `NETRC`, else `~/.netrc`. */
 export function netrcPath(env: NodeJS.ProcessEnv, flag: string | undefined, cwd: string): { file: string; explicit: boolean } {
   if (flag !== undefined) return { file: path.resolve(cwd, flag), explicit: true };
-  if (env.NETRC) return { file: path.resolve(cwd, env.NETRC), explicit: true };
+  // NETRC, like ~/.netrc, is optional: a missing file means no credentials.
+  if (env.NETRC) return { file: path.resolve(cwd, env.NETRC), explicit: false };
   return { file: path.join(env.HOME || os.homedir(), '.netrc'), explicit: false };
 }
 
