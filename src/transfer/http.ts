@@ -224,7 +224,9 @@ async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOpt
   if (auth) forward.push(['Proxy-Authorization', auth]);
   let response: Dispatcher.ResponseData;
   try {
-    response = await forwardDispatcherFor(opts, p.origin).request({ origin: p.origin, path: hop.url.href, headers: forward.flat(), ...common });
+    // The absolute form carries no fragment, like any request target.
+    const target = `${hop.url.origin}${hop.url.pathname}${hop.url.search}`;
+    response = await forwardDispatcherFor(opts, p.origin).request({ origin: p.origin, path: target, headers: forward.flat(), ...common });
   } catch (err) {
     throw proxyUnreachable(p.origin, err);
   }

@@ -51,7 +51,7 @@ const through = (url: string, noProxy: string | null = null) => ({ proxy: { http
 
 describe('requests through the proxy recorded with the task', () => {
   it('sends an http:// URL to the proxy in absolute form (no CONNECT), with the origin as Host', async () => {
-    const r = await get(server.url('/f?x=1'), through(proxy.url));
+    const r = await get(server.url('/f?x=1#part'), through(proxy.url));
     expect(fs.readFileSync(r.output, 'utf8')).toBe('via proxy');
     expect(proxy.requests.map((q) => [q.method, q.target])).toEqual([['GET', server.url('/f?x=1')]]);
     expect(server.requestsTo('/f')[0]!.headers.host).toBe(new URL(server.origin).host);
