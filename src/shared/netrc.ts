@@ -89,10 +89,13 @@ export function parseNetrc(text: string): NetrcEntry[] {
   return entries;
 }
 
-/** The credentials for `host`: the first `machine` with that name, else the `default` entry. */
-export function netrcLookup(entries: NetrcEntry[], host: string): NetrcEntry | null {
+/**
+ * The credentials for `host`: the first `machine` with that name, else the `default` entry. With
+ * `login` (a URL that names the user but no password), only an entry for that login counts.
+ */
+export function netrcLookup(entries: NetrcEntry[], host: string, login?: string): NetrcEntry | null {
   const h = host.toLowerCase().replace(/^\[|\]$/g, '');
-  const usable = (e: NetrcEntry) => e.login != null || e.password != null;
+  const usable = (e: NetrcEntry) => (login === undefined ? e.login != null || e.password != null : e.login === login);
   return entries.find((e) => e.machine === h && usable(e)) ?? entries.find((e) => e.machine == null && usable(e)) ?? null;
 }
 

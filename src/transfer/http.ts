@@ -29,6 +29,8 @@ export interface Hop {
   headers: Array<[string, string]>;
   /** Whether this request carries the (upload) body. */
   withBody: boolean;
+  /** The URL named this user without a password: the password comes from netrc, if it has one (same origin only). */
+  netrcLogin?: string;
 }
 
 export interface RedirectRules {
@@ -77,9 +79,11 @@ export function firstHop(rawUrl: string, method: string, userHeaders: Header[]):
   if (url.username || url.password) {
     const user = decodeURIComponent(url.username);
     const pass = decodeURIComponent(url.password);
-    if (!hasHeader(headers, 'authorization')) headers.push(['Authorization', basicAuth(user, pass)]);
+    const netrcLogin = !url.password && !hasHeader(headers, 'authorization') ? user : undefined;
+    if (!netrcLogin && !hasHeader(headers, 'authorization')) headers.push(['Authorization', basicAuth(user, pass)]);
     url.username = '';
     url.password = '';
+    if (netrcLogin !== undefined) return { url, method: method.toUpperCase(), headers, withBody: true, netrcLogin };
   }
   return { url, method: method.toUpperCase(), headers, withBody: true };
 }
@@ -116,7 +120,8 @@ export function nextHop(hop: Hop, status: number, location: string, rules: Redir
     withBody = false;
     headers = withoutHeaders(headers, BODY_HEADERS);
   }
-  return { url, method, headers, withBody };
+  const sameOrigin = url.origin === hop.url.origin;
+  return { url, method, headers, withBody, ...(sameOrigin && hop.netrcLogin !== undefined ? { netrcLogin: hop.netrcLogin } : {}) };
 }
 
 export interface PerformOptions extends TlsOptions, NetworkOptions {
@@ -170,11 +175,14 @@ export function loadFileCredentials(opts: NetworkOptions): FileCredentials {
 /**
  * The headers one hop sends: its own; the netrc credentials for its host when it carries no
  * Authorization (so a redirect to another host gets that host's entry, if any, and never the first
- * host's); and the cookies of the cookie file that match its URL, after any Cookie header of the user.
+ * host's), or the netrc password of the user its URL named; and the cookies of the cookie file that match its URL, after any Cookie header of the user.
  */
 export function hopHeaders(hop: Hop, creds: FileCredentials, now: number): Array<[string, string]> {
   let headers = hop.headers;
-  if (creds.netrc && !hasHeader(headers, 'authorization')) {
+  if (hop.netrcLogin !== undefined) {
+    const entry = creds.netrc && netrcLookup(creds.netrc, hop.url.hostname, hop.netrcLogin);
+    headers = [...headers, ['Authorization', basicAuth(hop.netrcLogin, entry?.password ?? '')]];
+  } else if (creds.netrc && !hasHeader(headers, 'authorization')) {
     const entry = netrcLookup(creds.netrc, hop.url.hostname);
     if (entry) headers = [...headers, ['Authorization', basicAuth(entry.login ?? '', entry.password ?? '')]];
   }

@@ -89,6 +89,22 @@ describe('requests through the proxy recorded with the task', () => {
     expect(server.requestsTo('/f')[0]!.headers['proxy-authorization']).toBeUndefined();
   });
 
+  it("a Proxy-Authorization header of the user's goes to the proxy (absolute form and CONNECT), not the origin", async () => {
+    const value = `Basic ${Buffer.from('h:dr').toString('base64')}`;
+    await get(server.url('/f'), { ...through(proxy.url), headers: [['Proxy-Authorization', value]] });
+    expect(proxy.requests[0]!.headers['proxy-authorization']).toBe(value);
+    expect(server.requestsTo('/f')[0]!.headers['proxy-authorization']).toBeUndefined();
+    const tls = await startHttpsServer();
+    try {
+      tls.route('/s', { body: 'x' });
+      await get(tls.url('/s'), { ...through(proxy.url), caFile: tls.caFile, headers: [['Proxy-Authorization', value]] });
+      expect(proxy.requests[1]).toMatchObject({ method: 'CONNECT', headers: { 'proxy-authorization': value } });
+      expect(tls.requestsTo('/s')[0]!.headers['proxy-authorization']).toBeUndefined();
+    } finally {
+      await tls.close();
+    }
+  });
+
   it('uploads through the proxy in absolute form', async () => {
     server.route('/up', { upload: true });
     const file = path.join(dir, 'up.bin');

@@ -126,6 +126,17 @@ describe('credentials per hop', () => {
     expect(get(hopHeaders(third, creds, NOW), 'cookie')).toEqual([]);
   });
 
+  it('a URL naming the user without a password takes that login\'s netrc password, on its own origin only', () => {
+    const withUser = firstHop('http://alice@a.test/f', 'GET', []);
+    expect(get(hopHeaders(withUser, creds, NOW), 'authorization')).toEqual([auth('alice', 'apw')]);
+    expect(get(hopHeaders(nextHop(withUser, 302, '/g', rules), creds, NOW), 'authorization')).toEqual([auth('alice', 'apw')]);
+    // Another login than the entry's: no password from netrc (as curl).
+    expect(get(hopHeaders(firstHop('http://mallory@a.test/f', 'GET', []), creds, NOW), 'authorization')).toEqual([auth('mallory', '')]);
+    expect(get(hopHeaders(firstHop('http://alice@a.test/f', 'GET', []), { netrc: null, cookies: null }, NOW), 'authorization')).toEqual([auth('alice', '')]);
+    // Leaving the origin drops the named user; the new host gets its own entry.
+    expect(get(hopHeaders(nextHop(withUser, 302, 'http://b.test/g', rules), creds, NOW), 'authorization')).toEqual([auth('bob', 'bpw')]);
+  });
+
   it('URL credentials and an Authorization header win over netrc; a Cookie header keeps its place first', () => {
     expect(get(hopHeaders(firstHop('http://u:p@a.test/f', 'GET', []), creds, NOW), 'authorization')).toEqual([auth('u', 'p')]);
     const own = firstHop('http://a.test/f', 'GET', [['Authorization', 'Bearer t'], ['Cookie', 'mine=1']]);
