@@ -59,15 +59,20 @@ describe('the proxy is the one the user had when adding', () => {
     expect(keep[0].state).toBe('queued');
   });
 
-  it("--proxy wins over the environment; --noproxy '*' and --proxy '' go direct; lowercase http_proxy wins", async () => {
+  it("--proxy wins over the environment; --noproxy '*' and --proxy '' go direct; lowercase http_proxy wins; upload records its proxy too", async () => {
     const dead = 'http://127.0.0.1:9';
     const [viaFlag] = await addJson(['-o', 'a', '--proxy', proxy.url, s.url('/f?a')], { HTTP_PROXY: dead, http_proxy: dead });
     const [noproxy] = await addJson(['-o', 'b', '--noproxy', '*', s.url('/f?b')], { HTTP_PROXY: proxy.url });
     const [empty] = await addJson(['-o', 'c', '--proxy', '', s.url('/f?c')], { HTTP_PROXY: proxy.url });
     const [lower] = await addJson(['-o', 'd', s.url('/f?d')], { http_proxy: proxy.url, HTTP_PROXY: dead });
-    const final = await waitFinal(t, [viaFlag.id, noproxy.id, empty.id, lower.id]);
-    expect(final.map((x) => x.state)).toEqual(['completed', 'completed', 'completed', 'completed']);
-    expect(proxy.requests.map((q) => q.target).sort()).toEqual([s.url('/f?a'), s.url('/f?d')]);
+    s.route('/up', { upload: true });
+    fs.writeFileSync(path.join(t.downloads, 'up.bin'), 'payload');
+    const up = await t.bgdl(['upload', '--json', 'up.bin', s.url('/up')], { env: { HTTP_PROXY: proxy.hostPort } });
+    expect(up.code, up.stderr).toBe(0);
+    const final = await waitFinal(t, [viaFlag.id, noproxy.id, empty.id, lower.id, JSON.parse(up.stdout)[0].id]);
+    expect(final.map((x) => x.state)).toEqual(['completed', 'completed', 'completed', 'completed', 'completed']);
+    expect(proxy.requests.filter((q) => q.method === 'PUT').map((q) => q.target)).toEqual([s.url('/up')]);
+    expect(proxy.requests.filter((q) => q.method === 'GET').map((q) => q.target).sort()).toEqual([s.url('/f?a'), s.url('/f?d')]);
     expect(s.requestsTo('/f').map((q) => q.url).sort()).toEqual(['/f?a', '/f?b', '/f?c', '/f?d']);
   });
 
