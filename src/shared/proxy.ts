@@ -23,16 +23,19 @@ const HAS_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
 export function parseProxyUrl(raw: string): string {
   const text = raw.trim();
   const withScheme = HAS_SCHEME.test(text) ? text : `http://${text}`;
+  // What a message may show: nothing before the last '@', even of a string too broken to parse.
+  const at = withScheme.lastIndexOf('@');
+  const shown = at === -1 ? withScheme : `${withScheme.slice(0, withScheme.indexOf('//') + 2)}***@${withScheme.slice(at + 1)}`;
   let u: URL;
   try {
     u = new URL(withScheme);
   } catch {
-    throw new Error(`'${redactUrl(withScheme)}' is not a proxy URL: use HOST:PORT or http://[USER:PASSWORD@]HOST:PORT`);
+    throw new Error(`'${shown}' is not a proxy URL: use HOST:PORT or http://[USER:PASSWORD@]HOST:PORT`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
     throw new Error(`${u.protocol.replace(/:$/, '')} proxies are not supported: use an http:// or https:// proxy`);
   }
-  if (!u.hostname) throw new Error(`'${redactUrl(withScheme)}' names no proxy host`);
+  if (!u.hostname) throw new Error(`'${shown}' names no proxy host`);
   const auth = u.username || u.password ? `${u.username}${u.password ? `:${u.password}` : ''}@` : '';
   return `${u.protocol}//${auth}${u.host}`;
 }

@@ -176,7 +176,7 @@ describe('proxy settings (pure)', () => {
     ['HTTP://Proxy.Example:80', 'http://proxy.example'],
   ])('parseProxyUrl(%s) = %s', (raw, want) => expect(parseProxyUrl(raw)).toBe(want));
 
-  it.each([['socks5://h:1080', /socks5 proxies are not supported/], ['http://', /not a proxy URL/], ['http://user:secret@[bad', /not a proxy URL/]])(
+  it.each([['socks5://h:1080', /socks5 proxies are not supported/], ['http://', /not a proxy URL/], ['http://user:secret@[bad', /not a proxy URL/], ['user:sec ret@[bad:1', /^'http:\/\/\*\*\*@\[bad:1' is not a proxy URL/]])(
     'parseProxyUrl(%s) throws',
     (raw, msg) => {
       expect(() => parseProxyUrl(raw)).toThrow(msg);
