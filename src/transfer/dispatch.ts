@@ -126,11 +126,14 @@ export function proxyRefused(proxy: string | null, what: string, status: number)
   return new TransferError('E_PROXY', `proxy ${proxy} refused ${what}: HTTP ${status} ${text}${hint}`, transient, { httpStatus: status });
 }
 
-/** The proxy could not be reached (or dropped the connection): transient, and said to be the proxy's. */
+/**
+ * The proxy could not be reached, or its connection failed (refused, reset, DNS, TLS): E_PROXY, naming
+ * the proxy, transient as the cause is. A stop or a stall (the origin may be the slow one) stays itself.
+ */
 export function proxyUnreachable(proxy: string | null, err: unknown): TransferError {
   if (err instanceof TransferError) return err;
   const e = classifyError(err);
-  if (e.code === 'E_ABORTED') return e;
+  if (e.code === 'E_ABORTED' || e.code === 'E_STALL') return e;
   return new TransferError('E_PROXY', `cannot use proxy ${proxy}: ${e.message}`, e.transient);
 }
 

@@ -175,7 +175,8 @@ export function loadFileCredentials(opts: NetworkOptions): FileCredentials {
 /**
  * The headers one hop sends: its own; the netrc credentials for its host when it carries no
  * Authorization (so a redirect to another host gets that host's entry, if any, and never the first
- * host's), or the netrc password of the user its URL named; and the cookies of the cookie file that match its URL, after any Cookie header of the user.
+ * host's), or the netrc password of the user its URL named; and the cookies of the cookie file that
+ * match its URL, after any Cookie header of the user.
  */
 export function hopHeaders(hop: Hop, creds: FileCredentials, now: number): Array<[string, string]> {
   let headers = hop.headers;
@@ -228,7 +229,8 @@ async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOpt
   const auth = own ?? (p.username || p.password ? basicAuth(decodeURIComponent(p.username), decodeURIComponent(p.password)) : null);
   const rest = withoutHeaders(headers, ['proxy-authorization']);
   if (hop.url.protocol === 'https:') return request(hop.url, { dispatcher: tunnelDispatcherFor(opts, p.origin, auth), headers: rest.flat(), ...common });
-  const forward: Array<[string, string]> = [...withoutHeaders(rest, ['host']), ['Host', hop.url.host]];
+  // The origin's Host, unless the user gave their own (a virtual host), as for a direct request.
+  const forward: Array<[string, string]> = hasHeader(rest, 'host') ? [...rest] : [...rest, ['Host', hop.url.host]];
   if (auth) forward.push(['Proxy-Authorization', auth]);
   let response: Dispatcher.ResponseData;
   try {
