@@ -3,8 +3,10 @@
 // refuse (as squid answers a CONNECT to port 80 with 403) or demand credentials (407).
 
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { selfSignedCertificate } from './server.js';
 
 export interface ProxiedRequest {
   method: string;
@@ -14,7 +16,7 @@ export interface ProxiedRequest {
 }
 
 export interface TestProxy {
-  /** `http://127.0.0.1:PORT` */
+  /** `http://127.0.0.1:PORT` (`https://` for a TLS proxy, whose certificate is the test servers' one). */
   url: string;
   hostPort: string;
   requests: ProxiedRequest[];
@@ -25,7 +27,7 @@ export interface TestProxy {
   close(): Promise<void>;
 }
 
-export async function startProxy(): Promise<TestProxy> {
+export async function startProxy(opts: { tls?: boolean } = {}): Promise<TestProxy> {
   const sockets = new Set<net.Socket>();
   const track = (s: net.Socket) => {
     sockets.add(s);
@@ -37,7 +39,7 @@ export async function startProxy(): Promise<TestProxy> {
     if (p.requireAuth && headers['proxy-authorization'] !== `Basic ${Buffer.from(p.requireAuth).toString('base64')}`) return 407;
     return null;
   };
-  const server = http.createServer((req, res) => {
+  const handler: http.RequestListener = (req, res) => {
     p.requests.push({ method: req.method ?? '', target: req.url ?? '', headers: req.headers });
     const status = denied(req.headers) ?? (p.refuse && !p.refuse.connectOnly ? p.refuse.status : null);
     if (status) {
@@ -59,8 +61,9 @@ export async function startProxy(): Promise<TestProxy> {
     });
     upstream.on('error', () => res.headersSent ? res.destroy() : res.writeHead(502, { 'Proxy-Status': 'testproxy; error=connection_refused' }).end());
     req.pipe(upstream);
-  });
-  server.on('connection', track);
+  };
+  const server = opts.tls ? https.createServer({ key: selfSignedCertificate().key, cert: selfSignedCertificate().cert }, handler) : http.createServer(handler);
+  server.on(opts.tls ? 'secureConnection' : 'connection', track);
   server.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     p.requests.push({ method: 'CONNECT', target: req.url ?? '', headers: req.headers });
     const status = denied(req.headers) ?? p.refuse?.status ?? null;
@@ -77,7 +80,7 @@ export async function startProxy(): Promise<TestProxy> {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   p.hostPort = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-  p.url = `http://${p.hostPort}`;
+  p.url = `${opts.tls ? 'https' : 'http'}://${p.hostPort}`;
   p.close = () =>
     new Promise<void>((r) => {
       for (const s of sockets) s.destroy();

@@ -69,6 +69,24 @@ describe('requests through the proxy recorded with the task', () => {
     }
   });
 
+  it('works through an https:// proxy too (absolute form and CONNECT inside TLS to the proxy)', async () => {
+    const tlsProxy = await startProxy({ tls: true });
+    const tls = await startHttpsServer();
+    try {
+      tls.route('/s', { body: 'tls in tls' });
+      const r1 = await get(server.url('/f'), { ...through(tlsProxy.url), caFile: tls.caFile });
+      expect(fs.readFileSync(r1.output, 'utf8')).toBe('via proxy');
+      const r2 = await get(tls.url('/s'), { ...through(tlsProxy.url), caFile: tls.caFile });
+      expect(fs.readFileSync(r2.output, 'utf8')).toBe('tls in tls');
+      expect(tlsProxy.requests.map((q) => [q.method, q.target])).toEqual([['GET', server.url('/f')], ['CONNECT', new URL(tls.origin).host]]);
+      // An https:// proxy's certificate is verified like an origin's.
+      expect(await failure(get(server.url('/f?again'), through(tlsProxy.url)))).toMatchObject({ code: 'E_PROXY', transient: false });
+    } finally {
+      await tls.close();
+      await tlsProxy.close();
+    }
+  });
+
   it("never uses the worker's own environment: HTTP_PROXY there is ignored, the task's settings are not", async () => {
     process.env.HTTP_PROXY = process.env.http_proxy = 'http://127.0.0.1:9';
     await get(server.url('/f'));
