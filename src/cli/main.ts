@@ -33,6 +33,10 @@ function addTransferOptions(cmd: Command, forUpload: boolean): Command {
     .option('--ca-file <pem>', 'also trust the CA certificates in this PEM file')
     .option('--allow-downgrade', 'follow redirects from https to http')
     .option('--limit-rate <rate>', 'bandwidth limit of this transfer in bytes per second (500K, 2M, 1MiB)')
+    .option('--proxy <url>', "proxy for this transfer ([http://][user:password@]host:port; '' for none): overrides http_proxy/https_proxy")
+    .option('--noproxy <list>', "hosts that bypass the proxy (comma-separated; '*' for all): overrides no_proxy")
+    .option('--netrc-file <file>', 'credentials per host from FILE instead of $NETRC or ~/.netrc (read at transfer time)')
+    .option('--cookies <file>', 'send the matching cookies of this Netscape cookie file (curl -c, wget --save-cookies)')
     .option('--wait', 'wait for the transfer(s) with progress; exit 1 if one fails')
     .option('--json', 'print the task(s) as JSON');
   return cmd;

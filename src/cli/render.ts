@@ -4,6 +4,7 @@
 import { formatRate, scheduledRate, tightest, type Rate, type ScheduleEntry } from '../shared/bandwidth.js';
 import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task } from '../shared/model.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
+import { describeProxy } from '../shared/proxy.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
 
 /** A task as `status --json` prints it: the DESIGN.md fields, credentials redacted. */
@@ -149,6 +150,7 @@ export function taskDetail(t: Task, now = Date.now()): string {
   const lines: [string, unknown][] = [
     ['id', v.id], ['session', v.session], ['kind', v.kind], ['state', v.state], ['outcome', v.outcome], ['waiting for', v.waitingFor && `${v.waitingFor}: ${v.waitDetail}`],
     ['url', v.url], ['final url', v.finalUrl], ['method', v.method], ['headers', v.headers.join('; ') || null],
+    ['proxy', describeProxy(t.proxy)],
     ['upload file', v.uploadFile], ['output', v.output], ['progress', progressText(t)],
     ['received', v.kind === 'download' ? `${v.bytesReceived} of ${v.bytesExpected ?? 'unknown'} bytes` : null],
     ['sent', v.kind === 'upload' ? `${v.bytesSent} of ${t.uploadSize} bytes` : null],

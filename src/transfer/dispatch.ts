@@ -1,11 +1,14 @@
-// One undici dispatcher per distinct TLS setting, shared by every transfer: each keeps a keep-alive
-// connection pool per origin, so thousands of small files to one host reuse a handful of connections.
-// Over TLS the connection offers HTTP/2 (ALPN); an origin that takes it gets its requests multiplexed
-// on one connection, and the protocol each origin spoke is remembered for `status`.
+// One undici dispatcher per distinct TLS and proxy setting, shared by every transfer: each keeps a
+// keep-alive connection pool per origin (or to the proxy), so thousands of small files to one host reuse
+// a handful of connections. Which proxy a request takes is decided per request (src/shared/proxy.ts).
+// Direct connections over TLS offer HTTP/2 (ALPN); an origin that takes it gets its requests
+// multiplexed on one connection, and the protocol each origin spoke is remembered for `status`.
 
 import fs from 'node:fs';
 import tls from 'node:tls';
-import { Agent, buildConnector, Client, EnvHttpProxyAgent, Pool, type Dispatcher } from 'undici';
+import { STATUS_CODES } from 'node:http';
+import { Agent, buildConnector, Client, Pool, ProxyAgent, type Dispatcher } from 'undici';
+import { classifyError } from './classify.js';
 import { TransferError, type TlsOptions } from './types.js';
 
 // Connection defaults, in one place:
@@ -17,10 +20,8 @@ const CONNECTION_OPTIONS = { keepAliveTimeout: 30_000, keepAliveMaxTimeout: 600_
 const H2_STREAMS = 100;
 
 export type Protocol = 'HTTP/1.1' | 'HTTP/2';
-/** The protocol each origin's connections negotiated, by dispatcher key and origin. */
+/** The protocol each origin's direct connections negotiated, by TLS key and origin. */
 const protocols = new Map<string, Protocol>();
-
-const PROXY_VARS = ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'] as const;
 
 const dispatchers = new Map<string, Dispatcher>();
 
@@ -55,16 +56,10 @@ function connectOptions(opts: TlsOptions): tls.ConnectionOptions {
   return { ca: [...tls.rootCertificates, pem] };
 }
 
-function proxyKey(): string {
-  const set = PROXY_VARS.filter((v) => process.env[v]).map((v) => `${v}=${process.env[v]}`);
-  if (set.length === 0) return '';
-  return `|proxy:${set.join(',')}|no_proxy=${process.env.NO_PROXY ?? process.env.no_proxy ?? ''}`;
-}
-
 /**
- * A connection to `origin` that offers HTTP/2 over TLS. On an HTTP/2 connection many requests run at
- * once (streams); on HTTP/1.1 one at a time, as pipelining breaks too many servers. An origin already
- * known to speak HTTP/2 gets multiplexing from its next connection's first request.
+ * A direct connection to `origin` that offers HTTP/2 over TLS. On an HTTP/2 connection many requests
+ * run at once (streams); on HTTP/1.1 one at a time, as pipelining breaks too many servers. An origin
+ * already known to speak HTTP/2 gets multiplexing from its next connection's first request.
  */
 function clientFor(key: string, origin: URL | string, opts: object, tlsOptions: tls.ConnectionOptions): Dispatcher {
   const at = `${key} ${new URL(String(origin)).origin}`;
@@ -89,30 +84,104 @@ function clientFor(key: string, origin: URL | string, opts: object, tlsOptions: 
   return client;
 }
 
-/** The shared dispatcher for these TLS options (through the environment's proxy when one is set). */
+/** The shared direct dispatcher for these TLS options. */
 export function dispatcherFor(opts: TlsOptions): Dispatcher {
-  const proxy = proxyKey();
-  const key = tlsKey(opts) + proxy;
+  const key = tlsKey(opts);
   let d = dispatchers.get(key);
   if (!d) {
     const options = connectOptions(opts);
-    d = proxy
-      ? new EnvHttpProxyAgent({ ...CONNECTION_OPTIONS, connect: options, requestTls: options })
-      : new Agent({
-          ...CONNECTION_OPTIONS,
-          connect: options,
-          factory: (origin, o) => new Pool(origin, { ...(o as Pool.Options), factory: (co, copts) => clientFor(key, co, copts, options) }),
-        });
+    d = new Agent({
+      ...CONNECTION_OPTIONS,
+      connect: options,
+      factory: (origin, o) => new Pool(origin, { ...(o as Pool.Options), factory: (co, copts) => clientFor(key, co, copts, options) }),
+    });
     dispatchers.set(key, d);
   }
   return d;
 }
 
-/** The protocol the connections to `url`'s origin spoke under these options (null: not known). */
-export function protocolFor(opts: TlsOptions, url: URL): Protocol | null {
+/** The protocol a direct request to `url`'s origin went over under these options (null: not known yet). */
+export function directProtocol(opts: TlsOptions, url: URL): Protocol | null {
   if (url.protocol === 'http:') return 'HTTP/1.1';
-  const key = tlsKey(opts) + proxyKey();
-  return protocols.get(`${key} ${url.origin}`) ?? (proxyKey() ? 'HTTP/1.1' : null);
+  return protocols.get(`${tlsKey(opts)} ${url.origin}`) ?? null;
+}
+
+/**
+ * A keep-alive pool of connections to the proxy itself, for plain http:// requests sent to it in
+ * absolute form (`GET http://host/path`), as curl does: every proxy accepts those, while many refuse
+ * a CONNECT tunnel to port 80. The task's TLS options apply to an https:// proxy.
+ */
+export function forwardDispatcherFor(opts: TlsOptions, proxyOrigin: string): Dispatcher {
+  const key = `${tlsKey(opts)}|forward:${proxyOrigin}`;
+  let d = dispatchers.get(key);
+  if (!d) {
+    d = new Pool(proxyOrigin, { ...CONNECTION_OPTIONS, connect: connectOptions(opts) });
+    dispatchers.set(key, d);
+  }
+  return d;
+}
+
+/**
+ * A dispatcher that tunnels https:// requests through the proxy with CONNECT, one keep-alive pool per
+ * origin behind the tunnel. A proxy that answers CONNECT with anything but 200 (403 from squid for a
+ * port it does not allow, 407 for missing credentials) fails the request with E_PROXY and that status,
+ * and a proxy that cannot be reached fails it with E_PROXY too: both name the proxy, not the origin.
+ */
+export function tunnelDispatcherFor(opts: TlsOptions, proxyOrigin: string, proxyAuthorization: string | null): Dispatcher {
+  const key = `${tlsKey(opts)}|tunnel:${proxyOrigin}|${proxyAuthorization ?? ''}`;
+  let d = dispatchers.get(key);
+  if (!d) {
+    const tls = connectOptions(opts);
+    const shown = proxyOrigin;
+    d = new ProxyAgent({
+      ...CONNECTION_OPTIONS,
+      uri: proxyOrigin,
+      ...(proxyAuthorization ? { token: proxyAuthorization } : {}),
+      requestTls: tls,
+      proxyTls: tls,
+      clientFactory: (origin: URL, options: object) => {
+        const pool = new Pool(origin, options);
+        const connect = pool.connect.bind(pool) as (p: Dispatcher.ConnectOptions) => Promise<Dispatcher.ConnectData>;
+        // Tunnel set-up errors in our own terms, with the proxy's status.
+        (pool as unknown as { connect: typeof connect }).connect = async (params) => {
+          let r: Dispatcher.ConnectData;
+          try {
+            r = await connect(params);
+          } catch (err) {
+            throw proxyUnreachable(shown, err);
+          }
+          if (r.statusCode !== 200) {
+            r.socket.on('error', () => {}).destroy();
+            throw proxyRefused(shown, `CONNECT ${params.path}`, r.statusCode);
+          }
+          return r;
+        };
+        return pool;
+      },
+    });
+    dispatchers.set(key, d);
+  }
+  return d;
+}
+
+/** The proxy answered with an error status instead of doing what it was asked. */
+export function proxyRefused(proxy: string | null, what: string, status: number): TransferError {
+  const text = STATUS_CODES[status] ?? 'Unknown Status';
+  const hint = status === 407 ? ': the proxy wants credentials (put them in the proxy URL: http://USER:PASSWORD@HOST:PORT)' : '';
+  // As for an origin's answer: a gateway error or overload may pass, a refusal will not.
+  const transient = status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505);
+  return new TransferError('E_PROXY', `proxy ${proxy} refused ${what}: HTTP ${status} ${text}${hint}`, transient, { httpStatus: status });
+}
+
+/**
+ * The proxy could not be reached, or its connection failed (refused, reset, DNS, TLS): E_PROXY, naming
+ * the proxy, transient as the cause is. A stop or a stall (the origin may be the slow one) stays itself.
+ */
+export function proxyUnreachable(proxy: string | null, err: unknown): TransferError {
+  if (err instanceof TransferError) return err;
+  const e = classifyError(err);
+  if (e.code === 'E_ABORTED' || e.code === 'E_STALL') return e;
+  return new TransferError('E_PROXY', `cannot use proxy ${proxy}: ${e.message}`, e.transient);
 }
 
 /** Close every pooled connection (worker shutdown, end of a test file). */

@@ -112,6 +112,7 @@ function perform(req: DownloadRequest, cb: DownloadCallbacks, plan: ResumePlan |
   return requestFollowingRedirects(hop, {
     insecure: req.insecure,
     caFile: req.caFile,
+    proxy: req.proxy, netrcFile: req.netrcFile, cookiesFile: req.cookiesFile,
     signal: cb.signal,
     stallTimeoutMs: req.stallTimeoutMs,
     maxRedirects: req.maxRedirects ?? DEFAULT_MAX_REDIRECTS,

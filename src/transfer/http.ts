@@ -5,10 +5,13 @@
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import { request, type Dispatcher } from 'undici';
+import { cookieHeader, cookiesFor, readCookieFile, type Cookie } from '../shared/cookies.js';
 import type { Header } from '../shared/model.js';
+import { netrcLookup, readNetrc, type NetrcEntry } from '../shared/netrc.js';
+import { proxyFor } from '../shared/proxy.js';
 import { CREDENTIAL_HEADERS, redactUrl } from '../shared/redact.js';
-import { dispatcherFor, protocolFor, type Protocol } from './dispatch.js';
-import { TransferError, type TlsOptions } from './types.js';
+import { directProtocol, dispatcherFor, forwardDispatcherFor, proxyRefused, proxyUnreachable, tunnelDispatcherFor, type Protocol } from './dispatch.js';
+import { TransferError, type NetworkOptions, type TlsOptions } from './types.js';
 
 export const DEFAULT_MAX_REDIRECTS = 20;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -26,6 +29,8 @@ export interface Hop {
   headers: Array<[string, string]>;
   /** Whether this request carries the (upload) body. */
   withBody: boolean;
+  /** The URL named this user without a password: the password comes from netrc, if it has one (same origin only). */
+  netrcLogin?: string;
 }
 
 export interface RedirectRules {
@@ -48,6 +53,7 @@ function defaultUserAgent(): string {
   return userAgent;
 }
 
+const basicAuth = (user: string, pass: string): string => `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
 const hasHeader = (headers: Array<[string, string]>, name: string): boolean => headers.some(([n]) => n.toLowerCase() === name);
 export const withoutHeaders = (headers: Array<[string, string]>, names: string[]): Array<[string, string]> =>
   headers.filter(([n]) => !names.includes(n.toLowerCase()));
@@ -73,9 +79,11 @@ export function firstHop(rawUrl: string, method: string, userHeaders: Header[]):
   if (url.username || url.password) {
     const user = decodeURIComponent(url.username);
     const pass = decodeURIComponent(url.password);
-    if (!hasHeader(headers, 'authorization')) headers.push(['Authorization', `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`]);
+    const netrcLogin = !url.password && !hasHeader(headers, 'authorization') ? user : undefined;
+    if (!netrcLogin && !hasHeader(headers, 'authorization')) headers.push(['Authorization', basicAuth(user, pass)]);
     url.username = '';
     url.password = '';
+    if (netrcLogin !== undefined) return { url, method: method.toUpperCase(), headers, withBody: true, netrcLogin };
   }
   return { url, method: method.toUpperCase(), headers, withBody: true };
 }
@@ -112,10 +120,11 @@ export function nextHop(hop: Hop, status: number, location: string, rules: Redir
     withBody = false;
     headers = withoutHeaders(headers, BODY_HEADERS);
   }
-  return { url, method, headers, withBody };
+  const sameOrigin = url.origin === hop.url.origin;
+  return { url, method, headers, withBody, ...(sameOrigin && hop.netrcLogin !== undefined ? { netrcLogin: hop.netrcLogin } : {}) };
 }
 
-export interface PerformOptions extends TlsOptions {
+export interface PerformOptions extends TlsOptions, NetworkOptions {
   signal: AbortSignal;
   /** headersTimeout and bodyTimeout: no progress for this long fails the request (E_STALL). */
   stallTimeoutMs: number;
@@ -128,10 +137,10 @@ export interface PerformOptions extends TlsOptions {
 export interface FinalResponse {
   response: Dispatcher.ResponseData;
   hop: Hop;
-  /** The protocol the final response came over. */
-  protocol: Protocol | null;
   /** Redirects followed. */
   redirects: number;
+  /** The protocol the final response came over (through a proxy: HTTP/1.1). */
+  protocol: Protocol | null;
 }
 
 export function headerValue(headers: Record<string, string | string[] | undefined>, name: string): string | null {
@@ -139,23 +148,118 @@ export function headerValue(headers: Record<string, string | string[] | undefine
   return Array.isArray(v) ? (v[0] ?? null) : (v ?? null);
 }
 
+/** Credentials read from files when a transfer starts: looked up per hop, never part of a hop's own headers. */
+export interface FileCredentials {
+  netrc: NetrcEntry[] | null;
+  cookies: Cookie[] | null;
+}
+
+/** Read the task's netrc and cookie files. A cookie file that cannot be read fails the task (E_COOKIES). */
+export function loadFileCredentials(opts: NetworkOptions): FileCredentials {
+  const creds: FileCredentials = { netrc: null, cookies: null };
+  if (opts.netrcFile) {
+    try {
+      creds.netrc = readNetrc(opts.netrcFile);
+    } catch (err) {
+      throw new TransferError('E_NETRC', (err as Error).message, false);
+    }
+  }
+  if (opts.cookiesFile) {
+    try {
+      creds.cookies = readCookieFile(opts.cookiesFile).cookies;
+    } catch (err) {
+      throw new TransferError('E_COOKIES', (err as Error).message, false);
+    }
+  }
+  return creds;
+}
+
+/**
+ * The headers one hop sends: its own; the netrc credentials for its host when it carries no
+ * Authorization (so a redirect to another host gets that host's entry, if any, and never the first
+ * host's), or the netrc password of the user its URL named; and the cookies of the cookie file that
+ * match its URL, after any Cookie header of the user.
+ */
+export function hopHeaders(hop: Hop, creds: FileCredentials, now: number): Array<[string, string]> {
+  let headers = hop.headers;
+  if (hop.netrcLogin !== undefined) {
+    const entry = creds.netrc && netrcLookup(creds.netrc, hop.url.hostname, hop.netrcLogin);
+    headers = [...headers, ['Authorization', basicAuth(hop.netrcLogin, entry?.password ?? '')]];
+  } else if (creds.netrc && !hasHeader(headers, 'authorization')) {
+    const entry = netrcLookup(creds.netrc, hop.url.hostname);
+    if (entry) headers = [...headers, ['Authorization', basicAuth(entry.login ?? '', entry.password ?? '')]];
+  }
+  const jar = creds.cookies && cookieHeader(cookiesFor(creds.cookies, hop.url, now));
+  if (jar) {
+    const own = headers.findIndex(([n]) => n.toLowerCase() === 'cookie');
+    headers = own === -1 ? [...headers, ['Cookie', jar]] : headers.map((h, i): [string, string] => (i === own ? [h[0], `${h[1]}; ${jar}`] : h));
+  }
+  return headers;
+}
+
+/**
+ * Whether a response to an absolute-form request came from the proxy itself rather than the origin:
+ * 407 always; otherwise an error the proxy marked as its own (RFC 9209 `Proxy-Status` with an error,
+ * squid's `X-Squid-Error`, tinyproxy's `Server` on its error pages).
+ */
+export function answeredByProxy(status: number, headers: Record<string, string | string[] | undefined>): boolean {
+  if (status === 407) return true;
+  if (status < 400) return false;
+  if (headers['x-squid-error'] !== undefined) return true;
+  if (/\berror=/i.test(headerValue(headers, 'proxy-status') ?? '')) return true;
+  return /^tinyproxy\b/i.test(headerValue(headers, 'server') ?? '');
+}
+
+/**
+ * Send one hop, direct or through the proxy recorded with the task: an http:// URL as an absolute-form
+ * request to the proxy (`GET http://host/path`), an https:// URL through a CONNECT tunnel. Proxy
+ * credentials (from the proxy URL, or the user's own Proxy-Authorization header) go only to the proxy.
+ */
+async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Dispatcher.ResponseData> {
+  const common = {
+    method: hop.method as Dispatcher.HttpMethod,
+    body: hop.withBody && opts.body ? opts.body() : null,
+    signal: opts.signal,
+    headersTimeout: opts.stallTimeoutMs,
+    bodyTimeout: opts.stallTimeoutMs,
+    highWaterMark: BODY_HIGH_WATER_MARK,
+  };
+  const proxy = proxyFor(hop.url, opts.proxy);
+  if (!proxy) return request(hop.url, { dispatcher: dispatcherFor(opts), headers: headers.flat(), ...common });
+  const p = new URL(proxy);
+  const own = headers.find(([n]) => n.toLowerCase() === 'proxy-authorization')?.[1];
+  const auth = own ?? (p.username || p.password ? basicAuth(decodeURIComponent(p.username), decodeURIComponent(p.password)) : null);
+  const rest = withoutHeaders(headers, ['proxy-authorization']);
+  if (hop.url.protocol === 'https:') return request(hop.url, { dispatcher: tunnelDispatcherFor(opts, p.origin, auth), headers: rest.flat(), ...common });
+  // The origin's Host, unless the user gave their own (a virtual host), as for a direct request.
+  const forward: Array<[string, string]> = hasHeader(rest, 'host') ? [...rest] : [...rest, ['Host', hop.url.host]];
+  if (auth) forward.push(['Proxy-Authorization', auth]);
+  let response: Dispatcher.ResponseData;
+  try {
+    // The absolute form carries no fragment, like any request target.
+    const target = `${hop.url.origin}${hop.url.pathname}${hop.url.search}`;
+    response = await forwardDispatcherFor(opts, p.origin).request({ origin: p.origin, path: target, headers: forward.flat(), ...common });
+  } catch (err) {
+    throw proxyUnreachable(p.origin, err);
+  }
+  if (answeredByProxy(response.statusCode, response.headers)) {
+    await response.body.dump({ limit: REDIRECT_BODY_LIMIT, signal: opts.signal }).catch(() => {});
+    throw proxyRefused(p.origin, `${hop.method} ${redactUrl(hop.url.href)}`, response.statusCode);
+  }
+  return response;
+}
+
 /** Send `first`, following redirects by hand (each redirect response's body is drained), up to the limit. */
 export async function requestFollowingRedirects(first: Hop, opts: PerformOptions): Promise<FinalResponse> {
-  const dispatcher = dispatcherFor(opts);
+  const creds = loadFileCredentials(opts);
   let hop = first;
   for (let redirects = 0; ; redirects++) {
-    const response = await request(hop.url, {
-      dispatcher,
-      method: hop.method as Dispatcher.HttpMethod,
-      headers: hop.headers.flat(),
-      body: hop.withBody && opts.body ? opts.body() : null,
-      signal: opts.signal,
-      headersTimeout: opts.stallTimeoutMs,
-      bodyTimeout: opts.stallTimeoutMs,
-      highWaterMark: BODY_HIGH_WATER_MARK,
-    });
+    const response = await send(hop, hopHeaders(hop, creds, Date.now()), opts);
     const location = headerValue(response.headers, 'location');
-    if (!isRedirect(response.statusCode) || !location) return { response, hop, redirects, protocol: protocolFor(opts, hop.url) };
+    if (!isRedirect(response.statusCode) || !location) {
+      const protocol = proxyFor(hop.url, opts.proxy) ? 'HTTP/1.1' : directProtocol(opts, hop.url);
+      return { response, hop, redirects, protocol };
+    }
     await response.body.dump({ limit: REDIRECT_BODY_LIMIT, signal: opts.signal });
     if (redirects >= opts.maxRedirects) {
       throw new TransferError('E_TOO_MANY_REDIRECTS', `more than ${opts.maxRedirects} redirects (last at ${redactUrl(hop.url.href)})`, false, { finalUrl: hop.url.href });

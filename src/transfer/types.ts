@@ -1,13 +1,26 @@
 // The contract between the worker and the transfer code. src/transfer knows nothing of the store:
 // the worker hands it a request and callbacks, and gets back a result or a TransferError.
 
-import type { Header } from '../shared/model.js';
+import type { Header, ProxySettings } from '../shared/model.js';
 
 export interface TlsOptions {
   /** Skip certificate verification (per task, `--insecure`). */
   insecure: boolean;
   /** A PEM file of extra CAs to trust (`--ca-file`). */
   caFile: string | null;
+}
+
+/**
+ * Where a request goes and which credentials it may carry besides its own headers, as recorded with
+ * the task at `add`. The files are read when the transfer starts; their contents are never stored.
+ */
+export interface NetworkOptions {
+  /** null or absent: every request goes direct (the worker's own environment is never used). */
+  proxy?: ProxySettings | null;
+  /** Credentials per host for requests whose URL and headers carry none. */
+  netrcFile?: string | null;
+  /** A Netscape cookie file: the matching cookies go with every request (each redirect hop too). */
+  cookiesFile?: string | null;
 }
 
 export interface ResumePoint {
@@ -17,7 +30,7 @@ export interface ResumePoint {
   lastModified: string | null;
 }
 
-export interface DownloadRequest extends TlsOptions {
+export interface DownloadRequest extends TlsOptions, NetworkOptions {
   url: string;
   method: string;
   headers: Header[];
@@ -87,7 +100,7 @@ export interface DownloadResult {
   sha256: string;
 }
 
-export interface UploadRequest extends TlsOptions {
+export interface UploadRequest extends TlsOptions, NetworkOptions {
   file: string;
   /** The size recorded at `bgdl upload`: a file whose size changed since fails the task. */
   expectedSize: number;

@@ -88,6 +88,7 @@ export async function upload(req: UploadRequest, cb: UploadCallbacks): Promise<U
     const final = await requestFollowingRedirects(hop, {
       insecure: req.insecure,
       caFile: req.caFile,
+      proxy: req.proxy, netrcFile: req.netrcFile, cookiesFile: req.cookiesFile,
       signal: cb.signal,
       stallTimeoutMs: req.stallTimeoutMs,
       maxRedirects: req.maxRedirects ?? DEFAULT_MAX_REDIRECTS,

@@ -55,6 +55,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         {
           file: t.uploadFile!, expectedSize: t.uploadSize ?? 0, url: t.url, method: t.method === 'POST' ? 'POST' : 'PUT', headers: t.headers,
           allowDowngrade: t.allowDowngrade, stallTimeoutMs: cfg.stallTimeout, insecure: t.insecure, caFile: t.caFile,
+          proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
         },
         { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)), throttle: (n) => a.bucket.take(n, Date.now()) },
       );
@@ -76,7 +77,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       // --if-changed replaces a changed file, derived name or not.
       outputFixed: t.outputFixed || t.ifChanged,
       resume, sha256Expected: expectedSha256(t, t.output), expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
-      insecure: t.insecure, caFile: t.caFile,
+      insecure: t.insecure, caFile: t.caFile, proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
     };
     const r = await download(
       req,

@@ -320,7 +320,7 @@ export function startServer(): Promise<TestServer> {
 let certificate: { key: string; cert: string; certFile: string } | null = null;
 
 /** A self-signed certificate for 127.0.0.1, made once per test process with openssl. */
-function selfSignedCertificate(): { key: string; cert: string; certFile: string } {
+export function selfSignedCertificate(): { key: string; cert: string; certFile: string } {
   if (!certificate) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-cert-'));
     const keyFile = path.join(dir, 'key.pem');

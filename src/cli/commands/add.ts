@@ -7,7 +7,10 @@ import { parseChecksums } from '../../shared/checksums.js';
 import { loadConfig, positiveCount } from '../../shared/config.js';
 import { parseRate } from '../../shared/bandwidth.js';
 import { UsageError } from '../../shared/errors.js';
-import type { Header, NewTask, Priority, Task } from '../../shared/model.js';
+import { readCookieFile } from '../../shared/cookies.js';
+import type { Header, NewTask, Priority, ProxySettings, Task } from '../../shared/model.js';
+import { netrcPath, netrcProblem, readNetrc } from '../../shared/netrc.js';
+import { proxySettingsFrom } from '../../shared/proxy.js';
 import { parseHeader, parseHttpUrl, parseMethod, parsePriority, parseSha256, parseSize, parseWhen } from '../../shared/parse.js';
 import { ensureWorker, openStore, sessionName, touchSession, type Ctx } from '../context.js';
 
@@ -33,6 +36,10 @@ export interface AddOptions {
   checksums?: string;
   maxAttempts?: string;
   limitRate?: string;
+  proxy?: string;
+  noproxy?: string;
+  netrcFile?: string;
+  cookies?: string;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -111,6 +118,67 @@ export interface Common {
   fromHook: boolean;
   suspended: boolean;
   limitRate: number | null;
+  proxy: ProxySettings | null;
+  netrcFile: string | null;
+  cookiesFile: string | null;
+}
+
+/** The proxy settings of this command (flags over its environment), recorded with its tasks. */
+function proxySettings(ctx: Ctx, o: AddOptions): ProxySettings | null {
+  try {
+    return proxySettingsFrom(ctx.env, { proxy: o.proxy, noproxy: o.noproxy });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}; nothing was added`);
+  }
+}
+
+/**
+ * The netrc file the transfers will read (its path only is stored): `--netrc-file` must exist and be
+ * private; `NETRC` or `~/.netrc` is used when it exists, and skipped with a warning when others can read it.
+ */
+function netrcFileFor(ctx: Ctx, o: AddOptions): string | null {
+  const { file, explicit } = netrcPath(ctx.env, o.netrcFile, ctx.cwd);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!explicit && code === 'ENOENT') return null;
+    throw new UsageError(`cannot use --netrc-file ${o.netrcFile ?? file}: ${code === 'ENOENT' ? 'no such file' : code}`);
+  }
+  const problem = netrcProblem(st);
+  if (problem) {
+    if (explicit) throw new UsageError(`cannot use --netrc-file ${o.netrcFile}: ${problem}`);
+    process.stderr.write(`bgdl: warning: netrc file ${file} not used: ${problem}\n`);
+    return null;
+  }
+  try {
+    readNetrc(file);
+  } catch (err) {
+    if (explicit) throw new UsageError(`cannot use --netrc-file ${o.netrcFile}: ${(err as Error).message}`);
+    process.stderr.write(`bgdl: warning: ${(err as Error).message}\n`);
+    return null;
+  }
+  return file;
+}
+
+/** `--cookies FILE`: a readable Netscape cookie file (its path only is stored; it is read at each attempt). */
+function cookiesFileFor(ctx: Ctx, o: AddOptions): string | null {
+  if (o.cookies === undefined) return null;
+  const file = path.resolve(ctx.cwd, o.cookies);
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) throw new UsageError(`cannot use --cookies ${o.cookies}: no such file`);
+  let parsed: ReturnType<typeof readCookieFile>;
+  try {
+    parsed = readCookieFile(file);
+  } catch (err) {
+    throw new UsageError(`cannot use --cookies ${o.cookies}: ${(err as Error).message}`);
+  }
+  if (parsed.cookies.length === 0 && parsed.badLines.length > 0) {
+    throw new UsageError(
+      `--cookies ${o.cookies} line ${parsed.badLines[0]}: not a Netscape cookie line (domain, TRUE/FALSE, path, TRUE/FALSE, expiry, name, value, separated by tabs)`,
+    );
+  }
+  return file;
 }
 
 export function parseCommon(ctx: Ctx, o: AddOptions, defaultMethod: string): Common {
@@ -139,6 +207,9 @@ export function parseCommon(ctx: Ctx, o: AddOptions, defaultMethod: string): Com
     fromHook: ctx.fromHook,
     suspended: !!o.suspended,
     limitRate: o.limitRate !== undefined ? parseRate(o.limitRate, '--limit-rate') : null,
+    proxy: proxySettings(ctx, o),
+    netrcFile: netrcFileFor(ctx, o),
+    cookiesFile: cookiesFileFor(ctx, o),
   };
 }
 
