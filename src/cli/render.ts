@@ -16,6 +16,7 @@ export function taskJson(t: Task, now = Date.now()) {
     method: t.method,
     headers: t.headers.map(([n, v]) => `${n}: ${redactHeader(n, v)}`),
     output: t.output,
+    outcome: t.outcome ?? null,
     uploadFile: t.uploadFile,
     state: t.state,
     waitingFor: effectiveWaitingFor(t, now),

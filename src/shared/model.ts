@@ -171,6 +171,8 @@ export interface BgdlEvent {
   at: string;
   /** Upload tasks: the first 64 KiB of the response body. */
   responseBody?: string | null;
+  /** A completed task that saved no file says why ('no-body': HEAD, 204, 205, 304). */
+  outcome?: Outcome;
   deliveredAt?: string | null;
 }
 

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import { request, type Dispatcher } from 'undici';
 import type { Header } from '../shared/model.js';
-import { CREDENTIAL_HEADERS, redactUrl } from '../shared/redact.js';
+import { isCredentialHeader, redactUrl } from '../shared/redact.js';
 import { dispatcherFor } from './dispatch.js';
 import { TransferError, type TlsOptions } from './types.js';
 
@@ -103,7 +103,7 @@ export function nextHop(hop: Hop, status: number, location: string, rules: Redir
   url.username = '';
   url.password = '';
   let headers = hop.headers;
-  if (url.origin !== hop.url.origin) headers = withoutHeaders(headers, CREDENTIAL_HEADERS);
+  if (url.origin !== hop.url.origin) headers = headers.filter(([n]) => !isCredentialHeader(n));
   let method = hop.method;
   let withBody = hop.withBody;
   const toGet = (status === 303 && method !== 'HEAD') || ((status === 301 || status === 302) && (rules.anyRedirectDropsBody || method === 'POST'));
