@@ -17,7 +17,9 @@ export function finalLine(t: Task): string {
     case 'completed':
       return t.kind === 'upload'
         ? `task ${t.id} completed: uploaded ${formatBytes(t.bytesSent)} (HTTP ${t.httpStatus})`
-        : `task ${t.id} completed: ${t.output} (${formatBytes(t.bytesReceived)})`;
+        : t.output == null
+          ? `task ${t.id} completed without a file: HTTP ${t.httpStatus} has no body`
+          : `task ${t.id} completed: ${t.output} (${formatBytes(t.bytesReceived)})`;
     case 'failed':
       return `task ${t.id} failed: ${t.error?.code}: ${redactText(t.error?.message ?? '')}`;
     default:

@@ -134,7 +134,8 @@ export function statusTable(tasks: Task[], now = Date.now()): string {
     progressText(t),
     sizeText(t),
     truncate(infoText(t, now), 60),
-    t.kind === 'upload' ? (redactUrl(t.url) ?? '') : (t.output ?? `${t.dir}/`),
+    // A completed download without an output saved no file (a response without a body).
+    t.kind === 'upload' ? (redactUrl(t.url) ?? '') : (t.output ?? (t.state === 'completed' ? '-' : `${t.dir}/`)),
   ]);
   return table(['ID', 'SESSION', 'STATE', 'PROGRESS', 'SIZE', 'SPEED/INFO', 'DESTINATION'], rows);
 }
@@ -145,7 +146,7 @@ export function taskDetail(t: Task, now = Date.now()): string {
   const lines: [string, unknown][] = [
     ['id', v.id], ['session', v.session], ['kind', v.kind], ['state', v.state], ['waiting for', v.waitingFor && `${v.waitingFor}: ${v.waitDetail}`],
     ['url', v.url], ['final url', v.finalUrl], ['method', v.method], ['headers', v.headers.join('; ') || null],
-    ['upload file', v.uploadFile], ['output', v.output], ['progress', progressText(t)],
+    ['upload file', v.uploadFile], ['output', v.output], ['outcome', v.outcome], ['progress', progressText(t)],
     ['received', v.kind === 'download' ? `${v.bytesReceived} of ${v.bytesExpected ?? 'unknown'} bytes` : null],
     ['sent', v.kind === 'upload' ? `${v.bytesSent} of ${t.uploadSize} bytes` : null],
     ['http status', v.httpStatus], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
