@@ -4,6 +4,7 @@
 import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task } from '../shared/model.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
+import { printable } from '../shared/text.js';
 
 /** A task as `status --json` prints it: the DESIGN.md fields, credentials redacted. */
 export function taskJson(t: Task, now = Date.now()) {
@@ -95,7 +96,7 @@ function infoText(t: Task, now: number): string {
       return `${w}: ${waitDetail(t, now)}`;
     }
     case 'failed':
-      return t.error ? `${t.error.code}: ${redactText(t.error.message)}` : 'failed';
+      return t.error ? `${t.error.code}: ${printable(redactText(t.error.message))}` : 'failed';
     case 'paused':
       return t.error ? `paused (last error ${t.error.code})` : 'paused';
     case 'completed':

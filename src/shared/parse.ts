@@ -4,6 +4,7 @@
 import { UsageError } from './errors.js';
 import { PRIORITIES, type Header, type Priority } from './model.js';
 import { isCredentialHeader, redactUrl } from './redact.js';
+import { printable } from './text.js';
 
 const SIZE_UNITS: Record<string, number> = {
   '': 1, b: 1,
@@ -111,7 +112,7 @@ const HEADER_CONTROL_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
 function shownHeader(text: string): string {
   const i = text.indexOf(':');
   const secret = i > 0 && isCredentialHeader(text.slice(0, i));
-  return JSON.stringify(secret ? `${text.slice(0, i)}: ***` : text).slice(1, -1);
+  return printable(secret ? `${text.slice(0, i)}: ***` : text);
 }
 
 /** `-H 'Name: value'`: a valid header name; no CR, LF, NUL or other control character; a value HTTP can carry. */
