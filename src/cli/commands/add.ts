@@ -80,6 +80,15 @@ async function readInput(file: string): Promise<Buffer> {
   }
 }
 
+const MKDIR_REASONS: Record<string, string> = {
+  ENOTDIR: 'a parent is not a directory', EACCES: 'permission denied', EPERM: 'operation not permitted',
+  EROFS: 'read-only file system', ENOENT: 'the parent refuses new entries', ENAMETOOLONG: 'the name is too long', ELOOP: 'too many symbolic links',
+};
+const mkdirError = (dir: string, err: unknown): UsageError => {
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  return new UsageError(`cannot create directory ${dir}: ${MKDIR_REASONS[code] ?? code}; choose another directory`);
+};
+
 /**
  * Create `dir` and its missing parents, one level at a time. (mkdir's own recursive mode spins for
  * ever where a parent exists but refuses children, as in /proc/1; here that is an error at once.)
@@ -91,8 +100,7 @@ export function makeDir(dir: string): void {
     try {
       st = fs.statSync(p);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') throw new UsageError(`cannot create directory ${dir}: ${code}`);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw mkdirError(dir, err);
       missing.push(p);
       if (path.dirname(p) === p) break;
       continue;
@@ -104,9 +112,8 @@ export function makeDir(dir: string): void {
     try {
       fs.mkdirSync(p);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST' && fs.statSync(p).isDirectory()) continue;
-      throw new UsageError(`cannot create directory ${dir}: ${code}; choose another directory`);
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && fs.statSync(p).isDirectory()) continue;
+      throw mkdirError(dir, err);
     }
   }
 }
