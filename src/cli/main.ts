@@ -4,6 +4,7 @@
 
 import { Command, CommanderError, Option } from 'commander';
 import { BgdlError } from '../shared/errors.js';
+import { printable } from '../shared/text.js';
 import type { Task } from '../shared/model.js';
 import { parseTaskId } from '../shared/parse.js';
 import { closeStore, makeCtx, type Ctx } from './context.js';
@@ -59,7 +60,7 @@ export function buildProgram(ctx: Ctx): Command {
     .showSuggestionAfterError(true)
     .configureOutput({
       writeErr: (s) => process.stderr.write(s),
-      outputError: (s, write) => write(`bgdl: ${s.replace(/^error: /, '').trimEnd()}\n`),
+      outputError: (s, write) => write(`bgdl: ${printable(s.replace(/^error: /, '').trimEnd().replace(/\n+/g, ' '))}\n`),
     })
     .exitOverride();
 
@@ -353,12 +354,12 @@ function report(err: unknown): number {
     return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
   }
   if (err instanceof BgdlError) {
-    process.stderr.write(`bgdl: ${err.message}\n`);
+    process.stderr.write(`bgdl: ${printable(err.message)}\n`);
     return err.exitCode;
   }
   const e = err as NodeJS.ErrnoException;
   if (e?.code === 'EPIPE') return 0;
-  process.stderr.write(`bgdl: internal error: ${e?.message ?? String(err)} (run with BGDL_DEBUG=1 for details)\n`);
+  process.stderr.write(`bgdl: internal error: ${printable(e?.message ?? String(err))} (run with BGDL_DEBUG=1 for details)\n`);
   if (process.env.BGDL_DEBUG === '1') process.stderr.write(`${e?.stack}\n`);
   return 70;
 }

@@ -4,6 +4,7 @@
 import { isFinal, type Task } from '../shared/model.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { redactText, redactUrl } from '../shared/redact.js';
+import { printable } from '../shared/text.js';
 
 export interface WaitReporter {
   update(tasks: Task[]): void;
@@ -17,9 +18,11 @@ export function finalLine(t: Task): string {
     case 'completed':
       return t.kind === 'upload'
         ? `task ${t.id} completed: uploaded ${formatBytes(t.bytesSent)} (HTTP ${t.httpStatus})`
-        : `task ${t.id} completed: ${t.output} (${formatBytes(t.bytesReceived)})`;
+        : t.output == null
+          ? `task ${t.id} completed without a file: HTTP ${t.httpStatus} has no body`
+          : `task ${t.id} completed: ${t.output} (${formatBytes(t.bytesReceived)})`;
     case 'failed':
-      return `task ${t.id} failed: ${t.error?.code}: ${redactText(t.error?.message ?? '')}`;
+      return `task ${t.id} failed: ${t.error?.code}: ${printable(redactText(t.error?.message ?? ''))}`;
     default:
       return `task ${t.id} ${t.state}`;
   }
@@ -40,7 +43,7 @@ class PlainReporter implements WaitReporter {
       this.seen.set(t.id, key);
       if (isFinal(t.state)) process.stderr.write(`bgdl: ${finalLine(t)}\n`);
       else if (t.state === 'running') process.stderr.write(`bgdl: task ${t.id} running (attempt ${t.attempts}): ${redactUrl(t.url)}\n`);
-      else if (t.state === 'queued' && t.error && t.waitReason === 'retry') process.stderr.write(`bgdl: task ${t.id} will retry: ${t.error.code}: ${redactText(t.error.message)}\n`);
+      else if (t.state === 'queued' && t.error && t.waitReason === 'retry') process.stderr.write(`bgdl: task ${t.id} will retry: ${t.error.code}: ${printable(redactText(t.error.message))}\n`);
       else if (first || t.state === 'paused') process.stderr.write(`bgdl: task ${t.id} ${t.state}\n`);
     }
   }

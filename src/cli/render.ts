@@ -6,6 +6,7 @@ import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task } fro
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { describeProxy } from '../shared/proxy.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
+import { printable } from '../shared/text.js';
 
 /** A task as `status --json` prints it: the DESIGN.md fields, credentials redacted. */
 export function taskJson(t: Task, now = Date.now()) {
@@ -100,7 +101,7 @@ function infoText(t: Task, now: number): string {
       return `${w}: ${waitDetail(t, now)}`;
     }
     case 'failed':
-      return t.error ? `${t.error.code}: ${redactText(t.error.message)}` : 'failed';
+      return t.error ? `${t.error.code}: ${printable(redactText(t.error.message))}` : 'failed';
     case 'paused':
       return t.error ? `paused (last error ${t.error.code})` : 'paused';
     case 'completed':
@@ -139,7 +140,8 @@ export function statusTable(tasks: Task[], now = Date.now()): string {
     progressText(t),
     sizeText(t),
     truncate(infoText(t, now), 60),
-    t.kind === 'upload' ? (redactUrl(t.url) ?? '') : (t.output ?? `${t.dir}/`),
+    // A completed download without an output saved no file (a response without a body).
+    t.kind === 'upload' ? (redactUrl(t.url) ?? '') : (t.output ?? (t.state === 'completed' ? '-' : `${t.dir}/`)),
   ]);
   return table(['ID', 'SESSION', 'STATE', 'PROGRESS', 'SIZE', 'SPEED/INFO', 'DESTINATION'], rows);
 }

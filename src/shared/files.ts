@@ -16,3 +16,15 @@ export function removePartFile(output: string | null): boolean {
     return false;
   }
 }
+
+/** What a non-regular file is, for messages ("a FIFO (named pipe)"); null for a regular file. */
+export function nonRegularKind(st: fs.Stats): string | null {
+  if (st.isFile()) return null;
+  if (st.isDirectory()) return 'a directory';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  return 'not a regular file';
+}

@@ -183,7 +183,12 @@ export interface BgdlEvent {
   deliveredAt?: string | null;
 }
 
-export const iso = (ms: number | null): string | null => (ms == null ? null : new Date(ms).toISOString());
+/** Epoch ms as ISO 8601; null for none, and for a value no date can hold (a store written before values were bounded). */
+export const iso = (ms: number | null): string | null => {
+  if (ms == null) return null;
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? null : d.toISOString();
+};
 
 /** What a queued task is waiting for right now, derived from the stored fields and the clock. */
 export function effectiveWaitingFor(t: Task, now: number): WaitingFor | null {

@@ -3,7 +3,8 @@
 
 import { UsageError } from './errors.js';
 import { PRIORITIES, type Header, type Priority } from './model.js';
-import { CREDENTIAL_HEADERS, redactUrl } from './redact.js';
+import { isCredentialHeader, redactUrl } from './redact.js';
+import { printable } from './text.js';
 
 const SIZE_UNITS: Record<string, number> = {
   '': 1, b: 1,
@@ -25,10 +26,16 @@ export function parseSize(text: string, what = 'size'): number {
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** `250ms`, `90s`, `15m`, `1h`, `2d`, or combinations such as `1h30m` → milliseconds. A bare number is seconds. */
-export function parseDuration(text: string, what = 'duration'): number {
+/**
+ * The longest duration any option or key takes: 100 years (36525d). Anything longer is a typo, and
+ * a time that far ahead would not even be a date (`new Date` ends in the year 275760).
+ */
+export const MAX_DURATION_MS = 36_525 * 86_400_000;
+
+/** The milliseconds `text` says (not yet bounded), or null when it is not a duration. */
+function durationMs(text: string): number | null {
   const s = text.trim().toLowerCase();
-  if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1000);
+  if (/^\d+(\.\d+)?$/.test(s)) return Number(s) * 1000;
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
   let total = 0;
   let matched = 0;
@@ -36,10 +43,15 @@ export function parseDuration(text: string, what = 'duration'): number {
     total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
     matched = re.lastIndex;
   }
-  if (s === '' || matched !== s.length) {
-    throw new UsageError(`invalid ${what} '${text}': use a number with ms, s, m, h or d (90s, 15m, 1h30m)`);
-  }
-  return Math.round(total);
+  return s === '' || matched !== s.length ? null : total;
+}
+
+/** `250ms`, `90s`, `15m`, `1h`, `2d`, or combinations such as `1h30m` → milliseconds. A bare number is seconds. */
+export function parseDuration(text: string, what = 'duration'): number {
+  const ms = durationMs(text);
+  if (ms == null) throw new UsageError(`invalid ${what} '${text}': use a number with ms, s, m, h or d (90s, 15m, 1h30m)`);
+  if (!(ms <= MAX_DURATION_MS)) throw new UsageError(`invalid ${what} '${text}': at most 36525d (100 years)`);
+  return Math.round(ms);
 }
 
 export function formatDuration(ms: number): string {
@@ -83,13 +95,13 @@ export function parseWhen(text: string, now: number): number {
     if (Number.isNaN(ms) || check.getUTCMonth() !== parts[1] || check.getUTCDate() !== parts[2] || parts[3] > 23 || parts[4] > 59 || parts[5] > 59) {
       throw new UsageError(`invalid time '${text}': not a real date and time`);
     }
+    if (ms - now > MAX_DURATION_MS) throw new UsageError(`invalid time '${text}': at most 100 years from now`);
     return ms;
   }
-  try {
-    return now + parseDuration(s);
-  } catch {
-    throw new UsageError(`invalid time '${text}': use an ISO 8601 time (2026-05-01T02:00, 2026-05-01T02:00Z) or a delay (90s, 15m, 1h, 2d)`);
-  }
+  const delay = durationMs(s);
+  if (delay == null) throw new UsageError(`invalid time '${text}': use an ISO 8601 time (2026-05-01T02:00, 2026-05-01T02:00Z) or a delay (90s, 15m, 1h, 2d)`);
+  if (!(delay <= MAX_DURATION_MS)) throw new UsageError(`invalid time '${text}': a delay of at most 36525d (100 years)`);
+  return now + Math.round(delay);
 }
 
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -99,8 +111,8 @@ const HEADER_CONTROL_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
 /** A refused header as an error message shows it: one line, a credential's value as ***. */
 function shownHeader(text: string): string {
   const i = text.indexOf(':');
-  const secret = i > 0 && CREDENTIAL_HEADERS.includes(text.slice(0, i).trim().toLowerCase());
-  return JSON.stringify(secret ? `${text.slice(0, i)}: ***` : text).slice(1, -1);
+  const secret = i > 0 && isCredentialHeader(text.slice(0, i));
+  return printable(secret ? `${text.slice(0, i)}: ***` : text);
 }
 
 /** `-H 'Name: value'`: a valid header name; no CR, LF, NUL or other control character; a value HTTP can carry. */

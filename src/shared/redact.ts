@@ -2,7 +2,20 @@
 // query parameters are shown as *** in status, events, logs and hook files.
 
 const SECRET_PARAM = /^(.*[_-])?(token|key|sig|signature|password|passwd|secret|auth|access_token|api_key|apikey|credential|session)$/i;
+/** Headers that carry credentials by definition. */
 export const CREDENTIAL_HEADERS = ['authorization', 'cookie', 'proxy-authorization'];
+/** Any header whose name says it holds a secret (X-Api-Key, X-Auth-Token, Private-Token, X-Client-Secret…). */
+const SECRET_HEADER_WORD = /token|secret|key|password|auth/i;
+
+/**
+ * The one rule for headers that are credentials: Authorization, Proxy-Authorization, Cookie, and any
+ * name containing token, secret, key, password or auth (case-insensitive). Their values are shown as
+ * *** everywhere and they are dropped when a redirect leaves the origin they were given for.
+ */
+export function isCredentialHeader(name: string): boolean {
+  const n = name.trim().toLowerCase();
+  return CREDENTIAL_HEADERS.includes(n) || SECRET_HEADER_WORD.test(n);
+}
 
 export function redactUrl(url: string | null): string | null {
   if (url == null) return null;
@@ -28,7 +41,7 @@ export function redactUrl(url: string | null): string | null {
 }
 
 export function redactHeader(name: string, value: string): string {
-  return CREDENTIAL_HEADERS.includes(name.toLowerCase()) ? '***' : value;
+  return isCredentialHeader(name) ? '***' : value;
 }
 
 /** Redact every URL-looking piece of free text (error messages, log lines). */

@@ -535,6 +535,8 @@ export class Store {
     const checksumsJson = new Map<Record<string, string>, string>();
     const serialize = (m: Record<string, string>) => checksumsJson.get(m) ?? checksumsJson.set(m, JSON.stringify(m)).get(m)!;
     return this.db.transaction(() => {
+      // In the same (immediate) transaction as the inserts: of two concurrent adders, one sees the other's task.
+      this.checkOutputsFree(tasks);
       const sessions = new Map<string, Session>();
       const ids: number[] = [];
       for (const t of tasks) {
@@ -576,6 +578,37 @@ export class Store {
       }
       return this.selectByIds(ids);
     }).immediate();
+  }
+
+  /**
+   * Two live tasks never share an output: a fixed output (-o, an -i OUTPUT) that a live task of the
+   * store already has, or that the batch names twice, is refused (UsageError naming the owner).
+   * Derived names are kept apart by the worker (outputsInUse).
+   */
+  private checkOutputsFree(tasks: NewTask[]): void {
+    const fixed = tasks.filter((t) => t.outputFixed && t.output);
+    if (fixed.length === 0) return;
+    const live = this.liveOutputs();
+    const batch = new Set<string>();
+    for (const t of fixed) {
+      const owner = live.get(t.output!);
+      if (owner) {
+        throw new UsageError(
+          `${t.output} is already the output of task ${owner.id} (${owner.state}): wait for it, cancel it (bgdl cancel ${owner.id}) or choose another output; nothing was added`,
+          'E_OUTPUT_IN_USE',
+        );
+      }
+      if (batch.has(t.output!)) throw new UsageError(`${t.output} is the output of two tasks of this batch: two tasks cannot share a file; nothing was added`, 'E_OUTPUT_IN_USE');
+      batch.add(t.output!);
+    }
+  }
+
+  /** Output → the live task that has it, read once per operation. */
+  private liveOutputs(): Map<string, { id: number; state: string }> {
+    const live = new Map<string, { id: number; state: string }>();
+    const rows = this.prepare("SELECT id, state, output FROM tasks WHERE state IN ('queued','running','paused') AND output IS NOT NULL").all() as Row[];
+    for (const r of rows) live.set(r.output, { id: r.id, state: r.state });
+    return live;
   }
 
   private selectByIds(ids: number[]): Task[] {
@@ -634,8 +667,10 @@ export class Store {
         tasks = readTasks(this.prepare(`SELECT * FROM tasks ${where.sql} ORDER BY id`), where.args);
       }
       const result: TransitionResult = { changed: [], skipped: [], previous: new Map() };
+      let live: Map<string, { id: number; state: string }> | null = null;
+      const outputs = () => (live ??= this.liveOutputs());
       for (const t of tasks) {
-        const reason = this.applyTransition(t, action, now);
+        const reason = this.applyTransition(t, action, now, outputs);
         if (reason) result.skipped.push({ task: t, reason });
         else {
           result.changed.push(this.taskById(t.id)!);
@@ -684,7 +719,7 @@ export class Store {
   }
 
   /** Returns why the task was left alone, or null when it changed. */
-  private applyTransition(t: Task, action: TaskAction, now: number): string | null {
+  private applyTransition(t: Task, action: TaskAction, now: number, liveOutputs: () => Map<string, { id: number; state: string }>): string | null {
     const set = (sql: string, ...args: unknown[]) => this.prepare(`UPDATE tasks SET ${sql} WHERE id = ?`).run(...args, t.id);
     switch (action) {
       case 'pause':
@@ -705,6 +740,12 @@ export class Store {
       }
       case 'retry':
         if (t.state !== 'failed' && t.state !== 'canceled') return `is ${t.state} (only failed or canceled tasks can be retried)`;
+        if (t.output) {
+          // Two live tasks never share an output: one added since may have taken it.
+          const owner = liveOutputs().get(t.output);
+          if (owner && owner.id !== t.id) return `its output ${t.output} is now the output of task ${owner.id} (${owner.state})`;
+          liveOutputs().set(t.output, { id: t.id, state: 'queued' });
+        }
         set(`state = 'queued', attempts = 0, error_code = NULL, error_message = NULL, wait_reason = NULL, wait_detail = NULL,
              not_before = NULL, finished_at = NULL, started_at = NULL, timeout_from = ?, bytes_received = resume_offset, sha256 = NULL,
              outcome = NULL`, now);

@@ -5,6 +5,7 @@
 
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { nonRegularKind } from '../shared/files.js';
 import { formatBytes } from '../shared/parse.js';
 import { Incoming, writeBody } from './body.js';
 import { classifyError, classifyStatus } from './classify.js';
@@ -41,7 +42,14 @@ export type Verdict =
   /** The range answer cannot be trusted (wrong start, changed validator, 416): ask again without Range. */
   | { kind: 'restart'; reason: string }
   /** Not a success: classify the status. */
-  | { kind: 'fail' };
+  | { kind: 'fail' }
+  /** HEAD, 204, 205 or 304: nothing to save; the task completes without a file. */
+  | { kind: 'no-body' }
+  /** An answer that must never become the file (a 206 nobody asked for): fail with this error. */
+  | { kind: 'reject'; code: string; message: string };
+
+/** Statuses that carry no body by definition (RFC 9110): no file, no partial file. */
+const BODILESS_STATUSES = new Set([204, 205, 304]);
 
 const isStrongEtag = (etag: string | null): etag is string => !!etag && !etag.startsWith('W/');
 
@@ -68,26 +76,53 @@ export function parseContentRange(value: string | null): { start: number; end: n
   return { start, end, total };
 }
 
-/** The response to a request (with Range when `plan` is set): append, start over, done, retry, or fail. */
-export function judgeResponse(status: number, headers: Headers, plan: ResumePoint | null, method = 'GET'): Verdict {
+/** The first range of a plain `bytes=A-` or `bytes=A-B` request header; null for suffix or multiple ranges. */
+function askedSpan(range: string): { start: number; end: number | null } | null {
+  const m = /^\s*bytes\s*=\s*(\d+)\s*-\s*(\d*)\s*$/i.exec(range);
+  return m ? { start: Number(m[1]), end: m[2] ? Number(m[2]) : null } : null;
+}
+
+/**
+ * The response to a request (with the resume range when `plan` is set, with the user's own Range
+ * header `userRange` when they sent one): append, start over, done, retry, no file, or fail.
+ */
+export function judgeResponse(status: number, headers: Headers, plan: ResumePoint | null, method = 'GET', userRange: string | null = null): Verdict {
   const length = method === 'HEAD' ? null : parseLength(headerValue(headers, 'content-length'));
   if (status === 416 && plan) {
     const m = /^\s*bytes\s+\*\/(\d+)\s*$/i.exec(headerValue(headers, 'content-range') ?? '');
     if (m && Number(m[1]) === plan.offset) return { kind: 'complete', totalBytes: plan.offset };
     return { kind: 'restart', reason: 'the server cannot serve the rest of the file (HTTP 416)' };
   }
+  if (BODILESS_STATUSES.has(status) || (method === 'HEAD' && status >= 200 && status <= 299)) return { kind: 'no-body' };
   if (status < 200 || status > 299) return { kind: 'fail' };
-  if (status === 206 && plan) {
+  if (status === 206) {
     const range = parseContentRange(headerValue(headers, 'content-range'));
-    if (!range || range.start !== plan.offset) return { kind: 'restart', reason: 'the server sent a different range' };
-    const etag = headerValue(headers, 'etag');
-    const lastModified = headerValue(headers, 'last-modified');
-    if ((plan.etag && etag && etag !== plan.etag) || (plan.lastModified && lastModified && lastModified !== plan.lastModified)) {
-      return { kind: 'restart', reason: 'the file changed on the server' };
+    if (plan) {
+      if (!range || range.start !== plan.offset) return { kind: 'restart', reason: 'the server sent a different range' };
+      const etag = headerValue(headers, 'etag');
+      const lastModified = headerValue(headers, 'last-modified');
+      if ((plan.etag && etag && etag !== plan.etag) || (plan.lastModified && lastModified && lastModified !== plan.lastModified)) {
+        return { kind: 'restart', reason: 'the file changed on the server' };
+      }
+      return { kind: 'write', startOffset: plan.offset, totalBytes: range.total, bodyBytes: length ?? range.end - range.start + 1 };
     }
-    return { kind: 'write', startOffset: plan.offset, totalBytes: range.total, bodyBytes: length ?? range.end - range.start + 1 };
+    // No resume range was sent. The whole resource as a 206 is as good as a 200.
+    if (range && range.start === 0 && range.total != null && range.end === range.total - 1) {
+      return { kind: 'write', startOffset: 0, totalBytes: range.total, bodyBytes: length ?? range.total };
+    }
+    // The user's own Range header: the slice they asked for is the file (a suffix or multi-range as sent).
+    if (userRange) {
+      const asked = askedSpan(userRange);
+      if (!asked || (range && range.start === asked.start && (asked.end == null || range.end <= asked.end))) {
+        return { kind: 'write', startOffset: 0, totalBytes: length, bodyBytes: length };
+      }
+    }
+    // A slice nobody asked for (a broken cache or proxy): never saved as the file.
+    const got = range ? `bytes ${range.start}-${range.end}/${range.total ?? '*'}` : 'no valid Content-Range';
+    const asked = userRange ? `the range asked for was ${userRange}` : 'no range was asked for';
+    return { kind: 'reject', code: 'E_PARTIAL_CONTENT', message: `the server sent only part of the file (HTTP 206, ${got}) but ${asked}; nothing was saved` };
   }
-  // 200 (a resume the server declined: start over), or any other 2xx; an unasked-for 206 is taken as it is.
+  // 200 (a resume the server declined: start over), or any other 2xx.
   return { kind: 'write', startOffset: 0, totalBytes: length, bodyBytes: length };
 }
 
@@ -126,22 +161,56 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks): Pro
   // written, then what has been fsync'd.
   const state: AttemptState = { partial: plan && { ...plan } };
   try {
+    const userRange = req.headers.find(([n]) => n.toLowerCase() === 'range')?.[1] ?? null;
     let final = await perform(req, cb, plan);
-    let verdict = judgeResponse(final.response.statusCode, final.response.headers, plan, final.hop.method);
+    let verdict = judgeResponse(final.response.statusCode, final.response.headers, plan, final.hop.method, userRange);
     if (verdict.kind === 'restart') {
       await final.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
       plan = null;
       final = await perform(req, cb, null);
-      verdict = judgeResponse(final.response.statusCode, final.response.headers, null, final.hop.method);
+      verdict = judgeResponse(final.response.statusCode, final.response.headers, null, final.hop.method, userRange);
     }
-    if (verdict.kind === 'fail' || verdict.kind === 'restart') {
+    if (verdict.kind === 'fail' || verdict.kind === 'restart' || verdict.kind === 'reject') {
       const { statusCode, headers, body } = final.response;
       await body.dump({ limit: 64 * 1024 }).catch(() => {});
+      if (verdict.kind === 'reject') throw new TransferError(verdict.code, verdict.message, false, { httpStatus: statusCode, finalUrl: final.hop.url.href });
       throw classifyStatus(statusCode, headers, Date.now(), final.hop.url.href);
     }
+    if (verdict.kind === 'no-body') return await noBody(req, final);
     return await receive(req, cb, final, verdict, plan, state);
   } catch (err) {
     throw settle(err, cb.signal, state.partial);
+  }
+}
+
+/**
+ * HEAD, 204, 205, 304: there is no body, so there is no file: nothing is created, an existing file is
+ * left alone, and the task completes with no output. A checksum asked for cannot be met.
+ */
+async function noBody(req: DownloadRequest, final: FinalResponse): Promise<DownloadResult> {
+  const { statusCode, body } = final.response;
+  await body.dump({ limit: 64 * 1024 }).catch(() => {});
+  const finalUrl = final.hop.url.href;
+  if (req.sha256Expected) {
+    throw new TransferError('E_CHECKSUM', `HTTP ${statusCode} to ${final.hop.method} has no body to check against the expected sha256`, false, { httpStatus: statusCode, finalUrl });
+  }
+  return { output: null, finalUrl, httpStatus: statusCode, bytes: 0, sha256: null, outcome: 'no-body' };
+}
+
+/**
+ * Only a regular file (or nothing) at the destination is ever replaced: a device, FIFO, socket or
+ * directory that is there (put there after add, say) fails the task and is left alone.
+ */
+async function refuseNonRegular(output: string): Promise<void> {
+  let st;
+  try {
+    st = await fsp.lstat(output);
+  } catch {
+    return; // nothing there (or unreadable: the rename reports it)
+  }
+  const kind = nonRegularKind(st);
+  if (kind && !st.isSymbolicLink()) {
+    throw new TransferError('E_DEST', `${output} is ${kind}, not a regular file: not replaced; remove it or choose another output, then bgdl retry`, false);
   }
 }
 
@@ -220,6 +289,7 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
   let part: PartFile;
   try {
     output = await cb.chooseOutput(meta);
+    await refuseNonRegular(output);
     if (startOffset > 0 && output !== plan?.output) {
       throw new TransferError('E_RESUME', `cannot resume into ${output}: the partial file belongs to ${plan?.output}`, true);
     }
@@ -258,6 +328,12 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
   }
   await verifyChecksum(part, sha256, req.sha256Expected, state);
 
+  try {
+    await refuseNonRegular(output);
+  } catch (err) {
+    await part.salvage();
+    throw err;
+  }
   let used: string;
   try {
     used = await part.finish(output, req.outputFixed);

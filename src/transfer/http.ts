@@ -9,7 +9,7 @@ import { cookieHeader, cookiesFor, readCookieFile, type Cookie } from '../shared
 import type { Header } from '../shared/model.js';
 import { netrcLookup, readNetrc, type NetrcEntry } from '../shared/netrc.js';
 import { proxyFor } from '../shared/proxy.js';
-import { CREDENTIAL_HEADERS, redactUrl } from '../shared/redact.js';
+import { isCredentialHeader, redactUrl } from '../shared/redact.js';
 import { directProtocol, dispatcherFor, forwardDispatcherFor, proxyRefused, proxyUnreachable, tunnelDispatcherFor, type Protocol } from './dispatch.js';
 import { TransferError, type NetworkOptions, type TlsOptions } from './types.js';
 
@@ -111,7 +111,7 @@ export function nextHop(hop: Hop, status: number, location: string, rules: Redir
   url.username = '';
   url.password = '';
   let headers = hop.headers;
-  if (url.origin !== hop.url.origin) headers = withoutHeaders(headers, CREDENTIAL_HEADERS);
+  if (url.origin !== hop.url.origin) headers = headers.filter(([n]) => !isCredentialHeader(n));
   let method = hop.method;
   let withBody = hop.withBody;
   const toGet = (status === 303 && method !== 'HEAD') || ((status === 301 || status === 302) && (rules.anyRedirectDropsBody || method === 'POST'));

@@ -13,6 +13,8 @@ const DOUBLE_EXTENSIONS = ['.tar.gz', '.tar.bz2', '.tar.xz', '.tar.zst'];
 /** An extension longer than this is treated as part of the stem when shortening. */
 const MAX_EXTENSION_BYTES = 32;
 const WINDOWS_DEVICE = /^(con|prn|aux|nul|com[1-9]|lpt[1-9])$/i;
+/** The partial-file suffix (see partPathFor): a server-chosen name never ends in it, in any case. */
+const PART_SUFFIX = /(\.bgdl-part)+$/i;
 
 /**
  * The filename a Content-Disposition header suggests, raw (not yet made safe): `filename*`
@@ -76,16 +78,22 @@ function latin1AsUtf8(value: string): string {
 
 /**
  * Reduce a server-chosen name to a safe base name: no directory part, no control characters,
- * never hidden, no Windows device names, at most 200 bytes. null when nothing usable is left.
+ * never hidden, never a partial file's name (`.bgdl-part` is dropped from its end), no Windows device
+ * names, at most 200 bytes. null when nothing usable is left.
  */
 export function safeBaseName(raw: string): string | null {
   // Control characters (C0, DEL, C1) and the bidirectional overrides that can disguise an extension.
   let name = raw.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '');
   name = name.slice(Math.max(name.lastIndexOf('/'), name.lastIndexOf('\\')) + 1);
-  name = name.replace(/^[.\s]+/, '').replace(/[.\s]+$/, '');
+  for (let prev = ''; prev !== name; ) {
+    prev = name;
+    name = name.replace(/^[.\s]+/, '').replace(/[.\s]+$/, '').replace(PART_SUFFIX, '');
+  }
   if (name === '') return null;
   if (WINDOWS_DEVICE.test(name.split('.')[0]!.trim())) name = `_${name}`;
-  return boundLength(name);
+  const bounded = boundLength(name);
+  // Shortening can bring a `.bgdl-part` from the middle to the end: reduce that name again.
+  return PART_SUFFIX.test(bounded) ? safeBaseName(bounded.replace(PART_SUFFIX, '')) : bounded;
 }
 
 /** `stem` + `ext`, where `ext` is a known double extension, else from the last dot (a leading dot is not one). */

@@ -93,11 +93,14 @@ export interface DownloadCallbacks {
 }
 
 export interface DownloadResult {
-  output: string;
+  /** null when the response had no body (HEAD, 204, 205, 304): no file was created. */
+  output: string | null;
   finalUrl: string;
   httpStatus: number;
   bytes: number;
-  sha256: string;
+  sha256: string | null;
+  /** 'no-body': completed without a file. */
+  outcome?: 'no-body';
 }
 
 export interface UploadRequest extends TlsOptions, NetworkOptions {

@@ -114,6 +114,12 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     if (t.expectReceive && r.bytes > 2 * t.expectReceive) {
       log.write(t.session, `task ${t.id}: received ${r.bytes} bytes, more than twice the expected ${t.expectReceive}`);
     }
+    if (r.output == null) {
+      // HEAD, 204, 205, 304: no body, so no file; a fixed -o is not created and is free again.
+      const done = await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: null, sha256: null, bytesReceived: 0, outcome: 'no-body' });
+      if (done) log.write(t.session, `task ${t.id}: completed without a file: HTTP ${r.httpStatus} to ${t.method} has no body`);
+      return;
+    }
     const done = await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: r.output, sha256: r.sha256, bytesReceived: r.bytes });
     log.write(t.session, done ? `task ${t.id}: completed ${r.output} (${r.bytes} bytes, sha256 ${r.sha256})` : `task ${t.id}: finished after it was ${a.stopReason ?? 'changed'}; file kept at ${r.output}`);
   } catch (raw) {

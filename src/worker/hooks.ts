@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { BgdlEvent, Session } from '../shared/model.js';
 import { formatDuration } from '../shared/parse.js';
 import { hookDir } from '../shared/paths.js';
+import { setLongTimeout } from '../shared/timers.js';
 
 /** Failed hooks are retried after hookRetryDelay, doubling with each failure, at most an hour. */
 export const HOOK_RETRY_CAP_MS = 3_600_000;
@@ -99,7 +100,8 @@ export async function runHook(plan: HookPlan, timeoutMs: number, onOutput: (line
           /* already gone */
         }
       };
-      const timer = setTimeout(() => {
+      // hookTimeout may be longer than setTimeout allows (it would fire at once): a chained timer.
+      const timer = setLongTimeout(() => {
         timedOut = true;
         killGroup('SIGTERM');
         setTimeout(() => killGroup('SIGKILL'), 5000).unref();
@@ -118,11 +120,11 @@ export async function runHook(plan: HookPlan, timeoutMs: number, onOutput: (line
       child.stdin.on('error', () => {}); // a hook that does not read stdin closes it early
       child.stdin.end(plan.input);
       child.on('error', (err) => {
-        clearTimeout(timer);
+        timer.clear();
         resolve({ ok: false, error: `cannot run the hook: ${err.message}` });
       });
       child.on('close', (code, signal) => {
-        clearTimeout(timer);
+        timer.clear();
         if (timedOut) resolve({ ok: false, error: `timed out after ${formatDuration(timeoutMs)} and was killed` });
         else if (signal) resolve({ ok: false, error: `killed by ${signal}` });
         else if (code !== 0) resolve({ ok: false, error: `exited with status ${code}` });

@@ -61,6 +61,10 @@ export interface RouteOptions {
   throttle?: number;
   /** Answer If-None-Match (the ETag) and If-Modified-Since (Last-Modified) with 304, as web servers do. */
   conditional?: boolean;
+  /** Answer a request without Range with 206 and this `Content-Range` slice of the body (a broken cache). */
+  rangeForPlainGet?: { start: number; end: number };
+  /** Hold the body after `bytes` until `until` settles (a transfer the test freezes at a known point). */
+  holdAfter?: { bytes: number; until: Promise<unknown> };
   /** Accept PUT/POST here and answer with `status` (default 201) and `body` (default JSON of what arrived). */
   upload?: boolean | { status?: number; body?: string };
 }
@@ -171,6 +175,8 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
     const drop = applies(o.dropAfter, n) ? o.dropAfter!.bytes : Infinity;
     const short = applies(o.shortBody, n) ? o.shortBody!.bytes : Infinity;
     const stall = applies(o.stallAfter, n) ? o.stallAfter! : null;
+    const hold = o.holdAfter ?? null;
+    let held = false;
     const end = Math.min(data.length, drop, short);
     let stalled = false;
     let pos = 0;
@@ -178,6 +184,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       if (res.destroyed || closing.aborted) return;
       let size = Math.min(64 * 1024, end - pos);
       if (stall && !stalled && pos < stall.bytes) size = Math.min(size, stall.bytes - pos);
+      if (hold && !held && pos < hold.bytes) size = Math.min(size, hold.bytes - pos);
       if (o.throttle) size = Math.min(size, Math.max(1, Math.floor(o.throttle / 20)));
       const chunk = data.subarray(pos, pos + size);
       pos += size;
@@ -191,6 +198,11 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       if (stall && !stalled && pos >= stall.bytes) {
         stalled = true;
         await pause(stall.ms);
+      }
+      if (hold && !held && pos >= hold.bytes) {
+        held = true;
+        await flushed;
+        await Promise.race([hold.until.catch(() => {}), new Promise((r) => closing.addEventListener('abort', r, { once: true }))]);
       }
       if (o.throttle) await pause((size / o.throttle) * 1000);
     }
@@ -256,7 +268,12 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
     const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
     const ifRange = req.headers['if-range'];
     const rangeApplies = range && o.ranges !== false && (o.ifRange === false || !ifRange || ifRangeMatches(ifRange, etag, o.lastModified ?? null));
-    if (rangeApplies) {
+    if (!req.headers.range && o.rangeForPlainGet) {
+      const { start, end } = o.rangeForPlainGet;
+      status = 206;
+      data = full.subarray(start, end + 1);
+      headers['Content-Range'] = `bytes ${start}-${end}/${full.length}`;
+    } else if (rangeApplies) {
       const start = Number(range[1]);
       const last = range[2] ? Math.min(Number(range[2]), full.length - 1) : full.length - 1;
       if (start >= full.length || last < start) {

@@ -8,6 +8,7 @@ import { loadConfig, positiveCount } from '../../shared/config.js';
 import { parseRate } from '../../shared/bandwidth.js';
 import { UsageError } from '../../shared/errors.js';
 import { readCookieFile } from '../../shared/cookies.js';
+import { nonRegularKind } from '../../shared/files.js';
 import type { Header, NewTask, Priority, ProxySettings, Task } from '../../shared/model.js';
 import { netrcPath, netrcProblem, readNetrc } from '../../shared/netrc.js';
 import { proxySettingsFrom } from '../../shared/proxy.js';
@@ -93,13 +94,64 @@ async function readInput(file: string, what = 'input file'): Promise<Buffer> {
   }
 }
 
-function makeDir(dir: string): void {
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-  } catch (err) {
-    throw new UsageError(`cannot create directory ${dir}: ${(err as NodeJS.ErrnoException).code}`);
+const MKDIR_REASONS: Record<string, string> = {
+  ENOTDIR: 'a parent is not a directory', EACCES: 'permission denied', EPERM: 'operation not permitted',
+  EROFS: 'read-only file system', ENOENT: 'the parent refuses new entries', ENAMETOOLONG: 'the name is too long', ELOOP: 'too many symbolic links',
+};
+const mkdirError = (dir: string, err: unknown): UsageError => {
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  return new UsageError(`cannot create directory ${dir}: ${MKDIR_REASONS[code] ?? code}; choose another directory`);
+};
+
+/**
+ * Create `dir` and its missing parents, one level at a time. (mkdir's own recursive mode spins for
+ * ever where a parent exists but refuses children, as in /proc/1; here that is an error at once.)
+ */
+export function makeDir(dir: string): void {
+  const missing: string[] = [];
+  for (let p = path.resolve(dir); ; p = path.dirname(p)) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw mkdirError(dir, err);
+      missing.push(p);
+      if (path.dirname(p) === p) break;
+      continue;
+    }
+    if (!st.isDirectory()) throw new UsageError(`cannot create directory ${dir}: ${p} is not a directory`);
+    break;
   }
-  if (!fs.statSync(dir).isDirectory()) throw new UsageError(`${dir} is not a directory`);
+  for (const p of missing.reverse()) {
+    try {
+      fs.mkdirSync(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && fs.statSync(p).isDirectory()) continue;
+      throw mkdirError(dir, err);
+    }
+  }
+}
+
+/**
+ * A destination the user named (-o, or an OUTPUT in an -i line) that bgdl can own: not `-` (bgdl
+ * writes files, not pipes), not a partial file's name, and, when something already exists there, a
+ * regular file (replacing a device, FIFO, socket or directory would be wrong, and as root harmful).
+ */
+function checkFixedOutput(given: string, resolved: string, where: string): void {
+  if (given === '-') {
+    throw new UsageError(`${where}'-' is not supported: bgdl writes files, not pipes; name a file and read it when the task completes (bgdl add --wait -o FILE URL && cat FILE)`);
+  }
+  if (given.endsWith('/')) throw new UsageError(`${where}'${given}' names a directory: use -d DIR for a directory`);
+  if (/\.bgdl-part$/i.test(resolved)) throw new UsageError(`${where}${resolved} would be a partial file's name (.bgdl-part is bgdl's own suffix): choose another name`);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(resolved);
+  } catch {
+    return; // missing (or unreadable: the worker reports that): nothing to protect
+  }
+  const kind = nonRegularKind(st);
+  if (kind === 'a directory') throw new UsageError(`${where}${resolved} is a directory: use -d ${resolved} to save there under the server's name, or name a file`);
+  if (kind) throw new UsageError(`${where}${resolved} is ${kind}, not a regular file: bgdl only replaces regular files; choose another output`);
 }
 
 /** Everything about the request that applies to every URL of the command. */
@@ -217,16 +269,27 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
   const common = parseCommon(ctx, o, 'GET');
   if (o.output && o.dir) throw new UsageError('-o and -d cannot be used together: -o names the file, -d the directory for derived names');
   const sha = o.sha256 !== undefined ? parseSha256(o.sha256) : null;
-  const items: { url: string; output: string | null }[] = urls.map((u) => ({ url: parseHttpUrl(u), output: null }));
+  const items: { url: string; output: string | null; line?: number }[] = urls.map((u) => ({ url: parseHttpUrl(u), output: null }));
   if (o.inputFile !== undefined) items.push(...parseInputList(await readInput(o.inputFile), o.inputFile === '-' ? 'stdin' : o.inputFile));
   if (items.length === 0) throw new UsageError('no URL given: bgdl add URL… or bgdl add -i FILE');
   if (o.output && items.length > 1) throw new UsageError('-o names one file but several URLs were given: use -d DIR for several');
   if (sha && items.length > 1) throw new UsageError('--sha256 applies to one URL but several were given');
   const batch = await parseBatchOptions(ctx, o);
   const baseDir = path.resolve(ctx.cwd, o.dir ?? loadConfig(ctx.env).downloadDir ?? ctx.cwd);
+  const source = o.inputFile === '-' ? 'stdin' : o.inputFile;
+  /** Fixed destinations of this batch: two of its tasks cannot share one (the store checks the live ones). */
+  const seen = new Map<string, number | undefined>();
   return items.map((it) => {
+    const given = o.output ?? it.output;
     const fixed = o.output ? path.resolve(ctx.cwd, o.output) : it.output ? path.resolve(baseDir, it.output) : null;
-    if (fixed && (o.output ?? it.output)!.endsWith('/')) throw new UsageError(`output '${o.output ?? it.output}' names a directory: use -d DIR for a directory`);
+    if (fixed) {
+      checkFixedOutput(given!, fixed, it.line !== undefined ? `${source} line ${it.line}: output ` : '-o ');
+      if (seen.has(fixed)) {
+        const lines = [seen.get(fixed), it.line].filter((n) => n !== undefined).join(' and ');
+        throw new UsageError(`output ${fixed} is given twice${lines ? ` (lines ${lines} of ${source})` : ''}: two tasks cannot share a file; nothing was added`);
+      }
+      seen.set(fixed, it.line);
+    }
     return {
       ...common,
       kind: 'download' as const,
