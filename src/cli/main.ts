@@ -65,7 +65,8 @@ export function buildProgram(ctx: Ctx): Command {
       .option('-o, --output <file>', 'save to this file (replaces an existing file)')
       .option('-d, --dir <dir>', 'save into this directory under the server-chosen name (default: downloadDir or .)')
       .option('-i, --input-file <file>', "read 'URL [OUTPUT]' lines from FILE, or - for stdin")
-      .option('--sha256 <hex>', 'expected SHA-256 of the file: a mismatch fails the task'),
+      .option('--sha256 <hex>', 'expected SHA-256 of the file: a mismatch fails the task')
+      .option('--max-size <size>', 'fail the download if the file would be larger (default: maxFileSize)'),
     false,
   ).action(async (urls: string[], o: AddOptions & { json?: boolean; wait?: boolean }) => {
     const { add } = await import('./commands/add.js');

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type Conf from 'conf';
 import { UsageError } from './errors.js';
-import { formatDuration, parseDuration, parseWindow } from './parse.js';
+import { formatDuration, parseDuration, parseFreeSpace, parseSize, parseWindow, type FreeSpaceRule } from './parse.js';
 
 export interface Config {
   maxConcurrent: number;
@@ -23,6 +23,10 @@ export interface Config {
   discretionaryWindow: { start: number; end: number } | null;
   discretionaryMaxLoad: number;
   downloadDir: string | null;
+  /** Bytes a download may have at most (null: no bound); a task's --max-size wins. */
+  maxFileSize: number | null;
+  /** Free space a download never writes below (see reserveBytes). */
+  minFreeSpace: FreeSpaceRule;
 }
 
 type Key = keyof Config;
@@ -78,7 +82,24 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     defaultText: () => 'none',
     parse: (text) => (text === 'none' ? null : path.resolve(text)),
   },
+  maxFileSize: {
+    describe: 'a download larger than this fails (none: no bound); --max-size sets it per task',
+    defaultText: () => 'none',
+    parse: (text, key) => (text === 'none' ? null : positiveSize(text, key)),
+  },
+  minFreeSpace: {
+    describe: 'never write below this free space (size, N% of the filesystem, or both: the smaller); below it tasks wait',
+    defaultText: () => '1%,256MiB',
+    parse: (text, key) => parseFreeSpace(text, `value for ${key}`),
+  },
 };
+
+/** A size of at least one byte (`--max-size`, maxFileSize). */
+export function positiveSize(text: string, what: string): number {
+  const n = parseSize(text, `value for ${what}`);
+  if (n <= 0) throw new UsageError(`invalid value '${text}' for ${what}: must be more than zero`);
+  return n;
+}
 
 export function checkKey(key: string): Key {
   if (!Object.hasOwn(CONFIG_KEYS, key)) {

@@ -3,7 +3,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from '../../shared/config.js';
+import { loadConfig, positiveSize } from '../../shared/config.js';
 import { UsageError } from '../../shared/errors.js';
 import type { Header, NewTask, Priority, Task } from '../../shared/model.js';
 import { parseHeader, parseHttpUrl, parseMethod, parsePriority, parseSha256, parseSize, parseWhen } from '../../shared/parse.js';
@@ -26,6 +26,7 @@ export interface AddOptions {
   insecure?: boolean;
   caFile?: string;
   allowDowngrade?: boolean;
+  maxSize?: string;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -137,6 +138,7 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
   const common = parseCommon(ctx, o, 'GET');
   if (o.output && o.dir) throw new UsageError('-o and -d cannot be used together: -o names the file, -d the directory for derived names');
   const sha = o.sha256 !== undefined ? parseSha256(o.sha256) : null;
+  const maxSize = o.maxSize !== undefined ? positiveSize(o.maxSize, '--max-size') : null;
   const items: { url: string; output: string | null }[] = urls.map((u) => ({ url: parseHttpUrl(u), output: null }));
   if (o.inputFile !== undefined) items.push(...parseInputList(await readInput(o.inputFile), o.inputFile === '-' ? 'stdin' : o.inputFile));
   if (items.length === 0) throw new UsageError('no URL given: bgdl add URL… or bgdl add -i FILE');
@@ -154,6 +156,7 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
       outputFixed: fixed != null,
       dir: fixed ? path.dirname(fixed) : baseDir,
       sha256Expected: sha,
+      maxSize,
     };
   });
 }
