@@ -54,6 +54,12 @@ describe('a damaged store', () => {
     const { t } = await setup();
     expect((await t.bgdl(['add', '--suspended', 'http://127.0.0.1:9/a.bin'])).code).toBe(0);
     const file = path.join(t.home, 'bgdl.db');
+    // A WAL of garbage is what a torn write leaves: SQLite ignores frames that fail their checksums.
+    fs.writeFileSync(file + '-wal', Buffer.alloc(64 * 1024, 0x5a));
+    const intact = await t.bgdl(['status', '--json']);
+    expect(intact.code, intact.stderr).toBe(0);
+    expect(JSON.parse(intact.stdout)).toHaveLength(1);
+    fs.rmSync(file + '-wal', { force: true });
     fs.mkdirSync(file + '-wal');
     expectStoreLine(await t.bgdl(['status']), file, /BGDL_HOME|move it aside/);
     fs.rmdirSync(file + '-wal');
