@@ -235,7 +235,7 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
   try {
     // A length over the limit fails before any file is chosen or created.
     const end = meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null);
-    if (req.maxSize != null && end != null && end > req.maxSize) throw tooLargeError(end, req.maxSize, true);
+    if (req.maxSize != null && end != null && end > req.maxSize) throw tooLargeError(end, req.maxSize, true, { httpStatus: meta.status, finalUrl: meta.finalUrl });
     output = await cb.chooseOutput(meta);
     if (startOffset > 0 && output !== plan?.output) {
       throw new TransferError('E_RESUME', `cannot resume into ${output}: the partial file belongs to ${plan?.output}`, true);

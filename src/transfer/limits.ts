@@ -10,9 +10,9 @@ import { TransferError } from './types.js';
 const LOOK_BYTES = 4 * 1024 * 1024;
 const LOOK_MS = 1000;
 
-export function tooLargeError(size: number, max: number, announced: boolean): TransferError {
+export function tooLargeError(size: number, max: number, announced: boolean, extra: TransferError['extra'] = {}): TransferError {
   const what = announced ? `the server announces ${size} bytes (${formatBytes(size)})` : `the body passed ${formatBytes(max)} and was stopped`;
-  return new TransferError('E_TOO_LARGE', `${what}, more than the limit of ${max} bytes (--max-size or maxFileSize)`, false);
+  return new TransferError('E_TOO_LARGE', `${what}, more than the limit of ${max} bytes (--max-size or maxFileSize)`, false, extra);
 }
 
 export function reserveError(dir: string, free: number, reserve: number, needed: number, extra: TransferError['extra'] = {}): TransferError {

@@ -37,7 +37,7 @@ describe('--max-size and maxFileSize', () => {
     const [conf] = await addJson([s.url('/big.bin'), '-o', 'conf.bin']);
     const [fits] = await addJson([s.url('/big.bin'), '--max-size', '1MiB', '-o', 'fits.bin']);
     const done = await waitFinal(t, [flag.id, conf.id, fits.id]);
-    expect(done[0]).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'E_TOO_LARGE' } });
+    expect(done[0]).toMatchObject({ state: 'failed', attempts: 1, httpStatus: 200, error: { code: 'E_TOO_LARGE' } });
     expect(done[0].error.message).toMatch(/300000|293 KiB/);
     expect(done[1]).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'E_TOO_LARGE' } });
     expect(done[2]).toMatchObject({ state: 'completed', sha256: sha256(bodyFor(300_000)) });
