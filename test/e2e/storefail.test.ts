@@ -136,7 +136,7 @@ describe('a full disk under BGDL_HOME', () => {
     expect(exitCode, stderr).toBe(4);
     const lines = stderr.split('\n').filter(Boolean);
     expect(lines, stderr).toHaveLength(1);
-    expect(lines[0]).toMatch(/^bgdl: .*bgdl\.db.*free space/);
+    expect(lines[0]).toMatch(/^bgdl: .*bgdl\.db.*no space left.*free space under BGDL_HOME/);
     const part = path.join(t.downloads, 'big.bin.bgdl-part');
     const partSize = fs.statSync(part).size;
     expect(partSize).toBeLessThan(SIZE);
@@ -146,8 +146,8 @@ describe('a full disk under BGDL_HOME', () => {
     fill(filler);
     const list = path.join(t.dir, 'urls.txt');
     fs.writeFileSync(list, Array.from({ length: 300 }, (_, i) => `${s.url(`/n${i}.bin`)}\n`).join(''));
-    expectStoreLine(await t.bgdl(['add', '-i', list]), path.join(home, 'bgdl.db'), /free space.*BGDL_HOME/);
-    expectStoreLine(await t.bgdl(['status']), path.join(home, 'bgdl.db'), /free space.*BGDL_HOME/);
+    expectStoreLine(await t.bgdl(['add', '-i', list]), path.join(home, 'bgdl.db'), /no space left.*free space under BGDL_HOME/);
+    expectStoreLine(await t.bgdl(['status']), path.join(home, 'bgdl.db'), /no space left.*free space under BGDL_HOME/);
 
     // Space is back: the next command starts a worker, which resumes the task from its partial file.
     fs.rmSync(filler);
