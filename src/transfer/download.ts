@@ -126,6 +126,9 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks): Pro
   // written, then what has been fsync'd.
   const state: AttemptState = { partial: plan && { ...plan } };
   try {
+    // Below the free-space reserve already: wait without asking the server.
+    const dir = req.output ? path.dirname(req.output) : req.dir;
+    if (dir && req.minFreeSpace) await checkFreeSpace(dir, 0, null, req.minFreeSpace);
     let final = await perform(req, cb, plan);
     let verdict = judgeResponse(final.response.statusCode, final.response.headers, plan, final.hop.method);
     if (verdict.kind === 'restart') {
@@ -165,10 +168,9 @@ const FREE_SPACE_REUSE_MS = 1000;
  * --expect-receive), above the reserve. Returns the free space and reserve it saw (for the checks
  * while writing), or null when there is nothing to check or no answer (the write itself will tell).
  */
-async function checkFreeSpace(output: string, needed: number | null, partial: KeptPart | null, rule: FreeSpaceRule | null): Promise<{ free: number; reserve: number } | null> {
+async function checkFreeSpace(dir: string, needed: number | null, partial: KeptPart | null, rule: FreeSpaceRule | null): Promise<{ free: number; reserve: number } | null> {
   const want = Math.max(0, needed ?? 0);
   if (want === 0 && !rule) return null;
-  const dir = path.dirname(output);
   const seen = freeSpaceSeen.get(dir);
   const now = Date.now();
   if (seen && now - seen.at < FREE_SPACE_REUSE_MS) {
@@ -241,7 +243,7 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
       throw new TransferError('E_RESUME', `cannot resume into ${output}: the partial file belongs to ${plan?.output}`, true);
     }
     const remaining = meta.totalBytes ?? req.expectReceive;
-    space = await checkFreeSpace(output, remaining == null ? null : remaining - startOffset, state.partial, req.minFreeSpace ?? null);
+    space = await checkFreeSpace(path.dirname(output), remaining == null ? null : remaining - startOffset, state.partial, req.minFreeSpace ?? null);
     part = await PartFile.open(output, startOffset, bodyBytes == null ? null : startOffset + bodyBytes, {
       onDurable: (offset) => {
         if (state.partial) state.partial.offset = offset;

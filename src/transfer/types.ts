@@ -38,6 +38,8 @@ export interface DownloadRequest extends TlsOptions {
   expectReceive: number | null;
   /** The file may not grow past this many bytes (E_TOO_LARGE, permanent); null or absent: no bound. */
   maxSize?: number | null;
+  /** The directory a derived output goes to: its free space is checked before the request. */
+  dir?: string | null;
   /** Free space never written below: the attempt waits for disk-space instead. Absent: no reserve. */
   minFreeSpace?: FreeSpaceRule | null;
   /** No body bytes (or no response headers) for this long aborts the attempt (E_STALL, transient). */

@@ -64,7 +64,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       {
         url: t.url, method: t.method, headers: t.headers, allowDowngrade: t.allowDowngrade, output: t.output, outputFixed: t.outputFixed,
         resume, sha256Expected: t.sha256Expected, expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
-        insecure: t.insecure, caFile: t.caFile, maxSize: t.maxSize ?? cfg.maxFileSize, minFreeSpace: cfg.minFreeSpace,
+        insecure: t.insecure, caFile: t.caFile, maxSize: t.maxSize ?? cfg.maxFileSize, minFreeSpace: cfg.minFreeSpace, dir: t.dir,
       },
       {
         signal: a.abort.signal,

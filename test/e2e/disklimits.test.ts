@@ -77,7 +77,7 @@ describe('--max-size and maxFileSize', () => {
 });
 
 describe('minFreeSpace', () => {
-  it('a reserve above the free space holds the task (disk-space) before any file; lowering it starts the task', async () => {
+  it('a reserve above the free space holds the task (disk-space) before any request or file; lowering it starts the task', async () => {
     t.setConfig({ minFreeSpace: '100%' });
     s.route('/held.bin', { body: { size: 100_000 } });
     const [task] = await addJson([s.url('/held.bin')]);
@@ -86,6 +86,7 @@ describe('minFreeSpace', () => {
       return x.waitingFor === 'disk-space' ? x : null;
     }, 15_000, 'waitingFor disk-space');
     expect(waiting).toMatchObject({ state: 'queued', error: { code: 'E_DISK_SPACE' } });
+    expect(s.hits('/held.bin')).toBe(0); // held before asking the server
     expect(waiting.error.message).toMatch(/minFreeSpace/);
     expect(fs.readdirSync(t.downloads)).toEqual([]);
     t.setConfig({ minFreeSpace: '1MiB' });

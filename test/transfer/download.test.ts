@@ -646,5 +646,9 @@ describe('limits: maxSize and the free-space reserve', () => {
     expect(e).toMatchObject({ code: 'E_DISK_SPACE', transient: true, extra: { waitFor: 'disk-space' } });
     expect(e.message).toMatch(/minFreeSpace/);
     expect(fs.readdirSync(dir)).toEqual([]);
+    expect(s.hits('/f.bin')).toBe(1); // no directory given: the response's length is checked
+    const withDir = await failure(download(req(s.url('/f.bin'), { dir, minFreeSpace: { bytes: null, percent: 100 } }), callbacks().cb));
+    expect(withDir).toMatchObject({ code: 'E_DISK_SPACE' });
+    expect(s.hits('/f.bin')).toBe(1); // the directory known: held before any request
   });
 });
