@@ -8,7 +8,7 @@ import path from 'node:path';
 import type Conf from 'conf';
 import { parseRate, parseRateSchedule, type Rate, type ScheduleEntry } from './bandwidth.js';
 import { UsageError } from './errors.js';
-import { formatDuration, parseDuration, parseWindow } from './parse.js';
+import { formatDuration, parseDuration, parseFreeSpace, parseSize, parseWindow, type FreeSpaceRule } from './parse.js';
 
 export interface Config {
   maxConcurrent: number;
@@ -30,6 +30,10 @@ export interface Config {
   maxRate: Rate;
   /** The global cap by local time (empty: none). */
   rateSchedule: ScheduleEntry[];
+  /** Bytes a download may have at most (null: no bound); a task's --max-size wins. */
+  maxFileSize: number | null;
+  /** Free space a download never writes below (see reserveBytes). */
+  minFreeSpace: FreeSpaceRule;
 }
 
 type Key = keyof Config;
@@ -108,7 +112,24 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     defaultText: () => 'none',
     parse: (text) => parseRateSchedule(text),
   },
+  maxFileSize: {
+    describe: 'a download larger than this fails (none: no bound); --max-size sets it per task',
+    defaultText: () => 'none',
+    parse: (text, key) => (text === 'none' ? null : positiveSize(text, key)),
+  },
+  minFreeSpace: {
+    describe: 'never write below this free space (size, N% of the filesystem, or both: the smaller); below it tasks wait',
+    defaultText: () => '1%,256MiB',
+    parse: (text, key) => parseFreeSpace(text, `value for ${key}`),
+  },
 };
+
+/** A size of at least one byte (`--max-size`, maxFileSize). */
+export function positiveSize(text: string, what: string): number {
+  const n = parseSize(text, `value for ${what}`);
+  if (n <= 0) throw new UsageError(`invalid value '${text}' for ${what}: must be more than zero`);
+  return n;
+}
 
 export function checkKey(key: string): Key {
   if (!Object.hasOwn(CONFIG_KEYS, key)) {

@@ -24,6 +24,38 @@ export function parseSize(text: string, what = 'size'): number {
   return n;
 }
 
+/** A free-space reserve: a size, a percentage of the filesystem, or both (the smaller applies). */
+export interface FreeSpaceRule {
+  bytes: number | null;
+  percent: number | null;
+}
+
+/** `256MiB`, `5%`, `1%,256MiB` (the smaller of the two), `0` (no reserve). */
+export function parseFreeSpace(text: string, what = 'free-space reserve'): FreeSpaceRule {
+  const rule: FreeSpaceRule = { bytes: null, percent: null };
+  const terms = text.split(',');
+  const bad = (why: string) => new UsageError(`invalid ${what} '${text}': ${why}`);
+  if (terms.length > 2) throw bad('use a size (256MiB), a percentage of the filesystem (5%), or one of each (1%,256MiB)');
+  for (const raw of terms) {
+    const term = raw.trim();
+    const pct = /^(\d+(?:\.\d+)?)\s*%$/.exec(term);
+    if (pct) {
+      if (rule.percent != null || Number(pct[1]) > 100) throw bad('a percentage is at most 100%, given once');
+      rule.percent = Number(pct[1]);
+    } else {
+      if (rule.bytes != null || term === '') throw bad('use a size (256MiB), a percentage of the filesystem (5%), or one of each (1%,256MiB)');
+      rule.bytes = parseSize(term, what);
+    }
+  }
+  return rule;
+}
+
+/** The bytes a rule keeps free on a filesystem of `totalBytes`. */
+export function reserveBytes(rule: FreeSpaceRule, totalBytes: number): number {
+  const pct = rule.percent == null ? Infinity : Math.ceil((totalBytes * rule.percent) / 100);
+  return Math.min(pct, rule.bytes ?? Infinity);
+}
+
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /**

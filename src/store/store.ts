@@ -23,6 +23,7 @@ import {
 import { storePath } from '../shared/paths.js';
 import { nextRateLimitCount, rateLimitDelay } from '../shared/ratelimit.js';
 import { redactUrl } from '../shared/redact.js';
+import { guardMethods, storeFailure } from './failure.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
 
 type Row = Record<string, any>;
@@ -369,7 +370,8 @@ export class Store {
     try {
       fs.closeSync(fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_RDWR, 0o600));
     } catch (err) {
-      throw new StoreError(`cannot open the store ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      const failure = storeFailure(err, file);
+      throw failure instanceof StoreError ? failure : new StoreError(`cannot open the store ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     let db: Database.Database | undefined;
     try {
@@ -388,7 +390,8 @@ export class Store {
       else Store.checkForeign(db, file);
     } catch (err) {
       db?.close();
-      if (err instanceof StoreError) throw err;
+      const failure = storeFailure(err, file);
+      if (failure instanceof StoreError) throw failure;
       const reason = (err as Error).message;
       throw new StoreError(`the store ${file} cannot be opened or is corrupt (${reason}): move it aside to start afresh`);
     }
@@ -1111,6 +1114,9 @@ export class Store {
     }).immediate();
   }
 }
+
+// A full disk, a damaged file or an I/O error in any operation is a StoreError naming the file (exit 4).
+guardMethods(Store.prototype, (store) => store.file);
 
 function leaseIsStale(r: Row, now: number, staleMs: number, isAlive: (pid: number) => boolean): boolean {
   if (now - r.heartbeat > staleMs) return true;

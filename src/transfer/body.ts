@@ -84,19 +84,29 @@ export class Incoming {
 /**
  * Stream the body into the part file, which hashes and writes it (pausing the body while its buffers
  * are full). On a failure the bytes already received are written before the error is thrown.
+ * `admit` sees each chunk's size first: an error from it stops the body, that chunk unwritten.
  * Returns the body bytes received, all written but not yet fsync'd: the caller verifies them first
  * and then makes the file durable once, together with its final mode (PartFile.finish).
  * `onReceived` sees the count as bytes arrive, before they reach the disk: progress shown to people
  * moves with the network even when the writes are batched or on a thread.
  */
-export async function writeBody(incoming: Incoming, part: PartFile, onReceived: (received: number) => void = () => {}): Promise<number> {
+export async function writeBody(
+  incoming: Incoming,
+  part: PartFile,
+  onReceived: (received: number) => void = () => {},
+  admit?: (bytes: number) => Error | null,
+): Promise<number> {
   const { body } = incoming;
   let received = 0;
+  let refused: Error | null = null;
   part.bind({
     drain: () => incoming.release('disk'),
     fail: (err) => body.destroy(err as Error),
   });
   incoming.start((chunk) => {
+    if (refused) return;
+    refused = admit?.(chunk.length) ?? null;
+    if (refused) return void body.destroy(refused);
     received += chunk.length;
     onReceived(received);
     if (!part.append(chunk)) incoming.hold('disk');
@@ -109,6 +119,7 @@ export async function writeBody(incoming: Incoming, part: PartFile, onReceived: 
     failure = err;
   }
   await part.settle();
+  if (refused) throw refused;
   if (failure) throw failure;
   if (part.failure) throw part.failure;
   return received;

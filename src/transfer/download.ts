@@ -6,8 +6,9 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { nonRegularKind } from '../shared/files.js';
-import { formatBytes } from '../shared/parse.js';
+import { formatBytes, reserveBytes, type FreeSpaceRule } from '../shared/parse.js';
 import { Incoming, writeBody } from './body.js';
+import { BodyLimits, reserveError, tooLargeError } from './limits.js';
 import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
 import { parseContentDisposition } from './naming.js';
@@ -161,6 +162,9 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks): Pro
   // written, then what has been fsync'd.
   const state: AttemptState = { partial: plan && { ...plan } };
   try {
+    // Below the free-space reserve already: wait without asking the server.
+    const dir = req.output ? path.dirname(req.output) : req.dir;
+    if (dir && req.minFreeSpace) await checkFreeSpace(dir, 0, null, req.minFreeSpace);
     const userRange = req.headers.find(([n]) => n.toLowerCase() === 'range')?.[1] ?? null;
     let final = await perform(req, cb, plan);
     let verdict = judgeResponse(final.response.statusCode, final.response.headers, plan, final.hop.method, userRange);
@@ -226,34 +230,47 @@ function settle(err: unknown, signal: AbortSignal, partial: KeptPart | null): Tr
  * of small files to one directory asks the filesystem once, not once per file. Only a plentiful answer
  * is reused; a tight one is always asked again.
  */
-const freeSpaceSeen = new Map<string, { free: number; at: number }>();
+const freeSpaceSeen = new Map<string, { free: number; total: number; at: number }>();
 const FREE_SPACE_REUSE_MS = 1000;
 
-/** Step 4: free space at the destination for what is still to come (Content-Length, else --expect-receive). */
-async function checkFreeSpace(output: string, needed: number | null, partial: KeptPart | null): Promise<void> {
-  if (needed == null || needed <= 0) return;
-  const dir = path.dirname(output);
+/**
+ * Step 4: free space at the destination for what is still to come (Content-Length, else
+ * --expect-receive), above the reserve. Returns the free space and reserve it saw (for the checks
+ * while writing), or null when there is nothing to check or no answer (the write itself will tell).
+ */
+async function checkFreeSpace(dir: string, needed: number | null, partial: KeptPart | null, rule: FreeSpaceRule | null): Promise<{ free: number; reserve: number } | null> {
+  const want = Math.max(0, needed ?? 0);
+  if (want === 0 && !rule) return null;
   const seen = freeSpaceSeen.get(dir);
   const now = Date.now();
-  if (seen && now - seen.at < FREE_SPACE_REUSE_MS && seen.free >= needed) {
-    seen.free -= needed;
-    return;
+  if (seen && now - seen.at < FREE_SPACE_REUSE_MS) {
+    const reserve = rule ? reserveBytes(rule, seen.total) : 0;
+    if (seen.free - want >= reserve) {
+      seen.free -= want;
+      return { free: seen.free + want, reserve };
+    }
   }
   let free: number;
+  let total: number;
   try {
     const st = await fsp.statfs(dir);
     free = st.bavail * st.bsize;
+    total = st.blocks * st.bsize;
   } catch {
-    return; // no answer: the write itself will tell
+    return null;
   }
   if (freeSpaceSeen.size > 1000) freeSpaceSeen.clear();
-  freeSpaceSeen.set(dir, { free: free - Math.max(0, needed), at: now });
-  if (free < needed) {
-    throw new TransferError('E_DISK_SPACE', `not enough free space in ${dir}: ${formatBytes(needed)} needed, ${formatBytes(free)} free`, true, {
+  freeSpaceSeen.set(dir, { free: free - want, total, at: now });
+  const reserve = rule ? reserveBytes(rule, total) : 0;
+  if (free < want + reserve) {
+    const kept = partial ? { partial: { ...partial } } : {};
+    if (free >= want) throw reserveError(dir, free, reserve, want, kept);
+    throw new TransferError('E_DISK_SPACE', `not enough free space in ${dir}: ${formatBytes(want)} needed, ${formatBytes(free)} free`, true, {
       waitFor: 'disk-space',
-      ...(partial ? { partial: { ...partial } } : {}),
+      ...kept,
     });
   }
+  return { free, reserve };
 }
 
 type Writable = Extract<Verdict, { kind: 'write' | 'complete' }>;
@@ -287,14 +304,18 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
 
   let output: string;
   let part: PartFile;
+  let space: { free: number; reserve: number } | null;
   try {
+    // A length over the limit fails before any file is chosen or created.
+    const end = meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null);
+    if (req.maxSize != null && end != null && end > req.maxSize) throw tooLargeError(end, req.maxSize, true, { httpStatus: meta.status, finalUrl: meta.finalUrl });
     output = await cb.chooseOutput(meta);
     await refuseNonRegular(output);
     if (startOffset > 0 && output !== plan?.output) {
       throw new TransferError('E_RESUME', `cannot resume into ${output}: the partial file belongs to ${plan?.output}`, true);
     }
     const remaining = meta.totalBytes ?? req.expectReceive;
-    await checkFreeSpace(output, remaining == null ? null : remaining - startOffset, state.partial);
+    space = await checkFreeSpace(path.dirname(output), remaining == null ? null : remaining - startOffset, state.partial, req.minFreeSpace ?? null);
     part = await PartFile.open(output, startOffset, bodyBytes == null ? null : startOffset + bodyBytes, {
       onDurable: (offset) => {
         if (state.partial) state.partial.offset = offset;
@@ -309,9 +330,19 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
 
   let received = 0;
   if (incoming) {
+    const limits = new BodyLimits({
+      dir: path.dirname(output), startOffset, maxSize: req.maxSize ?? null, rule: space ? (req.minFreeSpace ?? null) : null,
+      written: () => part.written, free: space?.free ?? 0, reserve: space?.reserve ?? 0,
+    });
     try {
-      received = await writeBody(incoming, part, (n) => cb.onProgress(startOffset + n, meta.totalBytes));
+      received = await writeBody(incoming, part, (n) => cb.onProgress(startOffset + n, meta.totalBytes), (n) => limits.admit(n));
     } catch (err) {
+      if (err instanceof TransferError && err.code === 'E_TOO_LARGE') {
+        // Permanent: nothing of this file is kept.
+        state.partial = null;
+        await part.discard();
+        throw err;
+      }
       await part.salvage();
       throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
     }

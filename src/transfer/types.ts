@@ -2,6 +2,7 @@
 // the worker hands it a request and callbacks, and gets back a result or a TransferError.
 
 import type { Header, ProxySettings } from '../shared/model.js';
+import type { FreeSpaceRule } from '../shared/parse.js';
 
 export interface TlsOptions {
   /** Skip certificate verification (per task, `--insecure`). */
@@ -48,6 +49,12 @@ export interface DownloadRequest extends TlsOptions, NetworkOptions {
   sha256Expected: string | null;
   /** Used for the free-space check when the server sends no length. */
   expectReceive: number | null;
+  /** The file may not grow past this many bytes (E_TOO_LARGE, permanent); null or absent: no bound. */
+  maxSize?: number | null;
+  /** The directory a derived output goes to: its free space is checked before the request. */
+  dir?: string | null;
+  /** Free space never written below: the attempt waits for disk-space instead. Absent: no reserve. */
+  minFreeSpace?: FreeSpaceRule | null;
   /** No body bytes (or no response headers) for this long aborts the attempt (E_STALL, transient). */
   stallTimeoutMs: number;
   /** At most this many redirects (default 20). */

@@ -78,6 +78,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       outputFixed: t.outputFixed || t.ifChanged,
       resume, sha256Expected: expectedSha256(t, t.output), expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
       insecure: t.insecure, caFile: t.caFile, proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
+      maxSize: t.maxSize ?? cfg.maxFileSize, minFreeSpace: cfg.minFreeSpace, dir: t.dir,
     };
     const r = await download(
       req,

@@ -5,6 +5,7 @@
 import os from 'node:os';
 import { fairShares, formatRate, scheduledRate, tightest, type Rate } from '../shared/bandwidth.js';
 import { loadConfig, type Config } from '../shared/config.js';
+import { StoreError } from '../shared/errors.js';
 import { LEASE_STALE_MS, pidAlive } from '../shared/lease.js';
 import { Logger } from '../shared/log.js';
 import { isFinal, type Task } from '../shared/model.js';
@@ -65,7 +66,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   } finally {
     await store.releaseLease(pid).catch(() => {});
     await closeDispatchers().catch(() => {});
-    await store.close();
+    await store.close().catch(() => {});
   }
 }
 
@@ -95,6 +96,8 @@ class Worker {
   /** What `queueFacts` last found, and in which store state (data version and queue epoch). */
   private facts: { key: string; held: boolean; discretionary: boolean } | null = null;
   private readonly lingerMs: number;
+  /** The store failed under an attempt or a hook (full disk, damaged file): the loop stops the worker. */
+  private storeFailed: StoreError | null = null;
 
   constructor(
     private readonly store: Store,
@@ -115,6 +118,7 @@ class Worker {
     this.opts.signal?.addEventListener('abort', stop);
     try {
       while (!this.opts.signal?.aborted) {
+        if (this.storeFailed) throw this.storeFailed;
         const now = Date.now();
         if (now - this.timers.heartbeat >= HEARTBEAT_MS) {
           this.timers.heartbeat = now;
@@ -159,10 +163,33 @@ class Worker {
       }
       await this.stopAll('shutdown');
       return 'stopped';
+    } catch (err) {
+      if (err instanceof StoreError) await this.stopForStore(err);
+      throw err;
     } finally {
       this.opts.signal?.removeEventListener('abort', stop);
       log.write('worker', 'exiting');
     }
+  }
+
+  /**
+   * The store cannot be written or read (a full disk under BGDL_HOME, a damaged file): stop every
+   * transfer (each keeps its partial file and records its offset if the store still takes it) and
+   * let the worker exit, rather than run transfers nobody can record. The next command that finds
+   * work starts a worker again, which resumes the tasks from their partial files.
+   */
+  private async stopForStore(err: StoreError): Promise<void> {
+    this.log.write('worker', `store failure: ${err.message}; stopping ${this.active.size} transfer(s) and exiting`);
+    this.storeFailed ??= err;
+    await this.stopAll('shutdown').catch(() => {});
+  }
+
+  /** A store failure seen outside the loop (an attempt, a hook): the loop acts on it at once. */
+  private noteStoreFailure(err: unknown): boolean {
+    if (!(err instanceof StoreError)) return false;
+    this.storeFailed ??= err;
+    this.wake();
+    return true;
   }
 
   /** True when another process committed to the store since the last look (cheap: no I/O). */
@@ -191,7 +218,12 @@ class Worker {
     // Between full ticks, look at the store's data version often so a pause or an add acts at once.
     await new Promise<void>((resolve) => {
       const poll = setInterval(() => {
-        if (this.store.dataVersion() !== this.lastDataVersion) done();
+        try {
+          if (this.store.dataVersion() !== this.lastDataVersion) done();
+        } catch (err) {
+          this.noteStoreFailure(err);
+          done();
+        }
       }, 100);
       const timer = setTimeout(() => done(), ms);
       const done = () => {
@@ -330,7 +362,8 @@ class Worker {
     this.log.write(task.session, `task ${task.id}: attempt ${task.attempts} ${task.method} ${redactUrl(task.url)}`);
     const p = runAttempt({ store: this.store, log: this.log, config: () => this.config, reserved: this.reserved }, a)
       .catch(async (err) => {
-        // A bug or a store error must not leave the task marked running with nobody running it.
+        if (this.noteStoreFailure(err)) return; // the worker stops; the next one re-queues the task
+        // A bug must not leave the task marked running with nobody running it.
         this.log.write(task.session, `task ${task.id}: internal error: ${(err as Error).stack ?? err}`);
         await this.store
           .requeue(task.id, { notBefore: Date.now() + this.config.retryBaseDelay, reason: 'retry', error: { code: 'E_INTERNAL', message: String((err as Error).message ?? err) } })
@@ -404,7 +437,9 @@ class Worker {
             this.log.write(session.name, `hook: failed (${outcome.error}); retrying in ${formatDuration(delay)}`);
           }
         })
-        .catch((err) => this.log.write(session.name, `hook: internal error: ${(err as Error).message}`))
+        .catch((err) => {
+          if (!this.noteStoreFailure(err)) this.log.write(session.name, `hook: internal error: ${(err as Error).message}`);
+        })
         .finally(() => {
           this.hooksRunning.delete(session.name);
           this.attempts.delete(p);

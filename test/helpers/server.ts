@@ -55,6 +55,8 @@ export interface RouteOptions {
   gzip?: boolean;
   /** No Content-Length (chunked transfer encoding). */
   chunked?: boolean;
+  /** A body that never ends: chunked, the route's body over and over until the client goes away. */
+  endless?: boolean;
   /** Wait this long before answering. */
   delayMs?: number;
   /** Send the body at about this many bytes per second. */
@@ -205,6 +207,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
         await Promise.race([hold.until.catch(() => {}), new Promise((r) => closing.addEventListener('abort', r, { once: true }))]);
       }
       if (o.throttle) await pause((size / o.throttle) * 1000);
+      if (o.endless && pos >= end) pos = 0; // round again, forever
     }
     if (res.destroyed) return;
     if (end === drop) res.socket?.destroy();
@@ -284,7 +287,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       data = full.subarray(start, last + 1);
       headers['Content-Range'] = `bytes ${start}-${last}/${full.length}`;
     }
-    if (!o.chunked) headers['Content-Length'] = String(data.length);
+    if (!o.chunked && !o.endless) headers['Content-Length'] = String(data.length);
     res.writeHead(status, { ...headers, ...o.headers });
     if (record.method === 'HEAD') {
       res.end();

@@ -617,3 +617,38 @@ describe('download: redirects', () => {
     expect(fs.readFileSync(r.output, 'utf8')).toBe('result');
   });
 });
+
+describe('limits: maxSize and the free-space reserve', () => {
+  it('a length over maxSize fails before the output is chosen; a body without a length stops at it, nothing kept', async () => {
+    const s = await server();
+    s.route('/big.bin', { body: { size: 200_000 } });
+    s.route('/chunked.bin', { body: { size: 200_000 }, chunked: true });
+    const a = callbacks();
+    const e1 = await failure(download(req(s.url('/big.bin'), { maxSize: 100_000 }), a.cb));
+    expect(e1).toMatchObject({ code: 'E_TOO_LARGE', transient: false });
+    expect(a.seen.metas).toEqual([]);
+    const b = callbacks();
+    const e2 = await failure(download(req(s.url('/chunked.bin'), { maxSize: 100_000 }), b.cb));
+    expect(e2).toMatchObject({ code: 'E_TOO_LARGE', transient: false });
+    expect(e2.extra.partial).toBeUndefined();
+    expect(fs.readdirSync(dir)).toEqual([]);
+    // At the limit exactly is fine.
+    const c = callbacks();
+    const r = await download(req(s.url('/chunked.bin'), { maxSize: 200_000 }), c.cb);
+    expect(r.bytes).toBe(200_000);
+  });
+
+  it('a reserve above the free space waits for disk-space before any file is created', async () => {
+    const s = await server();
+    s.route('/f.bin', { body: { size: 10_000 } });
+    const a = callbacks();
+    const e = await failure(download(req(s.url('/f.bin'), { minFreeSpace: { bytes: null, percent: 100 } }), a.cb));
+    expect(e).toMatchObject({ code: 'E_DISK_SPACE', transient: true, extra: { waitFor: 'disk-space' } });
+    expect(e.message).toMatch(/minFreeSpace/);
+    expect(fs.readdirSync(dir)).toEqual([]);
+    expect(s.hits('/f.bin')).toBe(1); // no directory given: the response's length is checked
+    const withDir = await failure(download(req(s.url('/f.bin'), { dir, minFreeSpace: { bytes: null, percent: 100 } }), callbacks().cb));
+    expect(withDir).toMatchObject({ code: 'E_DISK_SPACE' });
+    expect(s.hits('/f.bin')).toBe(1); // the directory known: held before any request
+  });
+});

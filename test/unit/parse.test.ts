@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/shared/errors.js';
-import { formatDuration, parseDuration, parseHeader, parseHttpUrl, parsePriority, parseSessionName, parseSha256, parseSize, parseWhen, parseWindow } from '../../src/shared/parse.js';
+import { formatDuration, parseDuration, parseFreeSpace, parseHeader, parseHttpUrl, parsePriority, parseSessionName, parseSha256, parseSize, parseWhen, parseWindow, reserveBytes } from '../../src/shared/parse.js';
 
 describe('parseSize', () => {
   it.each([
@@ -84,4 +84,24 @@ describe('small parsers', () => {
     expect(() => parseWindow('25:00-01:00')).toThrow(UsageError);
     expect(() => parseWindow('night')).toThrow(UsageError);
   });
+});
+
+describe('parseFreeSpace and reserveBytes', () => {
+  it.each([
+    ['256MiB', { bytes: 256 * 1024 ** 2, percent: null }],
+    ['5%', { bytes: null, percent: 5 }],
+    ['0.5%', { bytes: null, percent: 0.5 }],
+    ['1%,256MiB', { bytes: 256 * 1024 ** 2, percent: 1 }],
+    ['256MiB, 1%', { bytes: 256 * 1024 ** 2, percent: 1 }],
+    ['0', { bytes: 0, percent: null }],
+  ])('%s', (text, rule) => expect(parseFreeSpace(text)).toEqual(rule));
+  it.each(['', 'lots', '150%', '5%,', '1%,2%', '1G,2G', '1%,2G,3G', '-1%'])('rejects %j', (text) => expect(() => parseFreeSpace(text)).toThrow(UsageError));
+  it.each([
+    // The default: 1% of the filesystem or 256 MiB, the smaller.
+    [{ bytes: 256 * 1024 ** 2, percent: 1 }, 10 * 1024 ** 3, Math.ceil((10 * 1024 ** 3) / 100)],
+    [{ bytes: 256 * 1024 ** 2, percent: 1 }, 100 * 1024 ** 3, 256 * 1024 ** 2],
+    [{ bytes: null, percent: 100 }, 1000, 1000],
+    [{ bytes: 0, percent: null }, 1000, 0],
+    [{ bytes: 5000, percent: null }, 1000, 5000],
+  ])('%j of %d keeps %d', (rule, total, bytes) => expect(reserveBytes(rule, total)).toBe(bytes));
 });
