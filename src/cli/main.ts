@@ -4,12 +4,14 @@
 
 import { Command, CommanderError, Option } from 'commander';
 import { BgdlError } from '../shared/errors.js';
-import type { Task } from '../shared/model.js';
+import { isFinal, type Task } from '../shared/model.js';
 import { parseTaskId } from '../shared/parse.js';
 import { closeStore, makeCtx, type Ctx } from './context.js';
 import type { AddOptions } from './commands/add.js';
 
 const VERSION = '0.1.0';
+/** Rows `bgdl status` lists before it summarises, when stdout is not a terminal. */
+const STATUS_ROWS_OFF_TERMINAL = 40;
 
 const out = (s: string) => process.stdout.write(s);
 const json = (v: unknown): void => void out(JSON.stringify(v, null, 2) + "\n");
@@ -82,25 +84,36 @@ export function buildProgram(ctx: Ctx): Command {
 
   program
     .command('status')
-    .description('show tasks: a table, one task in detail, or JSON')
+    .description('show tasks: a table (a summary when there are more than fit the screen), one task in detail, or JSON')
     .argument('[ids...]', 'task ids (default: all tasks)')
     .option('-s, --session <name>', 'only this session')
-    .option('--json', 'print a JSON array of tasks')
+    .option('--all', 'list every task, however many (default: a per-session summary and a screenful of rows when they do not fit)')
+    .option('--json', 'print a JSON array of tasks (always every task)')
     .option('--watch', 'redraw every second until every task is final')
-    .action(async (list: string[], o: { session?: string; json?: boolean; watch?: boolean }) => {
-      const [{ status }, render] = await Promise.all([import('./commands/status.js'), import('./render.js')]);
-      const show = async () => {
-        const tasks = await status(ctx, ids(list), { ...o, brief: !o.json && list.length === 0 });
-        if (o.json) json(tasks.map((t) => render.taskJson(t)));
-        else if (list.length === 1 && tasks.length === 1) out(render.taskDetail(tasks[0]!));
-        else out(render.statusTable(tasks) || 'no tasks\n');
-        return tasks;
+    .action(async (list: string[], o: { session?: string; all?: boolean; json?: boolean; watch?: boolean }) => {
+      const [{ status, statusView }, render] = await Promise.all([import('./commands/status.js'), import('./render.js')]);
+      /** Shows the tasks once; true when every task is final. */
+      const show = async (): Promise<boolean> => {
+        if (o.json || list.length > 0) {
+          const tasks = await status(ctx, ids(list), o);
+          if (o.json) json(tasks.map((t) => render.taskJson(t)));
+          else if (list.length === 1 && tasks.length === 1) out(render.taskDetail(tasks[0]!));
+          else out(render.statusTable(tasks) || 'no tasks\n');
+          return tasks.every((t) => isFinal(t.state));
+        }
+        // A terminal's height, else a fixed screenful: a pipe or a cron mail stays readable too.
+        const screenRows = process.stdout.isTTY && process.stdout.rows ? process.stdout.rows : STATUS_ROWS_OFF_TERMINAL;
+        const v = await statusView(ctx, { session: o.session, all: o.all, screenRows });
+        if (v.totals) out(render.statusSummary(v.totals, v.tasks, v.hidden));
+        else out(render.statusTable(v.tasks) || 'no tasks\n');
+        return v.totals
+          ? v.totals.every((t) => t.counts.queued + t.counts.running + t.counts.paused === 0)
+          : v.tasks.every((t) => isFinal(t.state));
       };
       if (!o.watch) return void (await show());
       for (;;) {
         if (process.stdout.isTTY) out('\x1b[H\x1b[2J');
-        const tasks = await show();
-        if (tasks.every((t) => ['completed', 'failed', 'canceled'].includes(t.state))) return;
+        if (await show()) return;
         await new Promise((r) => setTimeout(r, 1000));
       }
     });
