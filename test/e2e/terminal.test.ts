@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BIN, statusJson, testdir, waitUntil, type TestDir } from '../helpers/cli.js';
+import { BIN, alive, statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { startServer, type TestServer } from '../helpers/server.js';
 
 let t: TestDir;
 beforeEach(async () => {
@@ -55,5 +56,144 @@ describe('status with more tasks than fit the screen', () => {
     const small = await t.bgdl(['status', '-s', 'small']);
     expect(small.stdout.trimEnd().split('\n')).toHaveLength(4);
     expect(small.stdout).toMatch(/^ID +SESSION/);
+  });
+});
+
+/**
+ * A command in a real pseudo-terminal: a tmux session on a socket of its own, 120x40. `screen()` is
+ * what the pane shows; `exitCode()` the command's status once it has ended.
+ */
+function inTmux(command: string, env: NodeJS.ProcessEnv, cwd: string) {
+  const socket = `bgdl-test-${process.pid}-${Date.now()}`;
+  const exitFile = path.join(cwd, `.exit-${socket}`);
+  const tmux = (...args: string[]) => spawnSync('tmux', ['-L', socket, '-f', '/dev/null', ...args], { env, cwd, encoding: 'utf8' });
+  // The shell catches SIGINT with a trap (so it lives on to record the status); the command gets
+  // the default disposition, as from an interactive shell.
+  const script = `trap true INT; ${command}; echo $? > ${exitFile}; sleep 600`;
+  const r = tmux('new-session', '-d', '-x', '120', '-y', '40', '-s', 'bgdl', 'sh', '-c', script);
+  if (r.status !== 0) throw new Error(`tmux failed: ${r.stderr}`);
+  return {
+    screen: () => tmux('capture-pane', '-p', '-J', '-t', 'bgdl').stdout,
+    keys: (...keys: string[]) => tmux('send-keys', '-t', 'bgdl', ...keys),
+    exitCode: () => (fs.existsSync(exitFile) && fs.readFileSync(exitFile, 'utf8').trim() !== '' ? Number(fs.readFileSync(exitFile, 'utf8')) : null),
+    kill: () => tmux('kill-server'),
+  };
+}
+
+describe('wait at a terminal', () => {
+  let s: TestServer;
+  beforeEach(async () => {
+    s = await startServer();
+  });
+  afterEach(async () => {
+    await s.close();
+  });
+
+  const ttyEnv = () => {
+    const env = { ...t.env, NO_COLOR: '1' };
+    delete env.CI; // the spinner and bars never show under CI
+    return env;
+  };
+
+  it('the spinner shows the waiting reason status shows; the first Ctrl-C exits 130 and says the task goes on', async (ctx) => {
+    if (!have('tmux')) {
+      console.warn('NOTICE: tmux is not installed: the pseudo-terminal Ctrl-C test is skipped');
+      return ctx.skip();
+    }
+    const r = await t.bgdl(['add', '--json', '--begin-at', '10m', 'http://127.0.0.1:9/later.bin']);
+    expect(r.code, r.stderr).toBe(0);
+    const [task] = JSON.parse(r.stdout);
+    const term = inTmux(`${process.execPath} ${BIN} wait`, ttyEnv(), t.downloads);
+    try {
+      await waitUntil(() => /begin-at: starts in 9m\d+s \(\d{4}-\d\d-\d\dT[\d:]+[+-]\d\d:\d\d\)/.test(term.screen()), 15_000, 'the spinner with the begin-at reason');
+      expect(term.screen()).toContain(`task ${task.id}: begin-at: starts in 9m`);
+      term.keys('C-c');
+      const code = await waitUntil(() => term.exitCode(), 10_000, 'wait to exit after one Ctrl-C');
+      expect(code).toBe(130);
+      expect(term.screen()).toMatch(/bgdl: stopped waiting; 1 task\(s\) go on in the background/);
+    } finally {
+      term.kill();
+    }
+    const [after] = await statusJson(t, [task.id]);
+    expect(after).toMatchObject({ state: 'queued', waitingFor: 'begin-at' });
+  });
+
+  it('Ctrl-C during a transfer leaves it running: it completes in the background', async (ctx) => {
+    if (!have('tmux')) {
+      console.warn('NOTICE: tmux is not installed: the pseudo-terminal Ctrl-C test is skipped');
+      return ctx.skip();
+    }
+    s.route('/slow.bin', { body: { size: 400_000 }, throttle: 200_000 });
+    const term = inTmux(`${process.execPath} ${BIN} add --wait ${s.url('/slow.bin')}`, ttyEnv(), t.downloads);
+    try {
+      await waitUntil(() => /slow\.bin +[#-]+ +\d+%/.test(term.screen()), 15_000, 'the progress bar');
+      term.keys('C-c');
+      expect(await waitUntil(() => term.exitCode(), 10_000, 'add --wait to exit after one Ctrl-C')).toBe(130);
+      expect(term.screen()).toMatch(/bgdl: stopped waiting; 1 task\(s\) go on in the background/);
+    } finally {
+      term.kill();
+    }
+    const pid = t.workerPid();
+    expect(pid && alive(pid)).toBeTruthy();
+    const [done] = await waitFinal(t, [1]);
+    expect(done.state).toBe('completed');
+    expect(fs.statSync(path.join(t.downloads, 'slow.bin')).size).toBe(400_000);
+  });
+
+  it('add --wait shows the retry reason and the next attempt time while retrying', async (ctx) => {
+    if (!have('tmux')) {
+      console.warn('NOTICE: tmux is not installed: the pseudo-terminal retry test is skipped');
+      return ctx.skip();
+    }
+    s.route('/busy.bin', { body: { size: 1000 }, status503: { times: 1, retryAfter: '3' } });
+    const term = inTmux(`${process.execPath} ${BIN} add --wait ${s.url('/busy.bin')}`, ttyEnv(), t.downloads);
+    try {
+      await waitUntil(() => term.exitCode() !== null, 20_000, 'add --wait to end');
+      expect(term.exitCode()).toBe(0);
+      const screen = term.screen();
+      expect(screen).toMatch(/task 1 will retry: attempt 2 at \d{4}-\d\d-\d\dT[\d:]+[+-]\d\d:\d\d \(in [23]s\) after E_HTTP_STATUS: HTTP 503/);
+      expect(screen).toMatch(/\u2714 task 1 completed/);
+    } finally {
+      term.kill();
+    }
+  });
+
+  it("a paused task says paused, a retried task's line shows its new outcome, and the end is one summary line", async (ctx) => {
+    if (!have('tmux')) {
+      console.warn('NOTICE: tmux is not installed: the pseudo-terminal progress test is skipped');
+      return ctx.skip();
+    }
+    s.route('/gone.bin', { body: { size: 1000 }, failTimes: { status: 404, times: 1 } });
+    s.route('/long.bin', { body: { size: 600_000 }, throttle: 150_000 });
+    const added = await t.bgdl(['add', '--json', s.url('/gone.bin'), s.url('/long.bin')]);
+    const [gone, long] = JSON.parse(added.stdout);
+    const term = inTmux(`${process.execPath} ${BIN} wait`, ttyEnv(), t.downloads);
+    try {
+      await waitUntil(() => new RegExp(`\u2716 task ${gone.id} failed: E_HTTP_STATUS`).test(term.screen()), 15_000, 'the failure line');
+      await waitUntil(async () => (await statusJson(t, [long.id]))[0].state === 'running', 15_000, 'the long task to run');
+      expect((await t.bgdl(['pause', String(long.id)])).code).toBe(0);
+      await waitUntil(() => term.screen().includes(`task ${long.id} paused: bgdl resume ${long.id} continues it`), 10_000, 'the paused line');
+      expect((await t.bgdl(['retry', String(gone.id)])).code).toBe(0);
+      await waitUntil(() => new RegExp(`\u2714 task ${gone.id} completed`).test(term.screen()), 15_000, "the retried task's new outcome");
+      expect((await t.bgdl(['resume', String(long.id)])).code).toBe(0);
+      await waitUntil(() => term.exitCode() !== null, 20_000, 'wait to end').catch((e) => {
+        throw new Error(`${(e as Error).message}\n${term.screen()}`);
+      });
+      expect(term.exitCode()).toBe(0);
+      const screen = term.screen();
+      // Its first outcome stays on the screen above the new one.
+      expect(screen.indexOf(`task ${gone.id} failed`)).toBeLessThan(screen.indexOf(`task ${gone.id} completed`));
+      expect(screen).toMatch(/bgdl: 2 tasks: 2 completed, 0 failed, 0 canceled; 587 KiB in \d+s/);
+    } finally {
+      term.kill();
+    }
+  });
+
+  it('wait without a terminal ends with one summary line of counts and bytes', async () => {
+    s.route('/ok.bin', { body: { size: 2048 } });
+    const r = await t.bgdl(['add', '--wait', s.url('/ok.bin'), s.url('/missing.bin')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^bgdl: 2 tasks: 1 completed, 1 failed, 0 canceled; 2\.0 KiB in \d+(ms|s)$/m);
+    expect(r.stderr.trimEnd().split('\n').at(-1)).toMatch(/^bgdl: 1 of 2 task\(s\) did not complete: \d+ failed \(E_HTTP_STATUS\)$/);
   });
 });
