@@ -3,7 +3,7 @@
 // and an exit status; only bin/bgdl.js calls process.exit.
 
 import { Command, CommanderError, Option } from 'commander';
-import { BgdlError } from '../shared/errors.js';
+import { BgdlError, UsageError } from '../shared/errors.js';
 import { isFinal, type Task } from '../shared/model.js';
 import { parseTaskId } from '../shared/parse.js';
 import { closeStore, makeCtx, type Ctx } from './context.js';
@@ -178,15 +178,10 @@ export function buildProgram(ctx: Ctx): Command {
     .description('list sessions with task counts')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }) => {
-      const [{ sessionList }, { table, sessionJson }] = await Promise.all([import('./commands/session.js'), import('./render.js')]);
+      const [{ sessionList }, { sessionsTable, sessionJson }] = await Promise.all([import('./commands/session.js'), import('./render.js')]);
       const list = await sessionList(ctx);
       if (o.json) return json(list.map(sessionJson));
-      out(
-        table(
-          ['SESSION', 'QUEUED', 'RUNNING', 'PAUSED', 'DONE', 'FAILED', 'EVENTS', 'HOOK'],
-          list.map((s) => [s.name, ...(['queued', 'running', 'paused', 'completed', 'failed'] as const).map((k) => String(s.counts[k])), String(s.undeliveredEvents), s.hook ?? '-']),
-        ),
-      );
+      out(sessionsTable(list));
     });
   session
     .command('show')
@@ -194,23 +189,10 @@ export function buildProgram(ctx: Ctx): Command {
     .argument('<name>')
     .option('--json', 'print JSON')
     .action(async (name: string, o: { json?: boolean }) => {
-      const [{ sessionShow }, { sessionJson }] = await Promise.all([import('./commands/session.js'), import('./render.js')]);
+      const [{ sessionShow }, { sessionJson, sessionDetail }] = await Promise.all([import('./commands/session.js'), import('./render.js')]);
       const s = await sessionShow(ctx, name);
       if (o.json) return json(sessionJson(s));
-      const at = (ms: number | null) => (ms ? new Date(ms).toISOString() : '-');
-      out(
-        [
-          `session:         ${s.name}`,
-          `hook:            ${s.hook ?? '-'}`,
-          `launch events:   ${s.launchEvents ? 'on' : 'off'}`,
-          `discretionary:   ${s.discretionary ? 'yes' : 'no'}`,
-          `tasks:           ${Object.entries(s.counts).map(([k, v]) => `${v} ${k}`).join(', ')}`,
-          `undelivered:     ${s.undeliveredEvents} event(s)`,
-          `hook runs:       ${s.hookRuns} (last ${at(s.hookLastRunAt)})`,
-          `hook failures:   ${s.hookFailures}${s.hookLastError ? ` (last: ${s.hookLastError}; next try ${at(s.hookNextAt)})` : ''}`,
-          `rate limit:      ${s.rateLimitCount} hook run(s) in the current streak`,
-        ].join('\n') + '\n',
-      );
+      out(sessionDetail(s));
     });
   session
     .command('rm')
@@ -303,7 +285,29 @@ export function buildProgram(ctx: Ctx): Command {
       if (r === 'another-worker') process.stderr.write('bgdl: another worker is already running for this BGDL_HOME\n');
     });
 
+  refuseRepeatedOptions(program);
   return program;
+}
+
+/**
+ * commander silently keeps the last of `-o a -o b`; a single-value option given twice is refused
+ * instead (exit 2), since one of the two values would be dropped. Repeatable options (-H) have
+ * their own parser and are left alone.
+ */
+function refuseRepeatedOptions(cmd: Command): void {
+  for (const opt of cmd.options) {
+    if (!(opt.required || opt.optional) || opt.variadic || opt.parseArg) continue;
+    let seen: string | undefined;
+    opt.argParser((value: string) => {
+      if (seen !== undefined) {
+        const name = [opt.short, opt.long].filter(Boolean).join('/');
+        throw new UsageError(`${name} given twice ('${seen}', then '${value}'): give it once`);
+      }
+      seen = value;
+      return value;
+    });
+  }
+  for (const sub of cmd.commands) refuseRepeatedOptions(sub);
 }
 
 function interrupted(): AbortSignal {

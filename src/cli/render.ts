@@ -2,7 +2,7 @@
 // Commands return data; these functions decide how it looks.
 
 import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task, type TaskState } from '../shared/model.js';
-import type { TaskTotals } from '../store/index.js';
+import type { SessionSummary, TaskTotals } from '../store/index.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
 
@@ -201,6 +201,32 @@ export function taskDetail(t: Task, now = Date.now()): string {
   let out = lines.filter(([, val]) => val !== null && val !== undefined && val !== '').map(([k, val]) => `${(k + ':').padEnd(17)}${val}\n`).join('');
   if (v.responseBody != null) out += `response body:\n${v.responseBody}${v.responseBody.endsWith('\n') ? '' : '\n'}`;
   return out;
+}
+
+/** `session list`: a row a session with the count of every state. */
+export function sessionsTable(list: SessionSummary[]): string {
+  return table(
+    ['SESSION', 'QUEUED', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED', 'CANCELED', 'EVENTS', 'HOOK'],
+    list.map((s) => [s.name, ...(['queued', 'running', 'paused', 'completed', 'failed', 'canceled'] as const).map((k) => String(s.counts[k])), String(s.undeliveredEvents), s.hook ?? '-']),
+  );
+}
+
+/** `session show`: settings, counts and hook state, times in local ISO 8601. */
+export function sessionDetail(s: SessionSummary): string {
+  return (
+    [
+      `session:         ${s.name}`,
+      `created:         ${localIso(s.createdAt)}`,
+      `hook:            ${s.hook ?? '-'}`,
+      `launch events:   ${s.launchEvents ? 'on' : 'off'}`,
+      `discretionary:   ${s.discretionary ? 'yes' : 'no'}`,
+      `tasks:           ${STATE_ORDER.map((k) => `${s.counts[k]} ${k}`).join(', ')}`,
+      `undelivered:     ${s.undeliveredEvents} event(s)`,
+      `hook runs:       ${s.hookRuns} (last ${localIso(s.hookLastRunAt)})`,
+      `hook failures:   ${s.hookFailures}${s.hookLastError ? ` (last: ${s.hookLastError}; next try ${localIso(s.hookNextAt)})` : ''}`,
+      `rate limit:      ${s.rateLimitCount} hook run(s) in the current streak`,
+    ].join('\n') + '\n'
+  );
 }
 
 export function eventLine(e: BgdlEvent): string {

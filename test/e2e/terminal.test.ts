@@ -197,3 +197,52 @@ describe('wait at a terminal', () => {
     expect(r.stderr.trimEnd().split('\n').at(-1)).toMatch(/^bgdl: 1 of 2 task\(s\) did not complete: \d+ failed \(E_HTTP_STATUS\)$/);
   });
 });
+
+describe('small conveniences', () => {
+  it('refuses a single-value option given twice (exit 2, nothing stored); -H still repeats', async () => {
+    const r = await t.bgdl(['add', '-o', 'a.bin', '-o', 'b.bin', 'http://127.0.0.1:9/x']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe("bgdl: -o/--output given twice ('a.bin', then 'b.bin'): give it once\n");
+    const s = await t.bgdl(['status', '-s', 'a', '-s', 'b']);
+    expect(s.code).toBe(2);
+    expect(s.stderr).toMatch(/^bgdl: -s\/--session given twice/);
+    expect(await statusJson(t)).toEqual([]);
+    const h = await t.bgdl(['add', '--suspended', '--json', '-H', 'X-A: 1', '-H', 'X-B: 2', 'http://127.0.0.1:9/x']);
+    expect(h.code, h.stderr).toBe(0);
+    expect(JSON.parse(h.stdout)[0].headers).toEqual(['X-A: 1', 'X-B: 2']);
+  });
+
+  it("config set downloadDir '~/x' expands ~ to the home directory; an unknown key suggests the nearest", async () => {
+    expect((await t.bgdl(['config', 'set', 'downloadDir', '~/x'])).code).toBe(0);
+    expect((await t.bgdl(['config', 'get', 'downloadDir'])).stdout).toBe(`${path.join(t.env.HOME!, 'x')}\n`);
+    expect((await t.bgdl(['config', 'set', 'downloadDir', '~'])).code).toBe(0);
+    expect((await t.bgdl(['config', 'get', 'downloadDir'])).stdout).toBe(`${t.env.HOME}\n`);
+    const typo = await t.bgdl(['config', 'set', 'maxconcurent', '3']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toBe("bgdl: unknown config key 'maxconcurent': did you mean maxConcurrent? (bgdl config list shows every key)\n");
+    const far = await t.bgdl(['config', 'get', 'zzzzzzzz']);
+    expect(far.code).toBe(2);
+    expect(far.stderr).not.toMatch(/did you mean/);
+  });
+
+  it('session list counts every state; tables and the detail views show local ISO 8601 times with the offset', async () => {
+    await addSuspended(2);
+    expect((await t.bgdl(['cancel', '2'])).code).toBe(0);
+    const list = await t.bgdl(['session', 'list']);
+    const [head, row] = list.stdout.trimEnd().split('\n');
+    expect(head!.split(/ +/)).toEqual(['SESSION', 'QUEUED', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED', 'CANCELED', 'EVENTS', 'HOOK']);
+    expect(row!.split(/ +/)).toEqual(['default', '0', '0', '1', '0', '0', '1', '1', '-']);
+    const env = { TZ: 'Asia/Kolkata' };
+    const show = await t.bgdl(['session', 'show', 'default'], { env });
+    expect(show.stdout).toMatch(/^created: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30$/m);
+    const detail = await t.bgdl(['status', '2'], { env });
+    expect(detail.stdout).toMatch(/^finished: +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30$/m);
+    const later = await t.bgdl(['add', '--suspended', '--json', '--begin-at', '2h', 'http://127.0.0.1:9/y']);
+    expect(later.code, later.stderr).toBe(0);
+    expect((await t.bgdl(['resume', '3'])).code).toBe(0);
+    const table = await t.bgdl(['status'], { env });
+    expect(table.stdout).toMatch(/begin-at: starts in (2h|1h59m\d+s) \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30\)/);
+    const events = await t.bgdl(['events'], { env });
+    expect(events.stdout).toMatch(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30/);
+  });
+});
