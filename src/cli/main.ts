@@ -2,7 +2,7 @@
 // loads undici or the progress bars) and renders what they return. Errors become one `bgdl: ` line
 // and an exit status; only bin/bgdl.js calls process.exit.
 
-import { Command, CommanderError, Option } from 'commander';
+import { Argument, Command, CommanderError, Option } from 'commander';
 import { BgdlError, UsageError } from '../shared/errors.js';
 import { isFinal, type Task } from '../shared/model.js';
 import { parseTaskId } from '../shared/parse.js';
@@ -283,6 +283,18 @@ export function buildProgram(ctx: Ctx): Command {
       const { worker } = await import('./commands/worker.js');
       const r = await worker(ctx, o);
       if (r === 'another-worker') process.stderr.write('bgdl: another worker is already running for this BGDL_HOME\n');
+    });
+
+  program
+    .command('completion')
+    .description('print a shell completion script: bash, zsh or fish')
+    .addArgument(new Argument('[shell]', 'bash, zsh or fish').choices(['bash', 'zsh', 'fish']))
+    .addOption(new Option('--list <what>', 'print completion words (sessions), one a line').hideHelp())
+    .action(async (shell: string | undefined, o: { list?: string }) => {
+      const { completionScript, completionWords } = await import('./commands/completion.js');
+      if (o.list) return void out((await completionWords(ctx, o.list)).map((w) => `${w}\n`).join(''));
+      if (!shell) throw new UsageError('name a shell: bgdl completion bash|zsh|fish');
+      out(completionScript(program, shell));
     });
 
   refuseRepeatedOptions(program);

@@ -246,3 +246,48 @@ describe('small conveniences', () => {
     expect(events.stdout).toMatch(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30/);
   });
 });
+
+describe('shell completion', () => {
+  it('bgdl completion bash|zsh|fish prints scripts that parse; an unknown shell is exit 2', async () => {
+    for (const shell of ['bash', 'zsh', 'fish']) {
+      const r = await t.bgdl(['completion', shell]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('--begin-at'); // generated from the program's own options
+      const file = path.join(t.dir, `bgdl.${shell}`);
+      fs.writeFileSync(file, r.stdout);
+      if (!have(shell)) {
+        console.warn(`NOTICE: ${shell} is not installed: the ${shell} completion script was generated but not syntax-checked`);
+        continue;
+      }
+      const check = spawnSync(shell, ['-n', file], { encoding: 'utf8' });
+      expect(check.status, `${shell} -n: ${check.stderr}`).toBe(0);
+    }
+    const bad = await t.bgdl(['completion', 'tcsh']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^bgdl: .*'tcsh'.*bash, zsh, fish/);
+  });
+
+  it('bash completes commands, options, option values, session names from the store and config keys', async () => {
+    // Before any use: no session names, and completing creates no store.
+    expect((await t.bgdl(['completion', '--list', 'sessions'])).stdout).toBe('');
+    expect(fs.existsSync(t.home)).toBe(false);
+    await addSuspended(1, 'nightly');
+    const bin = path.join(t.dir, 'bin');
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, 'bgdl'), `#!/bin/sh\nexec ${process.execPath} ${BIN} "$@"\n`, { mode: 0o755 });
+    const script = `
+      source <(bgdl completion bash)
+      comp() { COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=(); _bgdl; echo "\${COMPREPLY[*]}"; }
+      comp bgdl st
+      comp bgdl session s
+      comp bgdl add --begin
+      comp bgdl status -s ''
+      comp bgdl session show ''
+      comp bgdl config set maxC
+      comp bgdl completion ''
+      comp bgdl add -s nightly --susp
+    `;
+    const { stdout } = await promisify(execFile)('bash', ['-c', script], { env: { ...t.env, PATH: `${bin}:${process.env.PATH}` }, encoding: 'utf8' });
+    expect(stdout.split('\n').slice(0, 8)).toEqual(['status', 'set show', '--begin-at', 'nightly', 'nightly', 'maxConcurrent', 'bash zsh fish', '--suspended']);
+  });
+});
