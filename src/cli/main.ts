@@ -39,9 +39,10 @@ function addTransferOptions(cmd: Command, forUpload: boolean): Command {
 }
 
 async function printTasks(ctx: Ctx, tasks: Task[], o: { json?: boolean; wait?: boolean }): Promise<void> {
-  const { taskJson } = await import('./render.js');
+  const [{ taskJson }, { redactUrl }] = await Promise.all([import('./render.js'), import('../shared/redact.js')]);
   if (o.json && !o.wait) json(tasks.map((t) => taskJson(t)));
-  if (!o.json) for (const t of tasks) out(`${t.id}\t${t.state}\t${taskJson(t).url}\t${t.uploadFile ?? t.output ?? `${t.dir}/`}\n`);
+  // One write for the lot: a write per line to a file or pipe was a tenth of `add -i` of 100,000 URLs.
+  if (!o.json) out(tasks.map((t) => `${t.id}\t${t.state}\t${redactUrl(t.url)}\t${t.uploadFile ?? t.output ?? `${t.dir}/`}\n`).join(''));
   if (o.wait) {
     const { waitFor } = await import('./commands/wait.js');
     await waitFor(ctx, tasks.map((t) => t.id), {}, (final) => o.json && json(final.map((t) => taskJson(t))));

@@ -267,7 +267,7 @@ describe('shell completion', () => {
     expect(bad.stderr).toMatch(/^bgdl: .*'tcsh'.*bash, zsh, fish/);
   });
 
-  it('bash completes commands, options, option values, session names from the store and config keys', async () => {
+  it('bash (and fish, when installed) complete commands, options, option values, session names from the store and config keys', async () => {
     // Before any use: no session names, and completing creates no store.
     expect((await t.bgdl(['completion', '--list', 'sessions'])).stdout).toBe('');
     expect(fs.existsSync(t.home)).toBe(false);
@@ -289,5 +289,15 @@ describe('shell completion', () => {
     `;
     const { stdout } = await promisify(execFile)('bash', ['-c', script], { env: { ...t.env, PATH: `${bin}:${process.env.PATH}` }, encoding: 'utf8' });
     expect(stdout.split('\n').slice(0, 8)).toEqual(['status', 'set show', '--begin-at', 'nightly', 'nightly', 'maxConcurrent', 'bash zsh fish', '--suspended']);
+    if (!have('fish')) return void console.warn('NOTICE: fish is not installed: fish completion was not exercised');
+    const fish = `
+      source (bgdl completion fish | psub)
+      complete -C 'bgdl session s'; echo
+      complete -C 'bgdl status -s '; echo
+      complete -C 'bgdl config get maxC'
+    `;
+    const f = await promisify(execFile)('fish', ['-c', fish], { env: { ...t.env, PATH: `${bin}:${process.env.PATH}` }, encoding: 'utf8' });
+    const names = f.stdout.split('\n').map((l) => l.split('\t')[0]);
+    expect(names).toEqual(['set', 'show', '', 'nightly', '', 'maxConcurrent', '']);
   });
 });

@@ -185,17 +185,17 @@ function fishScript(specs: CommandSpec[]): string {
     '',
     'function __bgdl_subcommands',
     '    switch $argv[1]',
-    ...specs.filter((s) => s.subcommands.length).flatMap((s) => [`        case ${fishQuote(key(s))}`, `            echo ${s.subcommands.map((c) => c.path.at(-1)!).join(' ')}`]),
+    ...specs.filter((s) => s.subcommands.length).flatMap((s) => [`        case ${fishQuote(key(s))}`, `            printf '%s\\n' ${s.subcommands.map((c) => c.path.at(-1)!).join(' ')}`]),
     '    end',
     'end',
     '',
     'function __bgdl_value_options',
     '    switch $argv[1]',
-    ...specs.flatMap((s) => [`        case ${fishQuote(key(s))}`, `            echo ${s.options.filter((o) => o.takesValue).flatMap((o) => o.flags).join(' ')}`]),
+    ...specs.flatMap((s) => [`        case ${fishQuote(key(s))}`, `            printf '%s\\n' ${s.options.filter((o) => o.takesValue).flatMap((o) => o.flags).join(' ')}`]),
     '    end',
     'end',
     '',
-    '# The subcommands given so far, e.g. "session show".',
+    '# The subcommands given so far, e.g. "session show" (one word a line from the tables above).',
     'function __bgdl_path',
     '    set -l tokens (commandline -opc)',
     '    set -e tokens[1]',
@@ -209,11 +209,11 @@ function fishScript(specs: CommandSpec[]): string {
     '        switch $w',
     "            case '--*=*'",
     "            case '-*'",
-    '                if contains -- $w (string split " " (__bgdl_value_options "$p"))',
+    '                if contains -- $w (__bgdl_value_options "$p")',
     '                    set skip 1',
     '                end',
     "            case '*'",
-    '                if contains -- $w (string split " " (__bgdl_subcommands "$p"))',
+    '                if contains -- $w (__bgdl_subcommands "$p")',
     '                    set p (string trim "$p $w")',
     '                end',
     '        end',
@@ -234,7 +234,9 @@ function fishScript(specs: CommandSpec[]): string {
     for (const c of s.subcommands) lines.push(`complete -c bgdl ${at} -a ${fishQuote(c.path.at(-1)!)} -d ${fishQuote(c.description)}`);
     for (const o of s.options) {
       const flags = o.flags.map((f) => (f.startsWith('--') ? `-l ${f.slice(2)}` : `-s ${f.slice(1)}`)).join(' ');
-      lines.push(`complete -c bgdl ${at} ${flags}${o.takesValue ? ' -r' : ''}${o.takesValue ? values(o.value) : ''} -d ${fishQuote(o.description)}`);
+      // -r: takes a value; -x also keeps files out of a value that is not a file.
+      const takes = !o.takesValue ? '' : o.value?.kind === 'files' || o.value?.kind === 'dirs' ? ' -r' : ' -x';
+      lines.push(`complete -c bgdl ${at} ${flags}${takes}${o.takesValue ? values(o.value) : ''} -d ${fishQuote(o.description)}`);
     }
     if (s.args && s.subcommands.length === 0) lines.push(`complete -c bgdl ${at}${values(s.args)}`);
   }
