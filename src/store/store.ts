@@ -480,8 +480,20 @@ export class Store {
         }
         const delay = t.fromHook ? rateLimitDelay(s.rateLimitCount, rateLimit.base, rateLimit.max) : 0;
         const discretionary = t.discretionary ?? (s.discretionary || t.fromHook);
+        // Each parameter named, not `{ ...t, … }`: V8 copies a spread object with added keys very
+        // slowly (a third of `add -i` of 100,000 URLs).
         const info = insert.run({
-          ...t,
+          session: t.session,
+          kind: t.kind,
+          url: t.url,
+          method: t.method,
+          output: t.output,
+          dir: t.dir,
+          beginAt: t.beginAt,
+          expectSend: t.expectSend,
+          expectReceive: t.expectReceive,
+          sha256Expected: t.sha256Expected,
+          caFile: t.caFile,
           headers: JSON.stringify(t.headers),
           outputFixed: +t.outputFixed,
           uploadFile: t.uploadFile ?? null,

@@ -146,14 +146,16 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
   return items.map((it) => {
     const fixed = o.output ? path.resolve(ctx.cwd, o.output) : it.output ? path.resolve(baseDir, it.output) : null;
     if (fixed && (o.output ?? it.output)!.endsWith('/')) throw new UsageError(`output '${o.output ?? it.output}' names a directory: use -d DIR for a directory`);
+    // `common` spread last: V8 copies `{ ...common, more }` a hundred times slower (1 s for 100,000
+    // URLs); the keys do not overlap, so the order changes nothing else.
     return {
-      ...common,
       kind: 'download' as const,
       url: it.url,
       output: fixed,
       outputFixed: fixed != null,
       dir: fixed ? path.dirname(fixed) : baseDir,
       sha256Expected: sha,
+      ...common,
     };
   });
 }
