@@ -33,7 +33,8 @@ function stateKey(t: Task): string {
 /** A task waiting to try again: what went wrong and when the next attempt is. */
 export function retryLine(t: Task, now = Date.now()): string {
   const when = t.notBefore && t.notBefore > now ? `at ${localIso(t.notBefore)} (in ${formatDuration(t.notBefore - now)})` : 'soon';
-  return `task ${t.id} will retry: attempt ${t.attempts + 1} ${when} after ${t.error!.code}: ${redactText(t.error!.message)}`;
+  // The reason first and the time last: a line cut to the terminal's width keeps both ends.
+  return `task ${t.id} will retry: ${t.error!.code}: ${redactText(t.error!.message)}; attempt ${t.attempts + 1} ${when}`;
 }
 
 /**
@@ -48,6 +49,17 @@ export function waitingLine(waiting: Task[], now = Date.now()): string {
     return waiting.length > 1 ? `${waiting.length} tasks paused: bgdl resume continues them` : `task ${first.id} paused: bgdl resume ${first.id} continues it`;
   }
   return `task ${queued.id}: ${waitingText(queued, now) ?? queued.state}${more}`;
+}
+
+/**
+ * A line wider than the terminal wraps, and the bars' redraw overwrites its second half: cut it in
+ * the middle instead, keeping how it starts (task and outcome) and ends (file name and size).
+ */
+export function fitWidth(line: string, columns: number): string {
+  const room = columns - 1;
+  if (line.length <= room) return line;
+  const head = Math.ceil((room - 1) / 2);
+  return `${line.slice(0, head)}\u2026${line.slice(line.length - (room - 1 - head))}`;
 }
 
 /** A task that had finished and is queued again (`bgdl retry`) gets its new outcome reported too. */
@@ -105,9 +117,7 @@ async function ttyReporter(): Promise<WaitReporter> {
   const noted = new Map<number, string>();
   let spinner: ReturnType<typeof ora> | null = null;
   const log = (line: string) => {
-    // A line wider than the terminal wraps, and the bars' redraw would overwrite its second half.
-    const width = process.stderr.columns || 80;
-    multibar.log(`${line.length >= width ? `${line.slice(0, width - 2)}\u2026` : line}\n`);
+    multibar.log(`${fitWidth(line, process.stderr.columns || 80)}\n`);
     multibar.update(); // flush the line now: stop() may come before the next redraw
   };
   const dropBar = (id: number) => {

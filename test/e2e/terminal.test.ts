@@ -151,7 +151,7 @@ describe('wait at a terminal', () => {
       await waitUntil(() => term.exitCode() !== null, 20_000, 'add --wait to end');
       expect(term.exitCode()).toBe(0);
       const screen = term.screen();
-      expect(screen).toMatch(/task 1 will retry: attempt 2 at \d{4}-\d\d-\d\dT[\d:]+[+-]\d\d:\d\d \(in [23]s\) after E_HTTP_STATUS: HTTP 503/);
+      expect(screen).toMatch(/task 1 will retry: E_HTTP_STATUS: HTTP 503.*; attempt 2 at \d{4}-\d\d-\d\dT[\d:]+[+-]\d\d:\d\d \(in [23]s\)$/m);
       expect(screen).toMatch(/\u2714 task 1 completed/);
     } finally {
       term.kill();

@@ -37,3 +37,16 @@ describe('summary text', () => {
     expect(localIso(null)).toBe('-');
   });
 });
+
+describe('fitWidth', () => {
+  it('keeps lines that fit and cuts longer ones in the middle to the terminal width', async () => {
+    const { fitWidth } = await import('../../src/cli/progress.js');
+    expect(fitWidth('short line', 80)).toBe('short line');
+    const long = `task 1 completed: /a/${'x'.repeat(200)}/file.bin (1.4 MiB)`;
+    const cut = fitWidth(long, 80);
+    expect(cut).toHaveLength(79);
+    expect(cut.startsWith('task 1 completed: /a/')).toBe(true);
+    expect(cut.endsWith('/file.bin (1.4 MiB)')).toBe(true);
+    expect(cut).toContain('\u2026');
+  });
+});
