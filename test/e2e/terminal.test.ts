@@ -90,7 +90,7 @@ describe('wait at a terminal', () => {
   });
 
   const ttyEnv = () => {
-    const env = { ...t.env, NO_COLOR: '1' };
+    const env: NodeJS.ProcessEnv = { ...t.env, NO_COLOR: '1' };
     delete env.CI; // the spinner and bars never show under CI
     return env;
   };
