@@ -63,14 +63,14 @@ describe('status with more tasks than fit the screen', () => {
  * A command in a real pseudo-terminal: a tmux session on a socket of its own, 120x40. `screen()` is
  * what the pane shows; `exitCode()` the command's status once it has ended.
  */
-function inTmux(command: string, env: NodeJS.ProcessEnv, cwd: string) {
+function inTmux(command: string, env: NodeJS.ProcessEnv, cwd: string, rows = 40) {
   const socket = `bgdl-test-${process.pid}-${Date.now()}`;
   const exitFile = path.join(cwd, `.exit-${socket}`);
   const tmux = (...args: string[]) => spawnSync('tmux', ['-L', socket, '-f', '/dev/null', ...args], { env, cwd, encoding: 'utf8' });
   // The shell catches SIGINT with a trap (so it lives on to record the status); the command gets
   // the default disposition, as from an interactive shell.
   const script = `trap true INT; ${command}; echo $? > ${exitFile}; sleep 600`;
-  const r = tmux('new-session', '-d', '-x', '120', '-y', '40', '-s', 'bgdl', 'sh', '-c', script);
+  const r = tmux('new-session', '-d', '-x', '120', '-y', String(rows), '-s', 'bgdl', 'sh', '-c', script);
   if (r.status !== 0) throw new Error(`tmux failed: ${r.stderr}`);
   return {
     screen: () => tmux('capture-pane', '-p', '-J', '-t', 'bgdl').stdout,
@@ -79,6 +79,27 @@ function inTmux(command: string, env: NodeJS.ProcessEnv, cwd: string) {
     kill: () => tmux('kill-server'),
   };
 }
+
+describe('status at a terminal', () => {
+  it("summarises to the terminal's height", async (ctx) => {
+    if (!have('tmux')) {
+      console.warn('NOTICE: tmux is not installed: the terminal-height status test is skipped');
+      return ctx.skip();
+    }
+    await addSuspended(30);
+    const term = inTmux(`${process.execPath} ${BIN} status`, { ...t.env }, t.downloads, 20);
+    try {
+      await waitUntil(() => term.exitCode() !== null, 15_000, 'status to end');
+      const lines = term.screen().trimEnd().split('\n');
+      expect(lines[0]).toBe('default: 30 tasks (30 paused); 0 B');
+      // 20 rows: the summary line, a blank line, the header, 15 tasks, the "not shown" line, the prompt.
+      expect(lines.filter((l) => /^\d+ +default +paused/.test(l))).toHaveLength(15);
+      expect(lines).toContain('… 15 more not shown (15 paused): bgdl status --all lists every task');
+    } finally {
+      term.kill();
+    }
+  });
+});
 
 describe('wait at a terminal', () => {
   let s: TestServer;
