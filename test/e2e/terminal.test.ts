@@ -144,7 +144,7 @@ describe('wait at a terminal', () => {
       console.warn('NOTICE: tmux is not installed: the pseudo-terminal Ctrl-C test is skipped');
       return ctx.skip();
     }
-    s.route('/slow.bin', { body: { size: 400_000 }, throttle: 200_000 });
+    s.route('/slow.bin', { body: { size: 600_000 }, throttle: 150_000 }); // 4 s: still running at Ctrl-C
     const term = inTmux(`${process.execPath} ${BIN} add --wait ${s.url('/slow.bin')}`, ttyEnv(), t.downloads);
     try {
       await waitUntil(() => /slow\.bin +[#-]+ +\d+%/.test(term.screen()), 15_000, 'the progress bar');
@@ -158,7 +158,7 @@ describe('wait at a terminal', () => {
     expect(pid && alive(pid)).toBeTruthy();
     const [done] = await waitFinal(t, [1]);
     expect(done.state).toBe('completed');
-    expect(fs.statSync(path.join(t.downloads, 'slow.bin')).size).toBe(400_000);
+    expect(fs.statSync(path.join(t.downloads, 'slow.bin')).size).toBe(600_000);
   });
 
   it('add --wait shows the retry reason and the next attempt time while retrying', async (ctx) => {
@@ -172,7 +172,7 @@ describe('wait at a terminal', () => {
       await waitUntil(() => term.exitCode() !== null, 20_000, 'add --wait to end');
       expect(term.exitCode()).toBe(0);
       const screen = term.screen();
-      expect(screen).toMatch(/task 1 will retry: E_HTTP_STATUS: HTTP 503.*; attempt 2 at \d{4}-\d\d-\d\dT[\d:]+[+-]\d\d:\d\d \(in [23]s\)$/m);
+      expect(screen).toMatch(/task 1 will retry: E_HTTP_STATUS: HTTP 503.*; attempt 2 at \d{4}-\d\d-\d\dT[\d:]+[+-]\d\d:\d\d \(in [0-3]s\)$/m);
       expect(screen).toMatch(/\u2714 task 1 completed/);
     } finally {
       term.kill();
@@ -185,7 +185,7 @@ describe('wait at a terminal', () => {
       return ctx.skip();
     }
     s.route('/gone.bin', { body: { size: 1000 }, failTimes: { status: 404, times: 1 } });
-    s.route('/long.bin', { body: { size: 600_000 }, throttle: 150_000 });
+    s.route('/long.bin', { body: { size: 800_000 }, throttle: 100_000 }); // 8 s: still running when paused
     const added = await t.bgdl(['add', '--json', s.url('/gone.bin'), s.url('/long.bin')]);
     const [gone, long] = JSON.parse(added.stdout);
     const term = inTmux(`${process.execPath} ${BIN} wait`, ttyEnv(), t.downloads);
@@ -204,7 +204,7 @@ describe('wait at a terminal', () => {
       const screen = term.screen();
       // Its first outcome stays on the screen above the new one.
       expect(screen.indexOf(`task ${gone.id} failed`)).toBeLessThan(screen.indexOf(`task ${gone.id} completed`));
-      expect(screen).toMatch(/bgdl: 2 tasks: 2 completed, 0 failed, 0 canceled; 587 KiB in \d+s/);
+      expect(screen).toMatch(/bgdl: 2 tasks: 2 completed, 0 failed, 0 canceled; 782 KiB in \d+s/);
     } finally {
       term.kill();
     }
