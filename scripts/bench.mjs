@@ -7,7 +7,13 @@
 //      defaults; the worker's peak RSS during the batch
 //   3. `bgdl add -i` of 10,000 URLs, and `bgdl status` with 10,000 tasks in the store
 //   4. worker memory with 10,000 queued tasks and 16 running transfers
-// Usage: npm run bench [-- --only=big,many,status,memory] [--size=1GiB] [--rounds=3]
+//   5. add100k: `bgdl add -i` of 100,000 URLs (bar: under 3 s)
+//   6. status100k: `bgdl status` (the summary view) over 100,000 tasks (bar: under 300 ms)
+//   7. json10k: `bgdl status --json` over 10,000 tasks (bar: under 300 ms)
+//      Measured side by side on the 2-core development machine (load ~3, best of runs), before and after
+//      the summary view and the add -i work: add100k 3,089 -> 1,889 ms; status100k 456 -> 134 ms (the
+//      old full table vs the summary; status --all now 473 ms); json10k 216 -> 215 ms.
+// Usage: npm run bench [-- --only=big,many,status,memory,add100k,status100k,json10k] [--size=1GiB] [--rounds=3]
 // curl and aria2c are optional (apt-get install -y curl aria2); a missing one is reported and skipped.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -401,7 +407,62 @@ async function benchMemory() {
   }
 }
 
-const benches = { status: benchStatus, many: benchMany, big: benchBig, memory: benchMemory };
+/** Best and median of `rounds` runs of `argv` in the home `e`, after one warm-up run. */
+async function timed(e, argv, rounds) {
+  await bgdl(e, argv);
+  const times = [];
+  for (let i = 0; i < rounds; i++) times.push((await bgdl(e, argv)).seconds);
+  return { best: Math.min(...times), median: median(times) };
+}
+
+const ms = (s) => `${(s * 1000).toFixed(0)} ms`;
+const urlList = (n) => Array.from({ length: n }, (_, i) => `http://127.0.0.1:9/dir/file-${i}.bin`).join('\n') + '\n';
+
+/** A home with `n` suspended tasks (nothing runs: port 9 is never contacted). */
+const filledHomes = new Map();
+async function filledHome(n) {
+  if (filledHomes.has(n)) return filledHomes.get(n);
+  const e = envFor(`filled-${n}`);
+  await bgdl(e, ['add', '-i', '-', '--suspended'], urlList(n));
+  filledHomes.set(n, e);
+  return e;
+}
+
+async function benchAdd100k() {
+  const list = urlList(100_000);
+  const times = [];
+  for (let i = 0; i < Math.max(1, Math.min(ROUNDS, 3)); i++) {
+    const e = envFor(`add100k-${i}`);
+    times.push((await bgdl(e, ['add', '-i', '-', '--suspended'], list)).seconds);
+    fs.rmSync(e.dir, { recursive: true, force: true });
+  }
+  const best = Math.min(...times);
+  report('add -i of 100,000 URLs (--suspended, fresh store)', `${ms(best)} best, median ${ms(median(times))}`, '< 3000 ms', best < 3);
+}
+
+async function benchStatus100k() {
+  const e = await filledHome(100_000);
+  const t = await timed(e, ['status'], 7);
+  report('status over 100,000 tasks (summary view, best of 7)', `${ms(t.best)}, median ${ms(t.median)}`, '< 300 ms', t.best < 0.3);
+  const all = await timed(e, ['status', '--all'], 3);
+  report('status --all over 100,000 tasks (every row, best of 3)', `${ms(all.best)}, median ${ms(all.median)}`);
+}
+
+async function benchJson10k() {
+  const e = await filledHome(10_000);
+  const t = await timed(e, ['status', '--json'], 7);
+  report('status --json over 10,000 tasks (best of 7)', `${ms(t.best)}, median ${ms(t.median)}`, '< 300 ms', t.best < 0.3);
+}
+
+const benches = {
+  status: benchStatus,
+  many: benchMany,
+  big: benchBig,
+  memory: benchMemory,
+  add100k: benchAdd100k,
+  status100k: benchStatus100k,
+  json10k: benchJson10k,
+};
 try {
   for (const [name, fn] of Object.entries(benches)) if (!only || only.has(name)) await fn();
 } finally {

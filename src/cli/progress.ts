@@ -5,6 +5,7 @@ import { isFinal, type Task } from '../shared/model.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { redactText, redactUrl } from '../shared/redact.js';
 import { printable } from '../shared/text.js';
+import { localIso, waitingText } from './render.js';
 
 export interface WaitReporter {
   update(tasks: Task[]): void;
@@ -32,6 +33,43 @@ function stateKey(t: Task): string {
   return `${t.state}:${t.waitReason ?? ''}:${t.attempts}`;
 }
 
+/** A task waiting to try again: what went wrong and when the next attempt is. */
+export function retryLine(t: Task, now = Date.now()): string {
+  const when = t.notBefore && t.notBefore > now ? `at ${localIso(t.notBefore)} (in ${formatDuration(t.notBefore - now)})` : 'soon';
+  // The reason first and the time last: a line cut to the terminal's width keeps both ends.
+  return `task ${t.id} will retry: ${t.error!.code}: ${printable(redactText(t.error!.message))}; attempt ${t.attempts + 1} ${when}`;
+}
+
+/**
+ * The spinner's text while nothing is transferring: the same waiting reason `status` shows
+ * (`task 3: begin-at: starts in 9m53s (…)`), or that the tasks are paused.
+ */
+export function waitingLine(waiting: Task[], now = Date.now()): string {
+  const queued = waiting.find((t) => t.state === 'queued');
+  const more = waiting.length > 1 ? ` (${waiting.length} tasks waiting)` : '';
+  if (!queued) {
+    const first = waiting[0]!;
+    return waiting.length > 1 ? `${waiting.length} tasks paused: bgdl resume continues them` : `task ${first.id} paused: bgdl resume ${first.id} continues it`;
+  }
+  return `task ${queued.id}: ${waitingText(queued, now) ?? queued.state}${more}`;
+}
+
+/**
+ * A line wider than the terminal wraps, and the bars' redraw overwrites its second half: cut it in
+ * the middle instead, keeping how it starts (task and outcome) and ends (file name and size).
+ */
+export function fitWidth(line: string, columns: number): string {
+  const room = columns - 1;
+  if (line.length <= room) return line;
+  const head = Math.ceil((room - 1) / 2);
+  return `${line.slice(0, head)}\u2026${line.slice(line.length - (room - 1 - head))}`;
+}
+
+/** A task that had finished and is queued again (`bgdl retry`) gets its new outcome reported too. */
+function finalKey(t: Task): string {
+  return `${t.state}:${t.attempts}:${t.finishedAt ?? ''}`;
+}
+
 /** Plain lines when stderr is not a terminal (or CI is set): one line per state change. */
 class PlainReporter implements WaitReporter {
   private seen = new Map<number, string>();
@@ -43,7 +81,7 @@ class PlainReporter implements WaitReporter {
       this.seen.set(t.id, key);
       if (isFinal(t.state)) process.stderr.write(`bgdl: ${finalLine(t)}\n`);
       else if (t.state === 'running') process.stderr.write(`bgdl: task ${t.id} running (attempt ${t.attempts}): ${redactUrl(t.url)}\n`);
-      else if (t.state === 'queued' && t.error && t.waitReason === 'retry') process.stderr.write(`bgdl: task ${t.id} will retry: ${t.error.code}: ${printable(redactText(t.error.message))}\n`);
+      else if (t.state === 'queued' && t.error && t.waitReason === 'retry') process.stderr.write(`bgdl: ${retryLine(t)}\n`);
       else if (first || t.state === 'paused') process.stderr.write(`bgdl: task ${t.id} ${t.state}\n`);
     }
   }
@@ -76,16 +114,31 @@ async function ttyReporter(): Promise<WaitReporter> {
     cliProgress.Presets.shades_classic,
   );
   const bars = new Map<number, ReturnType<typeof multibar.create>>();
-  const done = new Set<number>();
+  /** The final state each finished task was last reported in (a retried task is reported again). */
+  const reported = new Map<number, string>();
+  /** The last non-final state reported as a line (paused, waiting to retry), so each shows once. */
+  const noted = new Map<number, string>();
   let spinner: ReturnType<typeof ora> | null = null;
+  const log = (line: string) => {
+    multibar.log(`${fitWidth(line, process.stderr.columns || 80)}\n`);
+    multibar.update(); // flush the line now: stop() may come before the next redraw
+  };
+  const dropBar = (id: number) => {
+    const bar = bars.get(id);
+    if (bar) {
+      multibar.remove(bar);
+      bars.delete(id);
+    }
+  };
   return {
     update(tasks) {
+      const now = Date.now();
       const running = tasks.filter((t) => t.state === 'running');
-      const waiting = tasks.filter((t) => !isFinal(t.state));
+      const waiting = tasks.filter((t) => !isFinal(t.state) && t.state !== 'running');
       if (running.length === 0 && waiting.length > 0) {
-        const why = waiting[0]!.state === 'paused' ? 'paused' : (waiting[0]!.waitReason ?? 'starting');
-        const text = `waiting for ${waiting.length} task(s) (${why === 'slot' || why === 'starting' ? 'starting the worker' : why})`;
-        if (!spinner) spinner = ora({ text, stream: process.stderr, color: 'cyan', isEnabled: true }).start();
+        const text = waitingLine(waiting, now);
+        // discardStdin off: ora would put stdin in raw mode, and Ctrl-C would no longer interrupt.
+        if (!spinner) spinner = ora({ text, stream: process.stderr, color: 'cyan', isEnabled: true, discardStdin: false }).start();
         else spinner.text = text;
       } else if (spinner) {
         spinner.stop();
@@ -95,28 +148,31 @@ async function ttyReporter(): Promise<WaitReporter> {
         const value = t.kind === 'upload' ? t.bytesSent : t.bytesReceived;
         const total = t.kind === 'upload' ? (t.uploadSize ?? 0) : (t.bytesExpected ?? 0);
         if (isFinal(t.state)) {
-          if (done.has(t.id)) continue;
-          done.add(t.id);
-          const bar = bars.get(t.id);
-          if (bar) {
-            multibar.remove(bar);
-            bars.delete(t.id);
-          }
-          multibar.log(`${t.state === 'completed' ? '\u2714' : '\u2716'} ${finalLine(t)}\n`);
-          multibar.update(); // flush the line now: stop() may come before the next redraw
-        } else if (t.state === 'running') {
+          const key = finalKey(t);
+          if (reported.get(t.id) === key) continue;
+          reported.set(t.id, key);
+          noted.delete(t.id);
+          dropBar(t.id);
+          log(`${t.state === 'completed' ? '\u2714' : '\u2716'} ${finalLine(t)}`);
+          continue;
+        }
+        if (reported.delete(t.id)) log(`\u21bb task ${t.id} ${t.state} again`);
+        if (t.state === 'running') {
+          noted.delete(t.id);
           const payload = { name: label(t), speed: t.speed ?? 0 };
           const bar = bars.get(t.id);
           if (bar) {
             bar.setTotal(total);
             bar.update(value, payload);
           } else bars.set(t.id, multibar.create(total, value, payload));
-        } else {
-          const bar = bars.get(t.id);
-          if (bar) {
-            multibar.remove(bar);
-            bars.delete(t.id);
-          }
+          continue;
+        }
+        dropBar(t.id);
+        const retrying = t.state === 'queued' && t.error && t.waitReason === 'retry';
+        const note = t.state === 'paused' ? `paused:${t.attempts}` : retrying ? `retry:${t.attempts}` : null;
+        if (note && noted.get(t.id) !== note) {
+          noted.set(t.id, note);
+          log(t.state === 'paused' ? `\u23f8 task ${t.id} paused: bgdl resume ${t.id} continues it` : `\u21bb ${retryLine(t, now)}`);
         }
       }
     },

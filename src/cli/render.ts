@@ -2,7 +2,8 @@
 // Commands return data; these functions decide how it looks.
 
 import { formatRate, scheduledRate, tightest, type Rate, type ScheduleEntry } from '../shared/bandwidth.js';
-import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task } from '../shared/model.js';
+import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task, type TaskState } from '../shared/model.js';
+import type { SessionSummary, TaskTotals } from '../store/index.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { describeProxy } from '../shared/proxy.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
@@ -63,12 +64,31 @@ export function sessionJson<S extends Session>(s: S) {
   };
 }
 
+/**
+ * A time for people: ISO 8601 in local time with its UTC offset (`2026-12-01T14:05:09+01:00`), so it
+ * reads like the clock on the wall yet stays unambiguous; '-' for none.
+ */
+export function localIso(ms: number | null | undefined): string {
+  if (ms == null) return '-';
+  const d = new Date(ms);
+  const p = (n: number) => String(Math.abs(n)).padStart(2, '0');
+  const off = -d.getTimezoneOffset();
+  const zone = `${off < 0 ? '-' : '+'}${p(Math.trunc(off / 60))}:${p(off % 60)}`;
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}${zone}`;
+}
+
+/** Why a queued task is not running, as `status` and `wait` show it (`begin-at: starts in 9m53s (…)`). */
+export function waitingText(t: Task, now = Date.now()): string | null {
+  const w = effectiveWaitingFor(t, now);
+  return w ? `${w}: ${waitDetail(t, now)}` : null;
+}
+
 function waitDetail(t: Task, now: number): string | null {
   const w = effectiveWaitingFor(t, now);
   const until = (at: number | null) => (at && at > now ? `in ${formatDuration(at - now)}` : 'soon');
   switch (w) {
     case 'begin-at':
-      return `starts ${until(t.beginAt)} (${new Date(t.beginAt!).toLocaleString()})`;
+      return `starts ${until(t.beginAt)} (${localIso(t.beginAt)})`;
     case 'retry':
       return `attempt ${t.attempts + 1} ${until(t.notBefore)}${t.error ? ` after ${t.error.code}` : ''}`;
     case 'rate-limit':
@@ -146,9 +166,34 @@ export function statusTable(tasks: Task[], now = Date.now()): string {
   return table(['ID', 'SESSION', 'STATE', 'PROGRESS', 'SIZE', 'SPEED/INFO', 'DESTINATION'], rows);
 }
 
+const STATE_ORDER: readonly TaskState[] = ['running', 'queued', 'paused', 'completed', 'failed', 'canceled'];
+
+/** Counts by state, non-zero ones only, in a fixed order: `12 running, 40 queued, 3 failed`. */
+export function countsText(counts: Record<TaskState, number>): string {
+  const parts = STATE_ORDER.filter((s) => counts[s] > 0).map((s) => `${counts[s]} ${s}`);
+  return parts.length ? parts.join(', ') : 'none';
+}
+
+/** One session's summary line: `default: 100000 tasks (12 running, 99988 paused); 1.2 GiB of 3.4 GiB; 5.0 MiB/s`. */
+export function totalsLine(t: TaskTotals): string {
+  const n = Object.values(t.counts).reduce((a, b) => a + b, 0);
+  const bytes = t.bytesExpected > 0 ? `${formatBytes(t.bytesDone)} of ${formatBytes(t.bytesExpected)}` : formatBytes(t.bytesDone);
+  const speed = t.counts.running > 0 ? `; ${formatBytes(t.speed)}/s` : '';
+  return `${t.session}: ${n} task${n === 1 ? '' : 's'} (${countsText(t.counts)}); ${bytes}${speed}`;
+}
+
+/** The status summary view: a line a session, the chosen rows, and what was left out. */
+export function statusSummary(totals: TaskTotals[], tasks: Task[], hidden: Record<TaskState, number>, now = Date.now()): string {
+  let out = totals.map(totalsLine).join('\n') + '\n\n' + statusTable(tasks, now);
+  const left = Object.values(hidden).reduce((a, b) => a + b, 0);
+  if (left > 0) out += `… ${left} more not shown (${countsText(hidden)}): bgdl status --all lists every task\n`;
+  return out;
+}
+
 /** `status ID`: every field of one task, one per line. */
 export function taskDetail(t: Task, now = Date.now()): string {
   const v = taskJson(t, now);
+  const at = (ms: number | null) => (ms == null ? null : localIso(ms));
   const lines: [string, unknown][] = [
     ['id', v.id], ['session', v.session], ['kind', v.kind], ['state', v.state], ['outcome', v.outcome], ['waiting for', v.waitingFor && `${v.waitingFor}: ${v.waitDetail}`],
     ['url', v.url], ['final url', v.finalUrl], ['method', v.method], ['headers', v.headers.join('; ') || null],
@@ -158,8 +203,9 @@ export function taskDetail(t: Task, now = Date.now()): string {
     ['sent', v.kind === 'upload' ? `${v.bytesSent} of ${t.uploadSize} bytes` : null],
     ['http status', v.httpStatus], ['protocol', v.protocol], ['limit rate', v.limitRate && formatRate(v.limitRate)], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
     ['sha256', v.sha256], ['expected sha256', v.expectedSha256], ['priority', v.priority], ['discretionary', v.discretionary],
-    ['expect receive', v.expectReceive], ['expect send', v.expectSend], ['created', v.createdAt], ['begin at', v.beginAt],
-    ['started', v.startedAt], ['finished', v.finishedAt],
+    ['expect receive', v.expectReceive], ['expect send', v.expectSend], ['created', at(t.createdAt)], ['begin at', at(t.beginAt)],
+    ['next attempt', at(t.state === 'queued' && t.notBefore && t.notBefore > now ? t.notBefore : null)],
+    ['started', at(t.startedAt)], ['finished', at(t.finishedAt)],
   ];
   let out = lines.filter(([, val]) => val !== null && val !== undefined && val !== '').map(([k, val]) => `${(k + ':').padEnd(17)}${val}\n`).join('');
   if (v.responseBody != null) out += `response body:\n${v.responseBody}${v.responseBody.endsWith('\n') ? '' : '\n'}`;
@@ -177,6 +223,33 @@ export function bandwidthLine(cfg: { maxRate: Rate; rateSchedule: ScheduleEntry[
   return `bandwidth: ${formatRate(cap)} shared by all transfers (${why})\n`;
 }
 
+/** `session list`: a row a session with the count of every state. */
+export function sessionsTable(list: SessionSummary[]): string {
+  return table(
+    ['SESSION', 'QUEUED', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED', 'CANCELED', 'EVENTS', 'HOOK'],
+    list.map((s) => [s.name, ...(['queued', 'running', 'paused', 'completed', 'failed', 'canceled'] as const).map((k) => String(s.counts[k])), String(s.undeliveredEvents), s.hook ?? '-']),
+  );
+}
+
+/** `session show`: settings, counts and hook state, times in local ISO 8601. */
+export function sessionDetail(s: SessionSummary): string {
+  return (
+    [
+      `session:         ${s.name}`,
+      `created:         ${localIso(s.createdAt)}`,
+      `hook:            ${s.hook ?? '-'}`,
+      `launch events:   ${s.launchEvents ? 'on' : 'off'}`,
+      `discretionary:   ${s.discretionary ? 'yes' : 'no'}`,
+      `limit rate:      ${s.limitRate ? `${formatRate(s.limitRate)} per transfer` : 'none'}`,
+      `tasks:           ${STATE_ORDER.map((k) => `${s.counts[k]} ${k}`).join(', ')}`,
+      `undelivered:     ${s.undeliveredEvents} event(s)`,
+      `hook runs:       ${s.hookRuns} (last ${localIso(s.hookLastRunAt)})`,
+      `hook failures:   ${s.hookFailures}${s.hookLastError ? ` (last: ${s.hookLastError}; next try ${localIso(s.hookNextAt)})` : ''}`,
+      `rate limit:      ${s.rateLimitCount} hook run(s) in the current streak`,
+    ].join('\n') + '\n'
+  );
+}
+
 export function eventLine(e: BgdlEvent): string {
   const what = e.type === 'completed' ? (e.output ?? e.url) : e.type === 'failed' ? `${e.error?.code}: ${e.error?.message}` : e.url;
   return `${e.id}\t${e.at}\t${e.session}\ttask ${e.taskId}\t${eventType(e)}\t${what}`;
@@ -187,7 +260,7 @@ export function eventsTable(events: BgdlEvent[]): string {
   return table(
     ['EVENT', 'TASK', 'SESSION', 'TYPE', 'AT', 'DETAIL'],
     events.map((e) => [
-      String(e.id), String(e.taskId), e.session, eventType(e), e.at,
+      String(e.id), String(e.taskId), e.session, eventType(e), localIso(Date.parse(e.at)),
       e.type === 'completed' ? (e.output ?? e.url) : e.type === 'failed' ? `${e.error?.code}: ${e.error?.message}` : e.url,
     ]),
   );

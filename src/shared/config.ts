@@ -98,9 +98,9 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     parse: (text, key) => (text === 'unlimited' ? null : positiveCount(text, key)),
   },
   downloadDir: {
-    describe: 'default directory for downloads (none: the directory bgdl add runs in)',
+    describe: 'default directory for downloads (none: the directory bgdl add runs in; ~ is your home)',
     defaultText: () => 'none',
-    parse: (text) => (text === 'none' ? null : path.resolve(text)),
+    parse: (text) => (text === 'none' ? null : path.resolve(expandHome(text))),
   },
   maxRate: {
     describe: 'bytes per second shared by all running transfers, e.g. 2M (0: unlimited)',
@@ -131,9 +131,41 @@ export function positiveSize(text: string, what: string): number {
   return n;
 }
 
+/**
+ * `~` and `~/x` as the shell would expand them (a quoted '~/x' reaches us unexpanded). `~user` is
+ * left alone: it is rare and would need the password database.
+ */
+export function expandHome(text: string, home = os.homedir()): string {
+  return text === '~' ? home : text.startsWith('~/') ? path.join(home, text.slice(2)) : text;
+}
+
+/** Edit distance between two strings, case-insensitive (for "did you mean"). */
+function distance(a: string, b: string): number {
+  a = a.toLowerCase();
+  b = b.toLowerCase();
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** The known key nearest to `key`, when it is near enough to be a slip (a third of its letters, at least 2). */
+export function nearestKey(key: string): string | null {
+  let best: { key: string; d: number } | null = null;
+  for (const k of Object.keys(CONFIG_KEYS)) {
+    const d = distance(key, k);
+    if (!best || d < best.d) best = { key: k, d };
+  }
+  return best && best.d <= Math.max(2, Math.floor(best.key.length / 3)) ? best.key : null;
+}
+
 export function checkKey(key: string): Key {
   if (!Object.hasOwn(CONFIG_KEYS, key)) {
-    throw new UsageError(`unknown config key '${key}': see bgdl config list for the keys`);
+    const near = nearestKey(key);
+    throw new UsageError(`unknown config key '${key}': ${near ? `did you mean ${near}? ` : ''}(bgdl config list shows every key)`);
   }
   return key as Key;
 }
@@ -188,7 +220,7 @@ export async function setConfig(key: string, value: string, env: NodeJS.ProcessE
     conf.delete(k);
     return;
   }
-  conf.set(k, k === 'downloadDir' && value !== 'none' ? path.resolve(value) : value);
+  conf.set(k, k === 'downloadDir' && value !== 'none' ? path.resolve(expandHome(value, env.HOME || os.homedir())) : value);
 }
 
 export async function unsetConfig(key: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {

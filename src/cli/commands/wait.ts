@@ -1,9 +1,10 @@
 // `bgdl wait [ID…] [-s NAME] [--timeout D]`: follow tasks until each is final, with progress on a
-// terminal. Exit 1 when a waited task failed or was canceled, or the timeout came first.
+// terminal. Exit 1 when a waited task failed or was canceled, or the timeout came first; Ctrl-C stops
+// waiting at once (exit 130) and leaves the tasks to the worker.
 
-import { WaitFailedError } from '../../shared/errors.js';
+import { BgdlError, WaitFailedError } from '../../shared/errors.js';
 import { isFinal, type Task } from '../../shared/model.js';
-import { formatDuration, parseDuration } from '../../shared/parse.js';
+import { formatBytes, formatDuration, parseDuration } from '../../shared/parse.js';
 import { ensureWorker, openStore, requireSession, touchSession, type Ctx } from '../context.js';
 import { makeReporter } from '../progress.js';
 
@@ -14,6 +15,26 @@ export interface WaitOptions {
 
 const POLL_MS = 200;
 const ENSURE_MS = 2_000;
+/** Failed tasks named in the closing error line; the rest are counted. */
+const NAMED_FAILURES = 10;
+
+/** The closing line of a wait on several tasks: counts by outcome and the bytes moved. */
+export function waitSummary(tasks: Task[], ms: number): string {
+  const n = (s: Task['state']) => tasks.filter((t) => t.state === s).length;
+  const bytes = tasks.reduce((sum, t) => sum + (t.kind === 'upload' ? t.bytesSent : t.bytesReceived), 0);
+  return `${tasks.length} tasks: ${n('completed')} completed, ${n('failed')} failed, ${n('canceled')} canceled; ${formatBytes(bytes)} in ${formatDuration(ms)}`;
+}
+
+/** Resolves with the signal's name at the first SIGINT, SIGTERM or SIGQUIT while waiting. */
+function interruption(): { signal: Promise<NodeJS.Signals>; done: () => void } {
+  let resolve!: (s: NodeJS.Signals) => void;
+  const signal = new Promise<NodeJS.Signals>((r) => (resolve = r));
+  const handlers = (['SIGINT', 'SIGTERM', 'SIGQUIT'] as const).map((s) => [s, () => resolve(s)] as const);
+  for (const [s, h] of handlers) process.on(s, h);
+  return { signal, done: () => handlers.forEach(([s, h]) => process.off(s, h)) };
+}
+
+const EXIT_FOR: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGQUIT: 131, SIGTERM: 143 };
 
 /** Waits; `onSettled` sees the final tasks before a failure is thrown (so --json can print them). */
 export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled: (tasks: Task[]) => void = () => {}): Promise<Task[]> {
@@ -29,10 +50,13 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
     }
     watched = (await store.listTasks({ session: o.session, states: ['queued', 'running', 'paused'] })).map((t) => t.id);
   }
+  const stop = interruption();
   const reporter = await makeReporter(ctx.isTTY);
   const started = Date.now();
   let lastEnsure = 0;
   let tasks: Task[] = [];
+  let interrupted: NodeJS.Signals | null = null;
+  void stop.signal.then((s) => (interrupted = s));
   try {
     for (;;) {
       tasks = await store.getTasks(watched);
@@ -48,16 +72,27 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
         const open = tasks.filter((t) => !isFinal(t.state)).length;
         throw new WaitFailedError(`timed out after ${formatDuration(timeoutMs)} with ${open} task(s) unfinished (they continue in the background)`, 'E_WAIT_TIMEOUT');
       }
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await Promise.race([new Promise((r) => setTimeout(r, POLL_MS)), stop.signal]);
+      if (interrupted) {
+        const open = tasks.filter((t) => !isFinal(t.state)).length;
+        throw new BgdlError(
+          `stopped waiting; ${open} task(s) go on in the background (bgdl status shows them, bgdl wait waits again)`,
+          EXIT_FOR[interrupted] ?? 130,
+          'E_INTERRUPTED',
+        );
+      }
     }
   } finally {
+    stop.done();
     reporter.stop();
   }
+  if (tasks.length > 1) process.stderr.write(`bgdl: ${waitSummary(tasks, Date.now() - started)}\n`);
   onSettled(tasks);
   const bad = tasks.filter((t) => t.state !== 'completed');
   if (bad.length) {
-    const what = bad.map((t) => `${t.id} ${t.state}${t.error ? ` (${t.error.code})` : ''}`).join(', ');
-    throw new WaitFailedError(`${bad.length} of ${tasks.length} task(s) did not complete: ${what}`);
+    const named = bad.slice(0, NAMED_FAILURES).map((t) => `${t.id} ${t.state}${t.error ? ` (${t.error.code})` : ''}`);
+    if (bad.length > NAMED_FAILURES) named.push(`${bad.length - NAMED_FAILURES} more`);
+    throw new WaitFailedError(`${bad.length} of ${tasks.length} task(s) did not complete: ${named.join(', ')}`);
   }
   return tasks;
 }
