@@ -23,6 +23,7 @@ export interface Config {
   discretionaryWindow: { start: number; end: number } | null;
   discretionaryMaxLoad: number;
   downloadDir: string | null;
+  leaseTimeout: number;
 }
 
 type Key = keyof Config;
@@ -77,6 +78,17 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     describe: 'default directory for downloads (none: the directory bgdl add runs in)',
     defaultText: () => 'none',
     parse: (text) => (text === 'none' ? null : path.resolve(text)),
+  },
+  leaseTimeout: {
+    describe: 'a worker silent this long loses its running tasks to another worker',
+    defaultText: () => '30s',
+    parse: (text, key) => {
+      const ms = duration(text, key);
+      // Heartbeats come a few times within the timeout: shorter than a second would let a busy machine's
+      // scheduling delays pass for a dead worker; longer than a day would leave work unattended.
+      if (ms < 1000 || ms > 86_400_000) throw new UsageError(`invalid value '${text}' for ${key}: use a duration from 1s to 1d`);
+      return ms;
+    },
   },
 };
 

@@ -4,12 +4,12 @@
 
 import os from 'node:os';
 import { loadConfig, type Config } from '../shared/config.js';
-import { LEASE_STALE_MS, pidAlive } from '../shared/lease.js';
+import { heartbeatInterval, pidAlive } from '../shared/lease.js';
 import { Logger } from '../shared/log.js';
 import { isFinal, type Task } from '../shared/model.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
-import { Store } from '../store/index.js';
+import { Store, type LeaseFence } from '../store/index.js';
 import { closeDispatchers } from '../transfer/index.js';
 import { resourceTimeoutError, runAttempt, type Active, type StopReason } from './attempt.js';
 import { evaluateConditions, nearlyDone, readMachine, type Verdict } from './conditions.js';
@@ -34,7 +34,6 @@ interface QueueView {
 
 export type WorkerExit = 'done' | 'another-worker' | 'lease-lost' | 'stopped';
 
-const HEARTBEAT_MS = 2_000;
 const CONFIG_RELOAD_MS = 2_000;
 const FLUSH_MS = 500;
 const CONTROL_MS = 250;
@@ -48,18 +47,18 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   const env = opts.env ?? process.env;
   const log = new Logger(opts.home);
   const store = await Store.open(opts.home);
-  const pid = process.pid;
-  if (!(await store.takeLease(pid, Date.now(), LEASE_STALE_MS, pidAlive))) {
+  const fence = await store.takeLease(process.pid, Date.now(), loadConfig(env).leaseTimeout, pidAlive);
+  if (!fence) {
     const lease = await store.readLease();
     log.write('worker', `not starting: worker pid ${lease?.pid} holds the lease`);
     await store.close();
     return 'another-worker';
   }
-  const w = new Worker(store, log, env, opts);
+  const w = new Worker(store, log, env, opts, fence);
   try {
     return await w.run();
   } finally {
-    await store.releaseLease(pid).catch(() => {});
+    await store.releaseLease(fence).catch(() => {});
     await closeDispatchers().catch(() => {});
     await store.close();
   }
@@ -86,12 +85,16 @@ class Worker {
   /** What `queueFacts` last found, and in which store state (data version and queue epoch). */
   private facts: { key: string; held: boolean; discretionary: boolean } | null = null;
   private readonly lingerMs: number;
+  /** Set once the lease turned out to be another worker's: from then on nothing is written. */
+  private lost = false;
 
   constructor(
     private readonly store: Store,
     private readonly log: Logger,
     private readonly env: NodeJS.ProcessEnv,
     private readonly opts: WorkerOptions,
+    /** This worker's hold on the lease: every worker-level write carries it. */
+    private readonly lease: LeaseFence,
   ) {
     this.config = loadConfig(env);
     this.lingerMs = opts.lingerMs ?? (env.BGDL_WORKER_LINGER ? Number(env.BGDL_WORKER_LINGER) : 3000);
@@ -100,18 +103,24 @@ class Worker {
   async run(): Promise<WorkerExit> {
     const { store, log } = this;
     log.write('worker', `started (pid ${process.pid}, ${os.hostname()})`);
-    const orphans = await store.requeueOrphans();
-    for (const t of orphans) log.write(t.session, `task ${t.id}: left running by a worker that stopped; re-queued to resume at byte ${t.resumeOffset}`);
+    const orphans = await store.requeueOrphans(this.lease);
+    if (!orphans) {
+      log.write('worker', 'lost the lease to another worker before starting; exiting');
+      return 'lease-lost';
+    }
+    for (const t of orphans) log.write(t.session, `task ${t.id}: left running by a worker that stopped; re-queued to resume from its partial file`);
     const stop = () => this.wake();
     this.opts.signal?.addEventListener('abort', stop);
     try {
       while (!this.opts.signal?.aborted) {
         const now = Date.now();
-        if (now - this.timers.heartbeat >= HEARTBEAT_MS) {
+        if (this.lost || now - this.timers.heartbeat >= heartbeatInterval(this.config.leaseTimeout)) {
           this.timers.heartbeat = now;
-          if (!(await store.heartbeat(process.pid, now))) {
-            log.write('worker', 'lost the lease to another worker; stopping');
-            await this.stopAll('shutdown');
+          if (this.lost || !(await store.heartbeat(this.lease, now))) {
+            // Frozen (SIGSTOP, a suspended machine) past leaseTimeout: another worker owns everything now.
+            log.write('worker', 'lost the lease to another worker; stopping every transfer without recording anything');
+            this.lost = true;
+            await this.stopAll('lease-lost');
             return 'lease-lost';
           }
         }
@@ -212,7 +221,14 @@ class Worker {
   private async stopAll(reason: StopReason): Promise<void> {
     for (const a of this.active.values()) this.stop(a, reason);
     await Promise.allSettled([...this.attempts]);
-    await this.flushProgress(Date.now());
+    if (!this.lost) await this.flushProgress(Date.now());
+  }
+
+  /** A worker-level write was refused: the lease is another worker's. The loop stops at its next turn. */
+  private leaseLost(): void {
+    this.lost = true;
+    for (const a of this.active.values()) this.stop(a, 'lease-lost');
+    this.wake();
   }
 
   private async stopDiscretionaryIfNeeded(): Promise<void> {
@@ -230,7 +246,7 @@ class Worker {
       const a = this.active.get(t.id);
       if (a) {
         this.stop(a, 'timeout');
-      } else if (await this.store.finishTask(t.id, { state: 'failed', error: resourceTimeoutError(this.config.resourceTimeout) }, now, ['queued', 'paused'])) {
+      } else if (await this.store.expireTask(t.id, this.lease, { state: 'failed', error: resourceTimeoutError(this.config.resourceTimeout) }, now)) {
         this.log.write(t.session, `task ${t.id}: failed: not finished within resourceTimeout (${formatDuration(this.config.resourceTimeout)})`);
       }
     }
@@ -284,9 +300,10 @@ class Worker {
       const started = new Set(d.start.map((t) => t.id));
       this.queueView.rows = this.queueView.rows.filter((t) => !started.has(t.id));
     }
-    if (d.hold.length || d.release.length) await this.store.setHeld(d.hold, d.release);
+    if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
     for (const t of d.start) {
-      const claimed = await this.store.markRunning(t.id, now);
+      if (this.lost) return;
+      const claimed = await this.store.markRunning(t.id, now, this.lease);
       if (claimed) this.start(claimed);
     }
   }
@@ -301,6 +318,8 @@ class Worker {
   private start(task: Task): void {
     const a: Active = {
       task,
+      fence: { id: task.id, claim: task.claim },
+      part: null,
       origin: originOf(task.url),
       abort: new AbortController(),
       stopReason: null,
@@ -316,8 +335,9 @@ class Worker {
       .catch(async (err) => {
         // A bug or a store error must not leave the task marked running with nobody running it.
         this.log.write(task.session, `task ${task.id}: internal error: ${(err as Error).stack ?? err}`);
+        if (this.lost) return;
         await this.store
-          .requeue(task.id, { notBefore: Date.now() + this.config.retryBaseDelay, reason: 'retry', error: { code: 'E_INTERNAL', message: String((err as Error).message ?? err) } })
+          .requeue(a.fence, { notBefore: Date.now() + this.config.retryBaseDelay, reason: 'retry', error: { code: 'E_INTERNAL', message: String((err as Error).message ?? err) } })
           .catch(() => {});
       })
       .finally(() => {
@@ -340,10 +360,17 @@ class Worker {
       if (!a.dirty) continue;
       a.dirty = false;
       const speed = a.sample.speed == null ? null : Math.round(a.sample.speed);
-      if (a.task.kind === 'upload') updates.push({ id: a.task.id, bytesSent: a.bytes, speed });
-      else updates.push({ id: a.task.id, bytesReceived: a.bytes, bytesExpected: a.total ?? a.task.bytesExpected, resumeOffset: a.durable, speed });
+      if (a.task.kind === 'upload') updates.push({ id: a.task.id, claim: a.fence.claim, bytesSent: a.bytes, speed });
+      else updates.push({ id: a.task.id, claim: a.fence.claim, bytesReceived: a.bytes, bytesExpected: a.total ?? a.task.bytesExpected, resumeOffset: a.durable, speed });
     }
-    await this.store.recordProgress(updates);
+    const refused = await this.store.recordProgress(updates);
+    if (refused.length === 0) return;
+    // Claims that moved on: canceled (the attempt removes its partial file) or taken over (it touches nothing).
+    const states = await this.store.statesOf(refused);
+    for (const id of refused) {
+      const a = this.active.get(id);
+      if (a) this.stop(a, states.get(id) === 'canceled' ? 'cancel' : 'fenced');
+    }
   }
 
   private async runDueHooks(now: number): Promise<void> {
@@ -352,18 +379,20 @@ class Worker {
       if (this.hooksRunning.has(session.name) || !hookDue(session, { active, runnable }, now)) continue;
       const events = await this.store.listEvents({ session: session.name, undeliveredOnly: true });
       if (events.length === 0) continue;
+      if (!(await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax }, this.lease))) {
+        return this.leaseLost();
+      }
       this.hooksRunning.add(session.name);
-      await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax });
       const plan = planHook(this.opts.home, session, events, this.env, this.config.downloadDir, now);
       this.log.write(session.name, `hook: running for ${events.length} event(s)`);
       const p = runHook(plan, this.config.hookTimeout, (line) => this.log.write(session.name, `hook: ${line}`))
         .then(async (outcome) => {
           if (outcome.ok) {
-            await this.store.recordHookResult(session.name, events.map((e) => e.id), { ok: true });
+            if (!(await this.store.recordHookResult(session.name, events.map((e) => e.id), { ok: true }, Date.now(), this.lease))) return;
             this.log.write(session.name, `hook: exit 0; ${events.length} event(s) delivered`);
           } else {
             const delay = hookRetryDelay(session.hookFailures, this.config.hookRetryDelay);
-            await this.store.recordHookResult(session.name, [], { ok: false, error: outcome.error!, nextAt: Date.now() + delay });
+            if (!(await this.store.recordHookResult(session.name, [], { ok: false, error: outcome.error!, nextAt: Date.now() + delay }, Date.now(), this.lease))) return;
             this.log.write(session.name, `hook: failed (${outcome.error}); retrying in ${formatDuration(delay)}`);
           }
         })

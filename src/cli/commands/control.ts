@@ -1,17 +1,27 @@
 // `bgdl pause|resume|cancel|retry ID…`: change task states; the worker notices within a moment and
 // stops (pause, cancel) or starts (resume, retry) the transfer.
 
-import { removePartFile } from '../../shared/files.js';
+import { recordedPart, removePartFile } from '../../shared/files.js';
+import { pidAlive } from '../../shared/lease.js';
 import type { TaskAction, TransitionResult } from '../../store/index.js';
-import { ensureWorker, openStore, touchSession, type Ctx } from '../context.js';
+import { ensureWorker, leaseTimeout, openStore, touchSession, type Ctx } from '../context.js';
 
 export async function control(ctx: Ctx, action: TaskAction, ids: number[]): Promise<TransitionResult> {
   const store = await openStore(ctx);
-  const before = new Map((await store.getTasks(ids)).map((t) => [t.id, t.state]));
   const result = await store.transition(ids, action);
-  for (const t of result.changed) {
-    // A running transfer's partial file is removed by the worker as it stops; the others' here.
-    if (action === 'cancel' && t.kind === 'download' && before.get(t.id) !== 'running') removePartFile(t.output);
+  if (action === 'cancel') {
+    // Cancel moved each task's claim on, so a late writer is fenced. A running transfer's partial file
+    // is removed by its worker as it stops; with no live worker (it died, or is frozen past its
+    // lease), and for tasks not running, the command removes the lineage's recorded file itself.
+    let live: boolean | null = null;
+    for (const t of result.changed) {
+      if (t.kind !== 'download') continue;
+      if (result.previousStates.get(t.id) === 'running') {
+        live ??= await store.liveWorker(Date.now(), leaseTimeout(ctx), pidAlive);
+        if (live) continue;
+      }
+      removePartFile(recordedPart(t));
+    }
   }
   for (const s of new Set(result.changed.map((t) => t.session))) await touchSession(ctx, store, s);
   await ensureWorker(ctx, store);
