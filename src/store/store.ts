@@ -1009,7 +1009,7 @@ export class Store {
     return this.db.transaction(() => {
       if (lease && !this.leaseHeld(lease)) return false;
       const s = this.sessionRow(name);
-      if (!s) return false;
+      if (!s) return true; // removed meanwhile: nothing to count
       const count = nextRateLimitCount(s.rl_count, s.rl_last_run_at, now, rateLimit.base, rateLimit.max);
       this.prepare('UPDATE sessions SET hook_runs = hook_runs + 1, hook_last_run_at = ?, rl_count = ?, rl_last_run_at = ? WHERE name = ?').run(now, count, now, name);
       return true;

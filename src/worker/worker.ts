@@ -221,7 +221,7 @@ class Worker {
   private async stopAll(reason: StopReason): Promise<void> {
     for (const a of this.active.values()) this.stop(a, reason);
     await Promise.allSettled([...this.attempts]);
-    if (!this.lost) await this.flushProgress(Date.now());
+    await this.flushProgress(Date.now());
   }
 
   /** A worker-level write was refused: the lease is another worker's. The loop stops at its next turn. */
@@ -350,6 +350,7 @@ class Worker {
   }
 
   private async flushProgress(now: number): Promise<void> {
+    if (this.lost) return;
     const updates = [];
     for (const a of this.active.values()) {
       const dt = now - a.sample.at;

@@ -169,3 +169,21 @@ describe('two stores, one output', () => {
     expect(partsIn(t.downloads)).toEqual([]);
   }, 60_000);
 });
+
+describe('stores written by an older bgdl', () => {
+  it('a partial file recorded by name only is resumed from its durable offset, as before', async () => {
+    const SIZE = 400_000;
+    s.route('/old.bin', { body: { size: SIZE }, etag: '"o"' });
+    const [task] = await addJson(t, [s.url('/old.bin'), '-o', 'old.bin', '--suspended']);
+    fs.writeFileSync(path.join(t.downloads, 'old.bin.bgdl-part'), bodyFor(SIZE).subarray(0, 300_000), { mode: 0o600 });
+    // What an older bgdl left: an output, validators and a durable offset, no recorded partial file.
+    const db = new Database(path.join(t.home, 'bgdl.db'), { timeout: 5000 });
+    db.prepare("UPDATE tasks SET resume_offset = 200000, bytes_received = 200000, etag = '\"o\"' WHERE id = ?").run(task.id);
+    db.close();
+    expect((await t.bgdl(['resume', String(task.id)])).code).toBe(0);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(s.requestsTo('/old.bin')[0]!.headers.range).toBe('bytes=200000-');
+    expect(sha256(fs.readFileSync(path.join(t.downloads, 'old.bin')))).toBe(sha256(bodyFor(SIZE)));
+  });
+});
