@@ -344,11 +344,13 @@ async function receive(
 /** Step 6a: a body that ended early is resumable (E_SHORT_BODY); one longer than announced is not trusted. */
 async function verifyLength(part: PartFile, size: number, expected: number | null, state: AttemptState): Promise<void> {
   if (expected == null || size === expected) return;
-  await part.salvage();
   if (size > expected) {
+    // Nothing of it can be trusted, and a later attempt would keep every byte of it: it goes.
     state.partial = null;
+    await part.discard();
     throw new TransferError('E_LENGTH', `received ${size} bytes, more than the ${expected} announced`, false);
   }
+  await part.salvage();
   throw new TransferError('E_SHORT_BODY', `the connection ended after ${size} of ${expected} bytes`, true);
 }
 

@@ -51,7 +51,7 @@ function eventsOf(dir: TestDir, taskId: number): { type: string }[] {
 describe('a frozen worker wakes up', () => {
   it('the second worker takes the task over; the first, woken, changes nothing: right file, one event, one hook run', async () => {
     const SIZE = 1_500_000;
-    t.setConfig({ leaseTimeout: '2s' });
+    t.setConfig({ leaseTimeout: '3s' });
     const hookRuns = path.join(t.dir, 'hook-runs');
     expect((await t.bgdl(['session', 'create', 'fz', '--hook', `echo ran >> "${hookRuns}"`])).code).toBe(0);
     s.route('/frozen.bin', { body: { size: SIZE }, etag: '"fz1"', throttle: 300_000 });
