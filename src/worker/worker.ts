@@ -43,6 +43,17 @@ const MAX_SLEEP_MS = 1_000;
 const HEAD_WINDOW = 64;
 const FULL_WINDOW = 1000;
 
+/**
+ * How long the loop may sleep: a moment while transfers or hooks run (to watch for pause and cancel),
+ * else up to a second; never past the next begin-at/retry time, nor past the next heartbeat (a short
+ * leaseTimeout must not lapse while the worker idles).
+ */
+export function napLength(o: { now: number; busy: boolean; nextWake: number | null; heartbeatDue: number }): number {
+  let ms = o.busy ? CONTROL_MS : MAX_SLEEP_MS;
+  if (o.nextWake != null) ms = Math.min(ms, Math.max(0, o.nextWake - o.now));
+  return Math.min(ms, Math.max(0, o.heartbeatDue - o.now));
+}
+
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   const env = opts.env ?? process.env;
   const log = new Logger(opts.home);
@@ -174,7 +185,6 @@ class Worker {
   }
 
   private async sleep(now: number): Promise<void> {
-    let ms = this.active.size > 0 || this.hooksRunning.size > 0 ? CONTROL_MS : MAX_SLEEP_MS;
     // Reading the next begin-at/retry time scans the queue: do it only when the queue may have
     // changed (another process committed, or this one requeued or held a task) or the time came.
     const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
@@ -182,8 +192,12 @@ class Worker {
       this.nextWake = await this.store.nextWakeAt(now);
       this.nextWakeKey = key;
     }
-    const next = this.nextWake;
-    if (next != null) ms = Math.min(ms, Math.max(0, next - now));
+    const ms = napLength({
+      now,
+      busy: this.active.size > 0 || this.hooksRunning.size > 0,
+      nextWake: this.nextWake,
+      heartbeatDue: this.timers.heartbeat + heartbeatInterval(this.config.leaseTimeout),
+    });
     // Between full ticks, look at the store's data version often so a pause or an add acts at once.
     await new Promise<void>((resolve) => {
       const poll = setInterval(() => {

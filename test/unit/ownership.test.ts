@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CONFIG_KEYS } from '../../src/shared/config.js';
 import { heartbeatInterval } from '../../src/shared/lease.js';
 import { formatPartBoot, parsePartBoot, planPart } from '../../src/worker/ownership.js';
+import { napLength } from '../../src/worker/worker.js';
 
 const here = { boot: 'boot-A', pid: 100, alive: (pid: number) => pid === 100 || pid === 200 };
 const task = (p: Partial<Parameters<typeof planPart>[0]> = {}) => ({
@@ -48,5 +49,17 @@ describe('leaseTimeout', () => {
     expect(heartbeatInterval(30_000)).toBe(2000);
     expect(heartbeatInterval(2000)).toBe(500);
     expect(heartbeatInterval(1000)).toBe(250);
+  });
+});
+
+describe('napLength: the worker never sleeps through a heartbeat', () => {
+  it.each([
+    ['idle, nothing due: a second', { now: 0, busy: false, nextWake: null, heartbeatDue: 2000 }, 1000],
+    ['transfers running: a quarter second', { now: 0, busy: true, nextWake: null, heartbeatDue: 2000 }, 250],
+    ['a begin-at comes first', { now: 0, busy: false, nextWake: 400, heartbeatDue: 2000 }, 400],
+    ['a short lease: the heartbeat comes first', { now: 0, busy: false, nextWake: null, heartbeatDue: 250 }, 250],
+    ['a heartbeat overdue: no sleep', { now: 500, busy: false, nextWake: null, heartbeatDue: 250 }, 0],
+  ])('%s', (_name, input, want) => {
+    expect(napLength(input)).toBe(want);
   });
 });
