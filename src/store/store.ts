@@ -734,6 +734,25 @@ export class Store {
   }
 
   /**
+   * Canceled tasks whose partial file is still recorded: cancel left it to a worker that then lost
+   * its lease (frozen), or the command stopped before removing it. The worker removes them on start.
+   */
+  async canceledParts(): Promise<{ id: number; session: string; partPath: string; partId: string | null }[]> {
+    const rows = this.prepare("SELECT id, session, part_path, part_id FROM tasks WHERE state = 'canceled' AND part_path IS NOT NULL").all() as Row[];
+    return rows.map((r) => ({ id: r.id, session: r.session, partPath: r.part_path, partId: r.part_id }));
+  }
+
+  /** Those partial files are gone: forget them (only while the lease is ours and the tasks still canceled). */
+  async forgetParts(ids: number[], lease: LeaseFence): Promise<boolean> {
+    const stmt = this.prepare("UPDATE tasks SET part_path = NULL, part_id = NULL WHERE id = ? AND state = 'canceled'");
+    return this.db.transaction(() => {
+      if (!this.leaseHeld(lease)) return false;
+      for (const id of ids) stmt.run(id);
+      return true;
+    }).immediate();
+  }
+
+  /**
    * Queued tasks whose begin-at and not-before times have passed, best first (priority, then age).
    * `brief` reads only what the scheduler looks at (the rest of each task comes back empty): the
    * worker asks after every finished transfer, so this is its most frequent query.

@@ -4,6 +4,7 @@
 
 import os from 'node:os';
 import { loadConfig, type Config } from '../shared/config.js';
+import { removePartFile } from '../shared/files.js';
 import { heartbeatInterval, pidAlive } from '../shared/lease.js';
 import { Logger } from '../shared/log.js';
 import { isFinal, type Task } from '../shared/model.js';
@@ -120,6 +121,7 @@ class Worker {
       return 'lease-lost';
     }
     for (const t of orphans) log.write(t.session, `task ${t.id}: left running by a worker that stopped; re-queued to resume from its partial file`);
+    await this.removeCanceledParts();
     const stop = () => this.wake();
     this.opts.signal?.addEventListener('abort', stop);
     try {
@@ -170,6 +172,16 @@ class Worker {
       this.opts.signal?.removeEventListener('abort', stop);
       log.write('worker', 'exiting');
     }
+  }
+
+  /** Partial files of canceled tasks that nobody removed (their worker lost its lease): the lineage's files, so ours to remove. */
+  private async removeCanceledParts(): Promise<void> {
+    const left = await this.store.canceledParts();
+    if (left.length === 0) return;
+    for (const t of left) {
+      if (removePartFile({ path: t.partPath, id: t.partId })) this.log.write(t.session, `task ${t.id}: canceled; removed its partial file ${t.partPath}`);
+    }
+    await this.store.forgetParts(left.map((t) => t.id), this.lease);
   }
 
   /** True when another process committed to the store since the last look (cheap: no I/O). */

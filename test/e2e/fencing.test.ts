@@ -140,6 +140,35 @@ describe('cancel after the worker died', () => {
   });
 });
 
+describe('cancel while the worker is frozen', () => {
+  it('the partial file left to the frozen worker is removed by the next worker', async () => {
+    t.setConfig({ leaseTimeout: '3s' });
+    s.route('/fc.bin', { body: { size: 2_000_000 }, etag: '"fc"', throttle: 300_000 });
+    s.route('/next.bin', { body: 'next' });
+    const [task] = await addJson(t, [s.url('/fc.bin'), '-o', 'fc.bin']);
+    await waitUntil(async () => partsIn(t.downloads).length === 1 && (await statusJson(t, [task.id]))[0].bytesReceived > 50_000, 10_000, 'progress');
+    const first = t.workerPid()!;
+    process.kill(first, 'SIGSTOP');
+    stopped.push(first);
+    // Its lease has not lapsed yet: the command leaves the partial file to that worker.
+    expect((await t.bgdl(['cancel', String(task.id)])).code).toBe(0);
+    expect(partsIn(t.downloads)).toEqual(['fc.bin.bgdl-part']);
+    const [other] = await addJson(t, [s.url('/next.bin'), '-o', 'next.bin']);
+    await waitUntil(async () => {
+      await t.bgdl(['status']);
+      const pid = t.workerPid();
+      return pid && pid !== first ? pid : null;
+    }, 15_000, 'a second worker');
+    await waitUntil(() => partsIn(t.downloads).length === 0, 10_000, 'the partial file to go');
+    expect((await waitFinal(t, [other.id]))[0].state).toBe('completed');
+    process.kill(first, 'SIGCONT');
+    await waitUntil(() => !alive(first), 10_000, 'the woken worker to give up');
+    expect(partsIn(t.downloads)).toEqual([]);
+    expect(fs.existsSync(path.join(t.downloads, 'fc.bin'))).toBe(false);
+    expect((await statusJson(t, [task.id]))[0].state).toBe('canceled');
+  }, 60_000);
+});
+
 describe('two stores, one output', () => {
   it('the second waits (E_OUTPUT_BUSY) and never touches the first one\'s partial file; both end with the right file', async () => {
     const SIZE = 1_000_000;

@@ -22,6 +22,7 @@ export async function control(ctx: Ctx, action: TaskAction, ids: number[]): Prom
       }
       removePartFile(recordedPart(t));
     }
+    // A partial file left to a worker that then loses its lease (frozen) is removed by the next worker.
   }
   for (const s of new Set(result.changed.map((t) => t.session))) await touchSession(ctx, store, s);
   await ensureWorker(ctx, store);
