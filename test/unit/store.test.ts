@@ -152,6 +152,21 @@ describe('store fencing', () => {
     expect((await store.listEvents({})).filter((e) => e.taskId === a!.id).map((e) => e.sha256)).toEqual(['good']);
   });
 
+  it('canceled tasks with a recorded partial file are listed for removal, and forgotten only under the lease', async () => {
+    const lease = (await store.takeLease(process.pid, 1000, 5000, alive))!;
+    const [a] = await store.enqueue([newTask()], rl);
+    const running = (await store.markRunning(a!.id, 1000, lease))!;
+    expect(await store.recordResponse({ id: a!.id, claim: running.claim }, { partPath: '/d/f.bgdl-part', partId: '1:2' })).toBe(true);
+    expect(await store.canceledParts()).toEqual([]);
+    await store.transition([a!.id], 'cancel');
+    expect(await store.canceledParts()).toEqual([{ id: a!.id, session: 'default', partPath: '/d/f.bgdl-part', partId: '1:2' }]);
+    const next = (await store.takeLease(process.pid + 1, 10_000, 5000, alive))!;
+    expect(await store.forgetParts([a!.id], lease)).toBe(false);
+    expect(await store.canceledParts()).toHaveLength(1);
+    expect(await store.forgetParts([a!.id], next)).toBe(true);
+    expect(await store.canceledParts()).toEqual([]);
+  });
+
   it('pause keeps the claim (the stopping attempt records its offset); cancel moves it on', async () => {
     const lease = (await store.takeLease(process.pid, Date.now(), 30_000, alive))!;
     const [a] = await store.enqueue([newTask()], rl);
