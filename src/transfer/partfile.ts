@@ -169,8 +169,11 @@ export async function copyPrefix(from: PartRef, output: string, tag: string, len
     while (pos < length) {
       const { bytesRead } = await src.fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
       if (bytesRead === 0) break;
-      let off = 0;
-      while (off < bytesRead) off += (await dst.fh.write(buf, off, bytesRead - off, pos + off)).bytesWritten;
+      for (let off = 0; off < bytesRead; ) {
+        const { bytesWritten } = await dst.fh.write(buf, off, bytesRead - off, pos + off);
+        if (bytesWritten === 0) throw Object.assign(new Error('no progress copying the partial file'), { code: 'EIO', syscall: 'write' });
+        off += bytesWritten;
+      }
       pos += bytesRead;
     }
     await dst.fh.sync();
@@ -181,7 +184,7 @@ export async function copyPrefix(from: PartRef, output: string, tag: string, len
       await dst.fh.close().catch(() => {});
       await fsp.unlink(dst.path).catch(() => {});
     }
-    throw fileError(from.path, err);
+    throw fileError(dst?.path ?? from.path, err);
   } finally {
     await src.fh.close().catch(() => {});
   }
