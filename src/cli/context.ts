@@ -4,7 +4,8 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { NotFoundError } from '../shared/errors.js';
-import { LEASE_STALE_MS, pidAlive } from '../shared/lease.js';
+import { loadConfig } from '../shared/config.js';
+import { pidAlive } from '../shared/lease.js';
 import { DEFAULT_SESSION, bgdlHome } from '../shared/paths.js';
 import { parseSessionName } from '../shared/parse.js';
 import { Store } from '../store/index.js';
@@ -62,9 +63,14 @@ export async function touchSession(ctx: Ctx, store: Store, name: string): Promis
   if (ctx.interactive) await store.resetRateLimit(name);
 }
 
+/** How long a worker may stay silent before its lease is taken over (config leaseTimeout). */
+export function leaseTimeout(ctx: Ctx): number {
+  return loadConfig(ctx.env).leaseTimeout;
+}
+
 /** Start a detached worker when there is work and none is alive. Cheap when one is. */
 export async function ensureWorker(ctx: Ctx, store: Store): Promise<'running' | 'started' | 'idle'> {
-  return store.ensureWorker(Date.now(), LEASE_STALE_MS, pidAlive, () => {
+  return store.ensureWorker(Date.now(), leaseTimeout(ctx), pidAlive, () => {
     const child = spawn(process.execPath, [BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env: ctx.env, cwd: '/' });
     child.unref();
     return child.pid;

@@ -34,6 +34,7 @@ export interface Config {
   maxFileSize: number | null;
   /** Free space a download never writes below (see reserveBytes). */
   minFreeSpace: FreeSpaceRule;
+  leaseTimeout: number;
 }
 
 type Key = keyof Config;
@@ -121,6 +122,17 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     describe: 'never write below this free space (size, N% of the filesystem, or both: the smaller); below it tasks wait',
     defaultText: () => '1%,256MiB',
     parse: (text, key) => parseFreeSpace(text, `value for ${key}`),
+  },
+  leaseTimeout: {
+    describe: 'a worker silent this long loses its running tasks to another worker',
+    defaultText: () => '30s',
+    parse: (text, key) => {
+      const ms = duration(text, key);
+      // Heartbeats come a few times within the timeout: shorter than a second would let a busy machine's
+      // scheduling delays pass for a dead worker; longer than a day would leave work unattended.
+      if (ms < 1000 || ms > 86_400_000) throw new UsageError(`invalid value '${text}' for ${key}: use a duration from 1s to 1d`);
+      return ms;
+    },
   },
 };
 

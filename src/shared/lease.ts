@@ -1,10 +1,12 @@
 // The worker lease rules both sides apply: a lease is stale when its pid is gone (same host) or its
-// heartbeat is older than LEASE_STALE_MS.
+// heartbeat is older than the configured leaseTimeout.
 
 import fs from 'node:fs';
 
-/** A worker refreshes its heartbeat every couple of seconds; this long without one means it is gone. */
-export const LEASE_STALE_MS = 60_000;
+/** How often a worker refreshes its heartbeat: a few times within leaseTimeout, at most every 2 s. */
+export function heartbeatInterval(leaseTimeoutMs: number): number {
+  return Math.max(100, Math.min(2_000, Math.floor(leaseTimeoutMs / 4)));
+}
 
 export function pidAlive(pid: number): boolean {
   if (pid <= 0) return false;

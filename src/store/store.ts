@@ -98,10 +98,24 @@ export interface Lease {
   host: string;
   heartbeat: number;
   startedAt: number;
+  token: number;
+}
+
+/** A worker's hold on the lease: its writes apply only while the lease still has this pid and token. */
+export interface LeaseFence {
+  pid: number;
+  token: number;
+}
+
+/** An attempt's hold on its task: its writes apply only while the task's claim is still this one. */
+export interface TaskFence {
+  id: number;
+  claim: number;
 }
 
 export interface ProgressUpdate {
   id: number;
+  claim: number;
   bytesReceived?: number;
   bytesSent?: number;
   bytesExpected?: number | null;
@@ -122,6 +136,10 @@ export interface ResponseInfo {
   /** The sum a derived name's --checksums line expects, once the name is known. */
   sha256Expected?: string | null;
   protocol?: string | null;
+  /** The partial file this attempt writes (its lineage's file), its `dev:ino`, and the boot and pid writing it. */
+  partPath?: string | null;
+  partId?: string | null;
+  partBoot?: string | null;
 }
 
 export interface FinishInfo {
@@ -793,7 +811,8 @@ export class Store {
         return null;
       case 'cancel': {
         if (t.state === 'completed' || t.state === 'failed' || t.state === 'canceled') return `already ${t.state}`;
-        set("state = 'canceled', finished_at = ?, speed = NULL, wait_reason = NULL, not_before = NULL", now);
+        // The claim moves on: a late write of an attempt still running (or of a worker long gone) is refused.
+        set("state = 'canceled', finished_at = ?, speed = NULL, wait_reason = NULL, not_before = NULL, claim = claim + 1", now);
         this.insertEvent({ ...t, state: 'canceled', finishedAt: now }, 'canceled', now);
         return null;
       }
@@ -819,33 +838,55 @@ export class Store {
 
   // ---- the worker lease ----------------------------------------------------------------------
 
+  /** The lease of a worker (null when none holds it: never taken, or released). */
   async readLease(): Promise<Lease | null> {
     const r = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
-    return r ? { pid: r.pid, host: r.host, heartbeat: r.heartbeat, startedAt: r.started_at } : null;
+    return r && r.pid !== 0 ? { pid: r.pid, host: r.host, heartbeat: r.heartbeat, startedAt: r.started_at, token: r.token } : null;
+  }
+
+  /** Is a live worker holding the lease (its pid alive here, its heartbeat recent)? */
+  async liveWorker(now: number, staleMs: number, isAlive: (pid: number) => boolean): Promise<boolean> {
+    const cur = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
+    return !!cur && !leaseIsStale(cur, now, staleMs, isAlive);
+  }
+
+  /**
+   * Write the lease for `pid` with the next token: every takeover raises it, so the writes of the
+   * worker that held it before (frozen, say) are refused from now on. The row is never deleted
+   * (release clears the pid), so tokens only grow.
+   */
+  private writeLease(cur: Row | undefined, pid: number, now: number): LeaseFence {
+    const token = (cur?.token ?? 0) + 1;
+    this.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at, token) VALUES (?, ?, ?, ?, ?, ?)').run(LEASE_ID, pid, os.hostname(), now, now, token);
+    return { pid, token };
   }
 
   /**
    * Take the lease for `pid` when it is free, already ours (a CLI reserved it for us), or stale:
-   * its pid is gone on this host, or its heartbeat is older than `staleMs`.
+   * its pid is gone on this host, or its heartbeat is older than `staleMs`. Returns the fence the
+   * worker's writes carry, or null when another worker holds it.
    */
-  async takeLease(pid: number, now: number, staleMs: number, isAlive: (pid: number) => boolean): Promise<boolean> {
-    const host = os.hostname();
+  async takeLease(pid: number, now: number, staleMs: number, isAlive: (pid: number) => boolean): Promise<LeaseFence | null> {
     return this.db.transaction(() => {
       const cur = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
-      if (cur && cur.pid !== pid && !leaseIsStale(cur, now, staleMs, isAlive)) return false;
-      this.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at) VALUES (?, ?, ?, ?, ?)').run(LEASE_ID, pid, host, now, now);
-      return true;
+      if (cur && cur.pid !== pid && !leaseIsStale(cur, now, staleMs, isAlive)) return null;
+      return this.writeLease(cur, pid, now);
     }).immediate();
   }
 
+  /** Is the lease still this worker's? Checked inside every worker-level write's transaction. */
+  private leaseHeld(f: LeaseFence): boolean {
+    return !!this.prepare('SELECT 1 FROM lease WHERE id = ? AND pid = ? AND token = ? AND host = ?').get(LEASE_ID, f.pid, f.token, os.hostname());
+  }
+
   /** Refresh our heartbeat; false when the lease is no longer ours. */
-  async heartbeat(pid: number, now: number): Promise<boolean> {
-    const info = this.prepare('UPDATE lease SET heartbeat = ? WHERE id = ? AND pid = ? AND host = ?').run(now, LEASE_ID, pid, os.hostname());
+  async heartbeat(f: LeaseFence, now: number): Promise<boolean> {
+    const info = this.prepare('UPDATE lease SET heartbeat = ? WHERE id = ? AND pid = ? AND token = ? AND host = ?').run(now, LEASE_ID, f.pid, f.token, os.hostname());
     return info.changes === 1;
   }
 
-  async releaseLease(pid: number): Promise<void> {
-    this.prepare('DELETE FROM lease WHERE id = ? AND pid = ? AND host = ?').run(LEASE_ID, pid, os.hostname());
+  async releaseLease(f: LeaseFence): Promise<void> {
+    this.prepare('UPDATE lease SET pid = 0, heartbeat = 0 WHERE id = ? AND pid = ? AND token = ? AND host = ?').run(LEASE_ID, f.pid, f.token, os.hostname());
   }
 
   /**
@@ -862,7 +903,7 @@ export class Store {
       if (cur && !leaseIsStale(cur, now, staleMs, isAlive)) return 'running' as const;
       const pid = spawn();
       if (!pid) return 'idle' as const;
-      this.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at) VALUES (?, ?, ?, ?, ?)').run(LEASE_ID, pid, os.hostname(), now, now);
+      this.writeLease(cur, pid, now);
       return 'started' as const;
     }).immediate();
   }
@@ -892,14 +933,38 @@ export class Store {
 
   // ---- the worker's task operations ----------------------------------------------------------
 
-  /** On worker start: tasks left `running` by a dead worker go back to the queue (their partial files stay). */
-  async requeueOrphans(): Promise<Task[]> {
+  /**
+   * On worker start: tasks left `running` by a worker that died or lost its lease go back to the
+   * queue (their partial files stay), each with a new claim so the old attempt's writes are refused.
+   * null when the lease is no longer this worker's.
+   */
+  async requeueOrphans(lease: LeaseFence): Promise<Task[] | null> {
     this.queueEpoch++;
     this.outputs = null;
     return this.db.transaction(() => {
+      if (!this.leaseHeld(lease)) return null;
       const rows = readTasks(this.prepare("SELECT * FROM tasks WHERE state = 'running'"), []);
-      this.prepare("UPDATE tasks SET state = 'queued', speed = NULL, bytes_received = resume_offset WHERE state = 'running'").run();
+      this.prepare("UPDATE tasks SET state = 'queued', speed = NULL, bytes_received = resume_offset, claim = claim + 1 WHERE state = 'running'").run();
       return rows;
+    }).immediate();
+  }
+
+  /**
+   * Canceled tasks whose partial file is still recorded: cancel left it to a worker that then lost
+   * its lease (frozen), or the command stopped before removing it. The worker removes them on start.
+   */
+  async canceledParts(): Promise<{ id: number; session: string; partPath: string; partId: string | null }[]> {
+    const rows = this.prepare("SELECT id, session, part_path, part_id FROM tasks WHERE state = 'canceled' AND part_path IS NOT NULL").all() as Row[];
+    return rows.map((r) => ({ id: r.id, session: r.session, partPath: r.part_path, partId: r.part_id }));
+  }
+
+  /** Those partial files are gone: forget them (only while the lease is ours and the tasks still canceled). */
+  async forgetParts(ids: number[], lease: LeaseFence): Promise<boolean> {
+    const stmt = this.prepare("UPDATE tasks SET part_path = NULL, part_id = NULL WHERE id = ? AND state = 'canceled'");
+    return this.db.transaction(() => {
+      if (!this.leaseHeld(lease)) return false;
+      for (const id of ids) stmt.run(id);
+      return true;
     }).immediate();
   }
 
@@ -932,12 +997,16 @@ export class Store {
     return r.t ?? null;
   }
 
-  /** Claim a queued task for a transfer attempt; false when it changed meanwhile (paused, canceled). */
-  async markRunning(id: number, now: number): Promise<Task | null> {
+  /**
+   * Claim a queued task for a transfer attempt, raising its claim (the attempt's fencing token, in the
+   * task returned); null when it changed meanwhile (paused, canceled) or the lease is no longer ours.
+   */
+  async markRunning(id: number, now: number, lease: LeaseFence): Promise<Task | null> {
     return this.db.transaction(() => {
+      if (!this.leaseHeld(lease)) return null;
       const info = this
         .prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, ?),
-                  wait_reason = NULL, wait_detail = NULL, not_before = NULL, speed = NULL WHERE id = ? AND state = 'queued'`)
+                  wait_reason = NULL, wait_detail = NULL, not_before = NULL, speed = NULL, claim = claim + 1 WHERE id = ? AND state = 'queued'`)
         .run(now, id);
       if (info.changes !== 1) return null;
       return this.taskById(id);
@@ -945,13 +1014,15 @@ export class Store {
   }
 
   /** Mark queued tasks as held by a reason that has no time (conditions); clears it for the others given. */
-  async setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[]): Promise<void> {
+  async setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[], lease: LeaseFence): Promise<boolean> {
     this.queueEpoch++;
     const holdStmt = this.prepare("UPDATE tasks SET wait_reason = ?, wait_detail = ? WHERE id = ? AND state = 'queued'");
     const releaseStmt = this.prepare("UPDATE tasks SET wait_reason = NULL, wait_detail = NULL WHERE id = ? AND state = 'queued' AND wait_reason = 'conditions'");
-    this.db.transaction(() => {
+    return this.db.transaction(() => {
+      if (!this.leaseHeld(lease)) return false;
       for (const h of hold) holdStmt.run(h.reason, h.detail, h.id);
       for (const id of release) releaseStmt.run(id);
+      return true;
     }).immediate();
   }
 
@@ -962,20 +1033,23 @@ export class Store {
     return new Map(rows.map((r) => [r.id, r.state]));
   }
 
-  /** Progress of many running tasks in one transaction. */
-  async recordProgress(updates: ProgressUpdate[]): Promise<void> {
-    if (updates.length === 0) return;
+  /** Progress of many running tasks in one transaction. Returns the ids whose claim has moved on (refused). */
+  async recordProgress(updates: ProgressUpdate[]): Promise<number[]> {
+    if (updates.length === 0) return [];
     const stmt = this.prepare(`UPDATE tasks SET
         bytes_received = coalesce(@bytesReceived, bytes_received),
         bytes_sent = coalesce(@bytesSent, bytes_sent),
         bytes_expected = CASE WHEN @hasExpected THEN @bytesExpected ELSE bytes_expected END,
         resume_offset = coalesce(@resumeOffset, resume_offset),
         speed = @speed
-      WHERE id = @id AND state IN ('running', 'paused')`);
-    this.db.transaction(() => {
+      WHERE id = @id AND claim = @claim AND state IN ('running', 'paused')`);
+    const claimStmt = this.prepare('SELECT claim FROM tasks WHERE id = ?').pluck();
+    return this.db.transaction(() => {
+      const refused: number[] = [];
       for (const u of updates) {
-        stmt.run({
+        const info = stmt.run({
           id: u.id,
+          claim: u.claim,
           bytesReceived: u.bytesReceived ?? null,
           bytesSent: u.bytesSent ?? null,
           hasExpected: u.bytesExpected !== undefined ? 1 : 0,
@@ -983,12 +1057,22 @@ export class Store {
           resumeOffset: u.resumeOffset ?? null,
           speed: u.speed ?? null,
         });
+        if (info.changes === 0 && claimStmt.get(u.id) !== u.claim) refused.push(u.id);
       }
+      return refused;
     }).immediate();
   }
 
-  /** What a response told us (final URL, status, length, validators, the chosen output). */
-  async recordResponse(id: number, info: ResponseInfo): Promise<void> {
+  /** Does this attempt still hold its task (checked before the final rename)? */
+  async holdsClaim(f: TaskFence): Promise<boolean> {
+    return this.prepare('SELECT claim FROM tasks WHERE id = ?').pluck().get(f.id) === f.claim;
+  }
+
+  /**
+   * What a response told us (final URL, status, length, validators, the chosen output) and the
+   * partial file the attempt writes. False (nothing written) when the claim has moved on.
+   */
+  async recordResponse(f: TaskFence, info: ResponseInfo): Promise<boolean> {
     const cols: string[] = [];
     const args: unknown[] = [];
     const map: [keyof ResponseInfo, string][] = [
@@ -996,6 +1080,7 @@ export class Store {
       ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
       ['sha256Expected', 'sha256_expected'],
       ['protocol', 'protocol'],
+      ['partPath', 'part_path'], ['partId', 'part_id'], ['partBoot', 'part_boot'],
     ];
     for (const [k, col] of map) {
       if (info[k] !== undefined) {
@@ -1003,8 +1088,10 @@ export class Store {
         args.push(info[k]);
       }
     }
-    if (cols.length) this.prepare(`UPDATE tasks SET ${cols.join(', ')} WHERE id = ?`).run(...args, id);
-    if (info.output !== undefined) this.outputChanged(id);
+    if (!cols.length) return this.holdsClaim(f);
+    const applied = this.prepare(`UPDATE tasks SET ${cols.join(', ')} WHERE id = ? AND claim = ?`).run(...args, f.id, f.claim).changes === 1;
+    if (applied && info.output !== undefined) this.outputChanged(f.id);
+    return applied;
   }
 
   /**
@@ -1038,7 +1125,7 @@ export class Store {
    * Put a running task back in the queue: after a transient failure (with the time of the next
    * attempt), or because conditions, disk space or a pause stopped it. Only if it is still running.
    */
-  async requeue(id: number, info: RequeueInfo): Promise<boolean> {
+  async requeue(f: TaskFence, info: RequeueInfo): Promise<boolean> {
     this.queueEpoch++;
     const r = this
       .prepare(`UPDATE tasks SET state = 'queued', not_before = @notBefore, wait_reason = @reason, wait_detail = @detail,
@@ -1046,26 +1133,36 @@ export class Store {
                   error_message = CASE WHEN @setError THEN @message ELSE error_message END,
                   resume_offset = coalesce(@resumeOffset, resume_offset),
                   bytes_received = coalesce(@bytesReceived, bytes_received), speed = NULL
-                WHERE id = @id AND state = 'running'`)
+                WHERE id = @id AND claim = @claim AND state = 'running'`)
       .run({
         notBefore: info.notBefore, reason: info.reason, detail: info.detail ?? null,
         setError: info.error !== undefined ? 1 : 0, code: info.error?.code ?? null, message: info.error?.message ?? null,
-        resumeOffset: info.resumeOffset ?? null, bytesReceived: info.bytesReceived ?? null, id,
+        resumeOffset: info.resumeOffset ?? null, bytesReceived: info.bytesReceived ?? null, id: f.id, claim: f.claim,
       });
     return r.changes === 1;
   }
 
-  /** Record where a stopped (paused or canceled) task's partial file stands. */
-  async recordStopped(id: number, info: { resumeOffset: number; bytesReceived: number }): Promise<void> {
-    this.prepare("UPDATE tasks SET resume_offset = ?, bytes_received = ?, speed = NULL WHERE id = ? AND state IN ('paused', 'queued')").run(info.resumeOffset, info.bytesReceived, id);
+  /** Record where a paused task's partial file stands; false when the claim has moved on. */
+  async recordStopped(f: TaskFence, info: { resumeOffset: number; bytesReceived: number }): Promise<boolean> {
+    return this.prepare("UPDATE tasks SET resume_offset = ?, bytes_received = ?, speed = NULL WHERE id = ? AND claim = ? AND state IN ('paused', 'queued')")
+      .run(info.resumeOffset, info.bytesReceived, f.id, f.claim).changes === 1;
   }
 
-  /** Move a task to a final state together with its event; false when it was no longer running. */
-  async finishTask(id: number, info: FinishInfo, now = Date.now(), fromStates: TaskState[] = ['running']): Promise<boolean> {
-    if (fromStates.some((st) => st !== 'running')) this.queueEpoch++;
+  /** An attempt moves its running task to a final state together with its event; false when fenced out or no longer running. */
+  async finishTask(f: TaskFence, info: FinishInfo, now = Date.now()): Promise<boolean> {
+    return this.finish(f.id, info, now, ['running'], (t) => t.claim === f.claim);
+  }
+
+  /** The worker fails a queued or paused task that ran out of time (resourceTimeout); false when fenced out. */
+  async expireTask(id: number, lease: LeaseFence, info: FinishInfo, now = Date.now()): Promise<boolean> {
+    this.queueEpoch++;
+    return this.finish(id, info, now, ['queued', 'paused'], () => this.leaseHeld(lease));
+  }
+
+  private finish(id: number, info: FinishInfo, now: number, fromStates: TaskState[], allowed: (t: Task) => boolean): boolean {
     return this.db.transaction(() => {
       const t = this.taskById(id);
-      if (!t || !fromStates.includes(t.state)) return false;
+      if (!t || !fromStates.includes(t.state) || !allowed(t)) return false;
       const done: Task = {
         ...t,
         state: info.state,
@@ -1088,7 +1185,9 @@ export class Store {
                   bytes_sent = @bytesSent, response_body = @responseBody, finished_at = @finishedAt, speed = NULL,
                   outcome = @outcome, etag = @etag, last_modified = @lastModified,
                   wait_reason = NULL, wait_detail = NULL, not_before = NULL,
-                  resume_offset = CASE WHEN @state = 'completed' THEN 0 ELSE resume_offset END WHERE id = @id`)
+                  resume_offset = CASE WHEN @state = 'completed' THEN 0 ELSE resume_offset END,
+                  part_path = CASE WHEN @state = 'completed' THEN NULL ELSE part_path END,
+                  part_id = CASE WHEN @state = 'completed' THEN NULL ELSE part_id END WHERE id = @id`)
         .run({
           id, state: done.state, code: done.error?.code ?? null, message: done.error?.message ?? null,
           httpStatus: done.httpStatus, finalUrl: done.finalUrl, output: done.output, sha256: done.sha256,
@@ -1147,19 +1246,25 @@ export class Store {
     });
   }
 
-  /** A hook run starts: count it for the relaunch rate limiter. */
-  async recordHookStart(name: string, now: number, rateLimit: { base: number; max: number }): Promise<void> {
-    this.db.transaction(() => {
+  /** A hook run starts: count it for the relaunch rate limiter. False: the lease is no longer ours, do not run it. */
+  async recordHookStart(name: string, now: number, rateLimit: { base: number; max: number }, lease?: LeaseFence): Promise<boolean> {
+    return this.db.transaction(() => {
+      if (lease && !this.leaseHeld(lease)) return false;
       const s = this.sessionRow(name);
-      if (!s) return;
+      if (!s) return true; // removed meanwhile: nothing to count
       const count = nextRateLimitCount(s.rl_count, s.rl_last_run_at, now, rateLimit.base, rateLimit.max);
       this.prepare('UPDATE sessions SET hook_runs = hook_runs + 1, hook_last_run_at = ?, rl_count = ?, rl_last_run_at = ? WHERE name = ?').run(now, count, now, name);
+      return true;
     }).immediate();
   }
 
-  /** A hook run ended: on success its events are delivered; on failure the next attempt is scheduled. */
-  async recordHookResult(name: string, eventIds: number[], result: { ok: true } | { ok: false; error: string; nextAt: number }, now = Date.now()): Promise<void> {
-    this.db.transaction(() => {
+  /**
+   * A hook run ended: on success its events are delivered; on failure the next attempt is scheduled.
+   * False (nothing recorded) when the lease is no longer ours: the next worker runs the hook again.
+   */
+  async recordHookResult(name: string, eventIds: number[], result: { ok: true } | { ok: false; error: string; nextAt: number }, now = Date.now(), lease?: LeaseFence): Promise<boolean> {
+    return this.db.transaction(() => {
+      if (lease && !this.leaseHeld(lease)) return false;
       if (result.ok) {
         const stmt = this.prepare('UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL');
         for (const id of eventIds) stmt.run(now, id);
@@ -1167,6 +1272,7 @@ export class Store {
       } else {
         this.prepare('UPDATE sessions SET hook_failures = hook_failures + 1, hook_next_at = ?, hook_last_error = ? WHERE name = ?').run(result.nextAt, result.error, name);
       }
+      return true;
     }).immediate();
   }
 }
@@ -1175,6 +1281,7 @@ export class Store {
 guardMethods(Store.prototype, (store) => store.file);
 
 function leaseIsStale(r: Row, now: number, staleMs: number, isAlive: (pid: number) => boolean): boolean {
+  if (r.pid === 0) return true; // released
   if (now - r.heartbeat > staleMs) return true;
   return r.host === os.hostname() && !isAlive(r.pid);
 }

@@ -5,19 +5,23 @@
 
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { nonRegularKind } from '../shared/files.js';
+import { isRecordedFile, nonRegularKind, ownedRegularFile, partIdOf, removePartFile, type PartRef } from '../shared/files.js';
 import { formatBytes, reserveBytes, type FreeSpaceRule } from '../shared/parse.js';
+import { partPathFor } from '../shared/paths.js';
 import { Incoming, writeBody } from './body.js';
 import { BodyLimits, reserveError, tooLargeError } from './limits.js';
 import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
 import { parseContentDisposition } from './naming.js';
-import { fileError, inspectPart, PartFile } from './partfile.js';
+import {
+  copyPrefix, createFresh, fencedError, fileError, inspectRecorded, openRecorded, outputBusyError, PartFile, unsafePartError, type OpenedPart,
+} from './partfile.js';
 import {
   TransferError,
   type DownloadCallbacks,
   type DownloadRequest,
   type DownloadResult,
+  type PartPlan,
   type ResponseMeta,
   type ResumePoint,
 } from './types.js';
@@ -27,11 +31,16 @@ type KeptPart = ResumePoint & { output: string };
 /** What is on disk for the next attempt if this one fails. */
 interface AttemptState {
   partial: KeptPart | null;
+  /** The lineage's partial file as it stands now (the recorded one, or this attempt's copy or fresh file). */
+  current: PartRef | null;
 }
 
-/** A resume that passed the checks: the part file of `output` exists, is ours and holds `offset` bytes. */
+/** A resume that passed the checks: `part` is the lineage's partial file and holds `offset` bytes we keep. */
 export interface ResumePlan extends ResumePoint {
   output: string;
+  part: PartRef;
+  /** Of `offset`, the bytes known to be fsync'd: what a failure before the body is written keeps. */
+  durable: number;
 }
 
 /** What to do with a final response. */
@@ -127,17 +136,52 @@ export function judgeResponse(status: number, headers: Headers, plan: ResumePoin
   return { kind: 'write', startOffset: 0, totalBytes: length, bodyBytes: length };
 }
 
+/** The attempt's partial-file plan; a request without one is a task of an older bgdl (see DownloadRequest.part). */
+function partPlanOf(req: DownloadRequest): PartPlan {
+  if (req.part) return req.part;
+  const legacy = req.output && req.resume && req.resume.offset > 0 ? { path: partPathFor(req.output), id: null } : null;
+  return { recorded: legacy, trustLength: false, copy: false, tag: 'n' };
+}
+
 /**
- * Step 1: may this attempt resume? Only with a known output and a part file that is a regular file we
- * own and holds at least the recorded offset. A planted symlink fails the task (E_UNSAFE_PART).
+ * Step 1: may this attempt resume? Only with a known output and the lineage's recorded partial file,
+ * still that file, a regular file we own (a planted symlink fails the task: E_UNSAFE_PART). It keeps
+ * the file's whole length when it was written since this boot, else the durable offset. When its
+ * previous writer may still run, the kept bytes are copied to a fresh file, which is recorded before
+ * the old one is unlinked: the old writer can only write to an orphaned inode.
  */
-async function planResume(req: DownloadRequest): Promise<ResumePlan | null> {
-  if (!req.resume || !req.output || req.resume.offset <= 0) return null;
+async function planResume(req: DownloadRequest, cb: DownloadCallbacks, plan: PartPlan, state: AttemptState): Promise<ResumePlan | null> {
+  const rec = plan.recorded;
+  if (!req.output || !rec) return null;
   // A user's own Range header asks for a slice: resuming on top of it would be wrong.
   if (req.headers.some(([n]) => n.toLowerCase() === 'range')) return null;
-  const size = await inspectPart(req.output);
-  if (size == null || size < req.resume.offset) return null;
-  return { ...req.resume, output: req.output };
+  const st = await inspectRecorded(rec);
+  if (!st) return null;
+  const durable = req.resume?.offset ?? 0;
+  const offset = plan.trustLength ? st.size : st.size >= durable ? durable : 0;
+  if (offset <= 0) return null;
+  const validators = { etag: req.resume?.etag ?? null, lastModified: req.resume?.lastModified ?? null };
+  if (!plan.copy) return { offset, durable: Math.min(offset, durable), ...validators, output: req.output, part: { path: rec.path, id: rec.id ?? partIdOf(st) } };
+  const copy = await copyPrefix(rec, req.output, plan.tag, offset);
+  await copy.fh.close().catch(() => {});
+  const owned = cb.onPartFile ? await cb.onPartFile({ path: copy.path, id: copy.id, offset: copy.size }, null) : true;
+  if (!owned) {
+    removePartFile({ path: copy.path, id: copy.id });
+    throw fencedError();
+  }
+  state.current = { path: copy.path, id: copy.id };
+  removePartFile(rec);
+  if (copy.size <= 0) return null;
+  return { offset: copy.size, durable: copy.size, ...validators, output: req.output, part: { path: copy.path, id: copy.id } };
+}
+
+/** A file at `<output>.bgdl-part` that is not the lineage's own: E_UNSAFE_PART or E_OUTPUT_BUSY, before any request. */
+async function checkUsualName(output: string, ours: PartRef | null): Promise<void> {
+  const usual = partPathFor(output);
+  const st = await fsp.lstat(usual).catch(() => null);
+  if (!st || (ours && ours.path === usual && isRecordedFile(st, ours))) return;
+  if (!ownedRegularFile(st)) throw unsafePartError(usual);
+  throw outputBusyError(usual);
 }
 
 /** Step 2: send the request (with the resume range), following redirects. */
@@ -157,11 +201,15 @@ function perform(req: DownloadRequest, cb: DownloadCallbacks, plan: ResumePlan |
 }
 
 export async function download(req: DownloadRequest, cb: DownloadCallbacks): Promise<DownloadResult> {
-  let plan = await planResume(req);
+  const lineage = partPlanOf(req);
   // What is on disk for the next attempt if this one fails: the resume point until the body is being
   // written, then what has been fsync'd.
-  const state: AttemptState = { partial: plan && { ...plan } };
+  const state: AttemptState = { partial: null, current: lineage.recorded };
   try {
+    let plan = await planResume(req, cb, lineage, state);
+    state.partial = plan && { output: plan.output, offset: plan.durable, etag: plan.etag, lastModified: plan.lastModified };
+    // Another bgdl's partial file at the usual name: wait without asking the server (createFresh decides for good).
+    if (!plan && req.output) await checkUsualName(req.output, state.current);
     // Below the free-space reserve already: wait without asking the server.
     const dir = req.output ? path.dirname(req.output) : req.dir;
     if (dir && req.minFreeSpace) await checkFreeSpace(dir, 0, null, req.minFreeSpace);
@@ -181,7 +229,7 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks): Pro
       throw classifyStatus(statusCode, headers, Date.now(), final.hop.url.href);
     }
     if (verdict.kind === 'no-body') return await noBody(req, final);
-    return await receive(req, cb, final, verdict, plan, state);
+    return await receive(req, cb, final, verdict, plan, state, lineage);
   } catch (err) {
     throw settle(err, cb.signal, state.partial);
   }
@@ -294,7 +342,9 @@ function describeResponse(final: FinalResponse, verdict: Writable, plan: ResumeP
 }
 
 /** Steps 3–6 for a response worth writing: choose the output, check space, write, verify, move into place. */
-async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: FinalResponse, verdict: Writable, plan: ResumePlan | null, state: AttemptState): Promise<DownloadResult> {
+async function receive(
+  req: DownloadRequest, cb: DownloadCallbacks, final: FinalResponse, verdict: Writable, plan: ResumePlan | null, state: AttemptState, lineage: PartPlan,
+): Promise<DownloadResult> {
   // Take body bytes from now on, so none are lost if the connection fails while we prepare.
   const incoming = verdict.kind === 'write' ? new Incoming(final.response.body, cb.throttle) : null;
   if (!incoming) await final.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
@@ -316,12 +366,30 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
     }
     const remaining = meta.totalBytes ?? req.expectReceive;
     space = await checkFreeSpace(path.dirname(output), remaining == null ? null : remaining - startOffset, state.partial, req.minFreeSpace ?? null);
-    part = await PartFile.open(output, startOffset, bodyBytes == null ? null : startOffset + bodyBytes, {
-      onDurable: (offset) => {
-        if (state.partial) state.partial.offset = offset;
-        cb.onDurable(offset);
-      },
-    });
+    // Appending: the lineage's file as planned. From 0: a fresh file, never the old one rewritten in place.
+    const fresh = startOffset === 0;
+    const opened: OpenedPart = fresh ? await createFresh(output, lineage.tag, state.current) : await openRecorded(plan!.part);
+    try {
+      part = await PartFile.open(opened, startOffset, bodyBytes == null ? null : startOffset + bodyBytes, {
+        onDurable: (offset) => {
+          if (state.partial) state.partial.offset = offset;
+          cb.onDurable(offset);
+        },
+      });
+    } catch (err) {
+      if (fresh) removePartFile(opened);
+      throw err;
+    }
+    // Recorded (fenced) before a byte of the body goes in; only then may an older file of ours go.
+    const owned = cb.onPartFile ? await cb.onPartFile({ path: part.path, id: part.id, offset: startOffset }, meta) : true;
+    if (!owned) {
+      if (fresh) await part.discard();
+      else await part.close();
+      throw fencedError();
+    }
+    const previous = state.current;
+    state.current = { path: part.path, id: part.id };
+    if (fresh && previous && previous.path !== part.path) removePartFile(previous);
   } catch (err) {
     incoming?.discard();
     throw err;
@@ -359,6 +427,11 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
   }
   await verifyChecksum(part, sha256, req.sha256Expected, state);
 
+  // Cheap, and not what safety rests on (finish renames only a file still under its name).
+  if (cb.stillOwner && !(await cb.stillOwner())) {
+    await part.close();
+    throw fencedError();
+  }
   try {
     await refuseNonRegular(output);
   } catch (err) {
@@ -378,11 +451,13 @@ async function receive(req: DownloadRequest, cb: DownloadCallbacks, final: Final
 /** Step 6a: a body that ended early is resumable (E_SHORT_BODY); one longer than announced is not trusted. */
 async function verifyLength(part: PartFile, size: number, expected: number | null, state: AttemptState): Promise<void> {
   if (expected == null || size === expected) return;
-  await part.salvage();
   if (size > expected) {
+    // Nothing of it can be trusted, and a later attempt would keep every byte of it: it goes.
     state.partial = null;
+    await part.discard();
     throw new TransferError('E_LENGTH', `received ${size} bytes, more than the ${expected} announced`, false);
   }
+  await part.salvage();
   throw new TransferError('E_SHORT_BODY', `the connection ended after ${size} of ${expected} bytes`, true);
 }
 

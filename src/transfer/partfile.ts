@@ -1,13 +1,16 @@
-// The partial file `<output>.bgdl-part`: opened only if it is a regular file we own (never through a
-// symlink), hashed and written in large batches (on a disk thread for large files), fsync'd in the
-// background as it grows so the durable offset the worker records is always really on disk, then
-// renamed (or linked) into place.
+// The partial file of a task's attempt lineage: usually `<output>.bgdl-part`, created exclusively,
+// opened again only if it is the very file the store recorded (path and `dev:ino`, a regular file we
+// own, never through a symlink), hashed and written in large batches (on a disk thread for large
+// files), fsync'd in the background as it grows so the durable offset the worker records is always
+// really on disk, then renamed (or linked) into place. A file it does not own is never opened,
+// truncated, renamed or removed.
 
 import { constants as C } from 'node:fs';
 import fsp, { type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { createHash, type Hash } from 'node:crypto';
+import { isRecordedFile, ownedRegularFile, partIdOf, type PartRef } from '../shared/files.js';
 import { partPathFor } from '../shared/paths.js';
 import { CTL_DONE, CTL_WAKE, DiskThread, errorFromThread, takeDiskThread, type ThreadSession } from './disk-thread.js';
 import { pickFreePath } from './naming.js';
@@ -24,8 +27,6 @@ const FLUSH_INTERVAL_MS = 250;
 /** Files expected to be at least this large (or of unknown size) are hashed and written on a disk thread. */
 const THREAD_MIN_BYTES = 8 * 1024 * 1024;
 
-const ownUid = (): number | null => (process.getuid ? process.getuid() : null);
-const ownedRegularFile = (st: Stats): boolean => st.isFile() && (ownUid() == null || st.uid === ownUid());
 
 let finalMode: number | null = null;
 /** The mode of a finished file: 0644 less the umask, as a file created by any other tool. */
@@ -56,68 +57,137 @@ export function fileError(file: string, err: unknown, partial?: TransferError['e
   return new TransferError('E_DEST', `cannot write ${file}: ${REASONS[code] ?? (err as Error).message}`, false, partial ? { partial } : {});
 }
 
+/** Someone else's file at the usual name: another bgdl (another BGDL_HOME) may be writing it. */
+export function outputBusyError(part: string): TransferError {
+  return new TransferError(
+    'E_OUTPUT_BUSY',
+    `${part} exists and is not this task's partial file: another bgdl may be writing it (another BGDL_HOME?); waiting. Remove it if no other bgdl is writing it`,
+    true,
+  );
+}
+
+/** This attempt no longer owns its task (another worker took it over): it stops and changes nothing. */
+export function fencedError(): TransferError {
+  return new TransferError('E_FENCED', 'another worker took this task over; this attempt stopped without changing anything', false);
+}
+
+/** An open partial file with its identity. */
+export interface OpenedPart {
+  path: string;
+  fh: FileHandle;
+  id: string;
+  size: number;
+}
+
 /**
- * Check a part file before resuming from it. Returns its size, or null when it is missing.
- * Throws E_UNSAFE_PART when it is anything but a regular file we own.
+ * lstat the recorded partial file: its stats when it is still that file, null when it is missing or
+ * has been replaced by another file (not ours: left alone). A symlink or a file not owned by us at the
+ * recorded path is E_UNSAFE_PART.
  */
-export async function inspectPart(output: string): Promise<number | null> {
-  const part = partPathFor(output);
+export async function inspectRecorded(ref: PartRef): Promise<Stats | null> {
   let st: Stats;
   try {
-    st = await fsp.lstat(part);
+    st = await fsp.lstat(ref.path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw fileError(part, err);
+    throw fileError(ref.path, err);
   }
-  if (!ownedRegularFile(st)) throw unsafePartError(part);
-  // A second link means it is also some other file (a crash between link and unlink at the finish):
-  // never append to it; a fresh start replaces the name instead.
-  if (st.nlink > 1) return null;
-  return st.size;
+  if (!ownedRegularFile(st)) throw unsafePartError(ref.path);
+  return isRecordedFile(st, ref) ? st : null;
 }
 
-/**
- * Create the part file with O_EXCL|O_NOFOLLOW, mode 0600. An old part file of ours is unlinked first
- * (not truncated in place: its name may be a second link to another file); anything else is refused.
- */
-async function createExclusive(part: string): Promise<FileHandle> {
-  for (let tries = 0; ; tries++) {
-    try {
-      return await fsp.open(part, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) throw fileError(part, err);
-    }
-    let st: Stats;
-    try {
-      st = await fsp.lstat(part);
-    } catch {
-      continue; // gone in the meantime
-    }
-    if (!ownedRegularFile(st)) throw unsafePartError(part);
-    try {
-      await fsp.unlink(part);
-    } catch (err) {
-      throw fileError(part, err);
-    }
-  }
-}
-
-async function openOwned(part: string, flags: number): Promise<FileHandle> {
+/** Open the recorded partial file to adopt it (read-write), checking it is still that file once open. */
+export async function openRecorded(ref: PartRef, flags = C.O_RDWR): Promise<OpenedPart> {
   let fh: FileHandle;
   try {
-    fh = await fsp.open(part, flags | C.O_NOFOLLOW);
+    fh = await fsp.open(ref.path, flags | C.O_NOFOLLOW);
   } catch (err) {
-    throw fileError(part, err);
+    throw fileError(ref.path, err);
   }
   const st = await fh.stat().catch(async (err) => {
     await fh.close();
-    throw fileError(part, err);
+    throw fileError(ref.path, err);
   });
-  if (!ownedRegularFile(st) || st.nlink > 1) {
+  if (!isRecordedFile(st, ref)) {
     await fh.close();
-    throw unsafePartError(part);
+    if (!ownedRegularFile(st)) throw unsafePartError(ref.path);
+    throw new TransferError('E_RESUME', `${ref.path} is no longer this task's partial file`, true);
   }
-  return fh;
+  return { path: ref.path, fh, id: partIdOf(st), size: st.size };
+}
+
+async function createExclusive(part: string): Promise<OpenedPart> {
+  const fh = await fsp.open(part, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+  try {
+    return { path: part, fh, id: partIdOf(await fh.stat()), size: 0 };
+  } catch (err) {
+    await fh.close();
+    throw fileError(part, err);
+  }
+}
+
+/** How many lineage names a fresh partial file may try before giving up. */
+const FRESH_NAMES = 8;
+
+/**
+ * Create a fresh partial file for `output` with O_EXCL|O_NOFOLLOW, mode 0600: the usual name when it
+ * is free; when it holds `ours` (the lineage's own file, which a takeover may be copying: never
+ * rewritten in place) a lineage name `<output>.<tag>.bgdl-part`. Another file at the usual name is
+ * never touched: a symlink or a file not ours is E_UNSAFE_PART, a regular file of ours that the store
+ * did not record (another bgdl's) is E_OUTPUT_BUSY (the task waits).
+ */
+export async function createFresh(output: string, tag: string, ours: PartRef | null): Promise<OpenedPart> {
+  const usual = partPathFor(output);
+  const names = [usual, ...Array.from({ length: FRESH_NAMES - 1 }, (_, i) => `${output}.${tag}${i ? `-${i}` : ''}.bgdl-part`)];
+  for (const name of names) {
+    try {
+      return await createExclusive(name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fileError(name, err);
+    }
+    if (name !== usual) continue; // a leftover lineage name: never reused, the next is tried
+    const st = await fsp.lstat(usual).catch(() => null);
+    if (st && ours && ours.path === usual && isRecordedFile(st, ours)) continue;
+    if (st && !ownedRegularFile(st)) throw unsafePartError(usual);
+    throw outputBusyError(usual);
+  }
+  throw new TransferError('E_DEST', `no free name for a partial file of ${output}`, false);
+}
+
+/**
+ * A takeover while the previous writer may still run: copy the first `length` bytes of the lineage's
+ * file into a fresh one (fsync'd). The old writer can then only write to the old inode, which the
+ * caller unlinks once the copy is recorded. Fewer bytes are copied when the file is shorter.
+ */
+export async function copyPrefix(from: PartRef, output: string, tag: string, length: number): Promise<OpenedPart> {
+  const src = await openRecorded(from, C.O_RDONLY);
+  let dst: OpenedPart | null = null;
+  try {
+    dst = await createFresh(output, tag, from);
+    const buf = Buffer.allocUnsafe(Math.min(PREFIX_READ_BYTES, Math.max(1, length)));
+    let pos = 0;
+    while (pos < length) {
+      const { bytesRead } = await src.fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
+      if (bytesRead === 0) break;
+      for (let off = 0; off < bytesRead; ) {
+        const { bytesWritten } = await dst.fh.write(buf, off, bytesRead - off, pos + off);
+        if (bytesWritten === 0) throw Object.assign(new Error('no progress copying the partial file'), { code: 'EIO', syscall: 'write' });
+        off += bytesWritten;
+      }
+      pos += bytesRead;
+    }
+    await dst.fh.sync();
+    dst.size = pos;
+    return dst;
+  } catch (err) {
+    if (dst) {
+      await dst.fh.close().catch(() => {});
+      await fsp.unlink(dst.path).catch(() => {});
+    }
+    throw fileError(dst?.path ?? from.path, err);
+  } finally {
+    await src.fh.close().catch(() => {});
+  }
 }
 
 /** How the part file is told about progress, and the body about back-pressure and failures. */
@@ -162,6 +232,8 @@ export class PartFile {
 
   private constructor(
     readonly path: string,
+    /** `dev:ino`: the final rename and a discard act only while the name still holds this file. */
+    readonly id: string,
     private readonly fh: FileHandle,
     start: number,
     private readonly events: PartFileEvents,
@@ -171,13 +243,13 @@ export class PartFile {
   }
 
   /**
-   * Open the part file for `output`. From 0: created exclusively with mode 0600 (an old one of ours is
-   * replaced). Appending: the existing file, cut back to `start`, its first `start` bytes hashed.
-   * `expectedSize` (the whole file, null when unknown) chooses where hashing and writing happen.
+   * Write into an opened partial file (fresh from createFresh, or the lineage's own from openRecorded
+   * or copyPrefix). Appending: its first `start` bytes are hashed, anything past them cut off, and the
+   * kept prefix fsync'd (it may hold bytes a crashed process wrote). `expectedSize` (the whole file,
+   * null when unknown) chooses where hashing and writing happen.
    */
-  static async open(output: string, start: number, expectedSize: number | null, events: PartFileEvents): Promise<PartFile> {
-    const part = partPathFor(output);
-    const fh = start === 0 ? await createExclusive(part) : await openOwned(part, C.O_RDWR);
+  static async open(opened: OpenedPart, start: number, expectedSize: number | null, events: PartFileEvents): Promise<PartFile> {
+    const { path: part, fh } = opened;
     let pf: PartFile | null = null;
     const hooks = {
       durable: (offset: number) => pf?.markDurable(offset),
@@ -189,7 +261,7 @@ export class PartFile {
       const thread = expectedSize == null || expectedSize >= THREAD_MIN_BYTES ? takeDiskThread() : null;
       // Starting a writer hashes the first `start` bytes (E_RESUME when the file is shorter)...
       const writer = thread ? await ThreadWriter.start(thread, fh, start, hooks) : await InlineWriter.start(fh, start, hooks);
-      pf = new PartFile(part, fh, start, events, writer);
+      pf = new PartFile(part, opened.id, fh, start, events, writer);
     } catch (err) {
       await fh.close();
       throw err instanceof TransferError ? err : fileError(part, err);
@@ -197,7 +269,8 @@ export class PartFile {
     // ...and only then is anything past them cut off.
     if (start > 0) {
       try {
-        await fh.truncate(start);
+        if (opened.size !== start) await fh.truncate(start);
+        await fh.datasync();
       } catch (err) {
         await pf.close();
         throw fileError(part, err);
@@ -279,11 +352,17 @@ export class PartFile {
     await this.fh.close().catch(() => {});
   }
 
-  /** Remove the part file (a checksum mismatch: nothing of it is worth keeping). */
+  /** Does the name still hold this file (nobody took it over and unlinked it)? */
+  private async stillNamed(): Promise<boolean> {
+    const st = await fsp.lstat(this.path).catch(() => null);
+    return !!st && partIdOf(st) === this.id;
+  }
+
+  /** Remove the part file (a checksum mismatch: nothing of it is worth keeping), if the name is still ours. */
   async discard(): Promise<void> {
     await this.settle();
     await this.close();
-    await fsp.unlink(this.path).catch(() => {});
+    if (await this.stillNamed()) await fsp.unlink(this.path).catch(() => {});
   }
 
   /**
@@ -295,6 +374,8 @@ export class PartFile {
     await this.fh.chmod(finishedMode());
     await this.sync();
     await this.close();
+    // A takeover unlinked our file (it continues in a copy): the name is not ours to rename.
+    if (!(await this.stillNamed())) throw fencedError();
     const used = replace ? await renameInto(this.path, output) : await linkWithoutClobber(this.path, output);
     await syncDirectory(path.dirname(used));
     return used;

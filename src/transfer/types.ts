@@ -1,8 +1,11 @@
 // The contract between the worker and the transfer code. src/transfer knows nothing of the store:
 // the worker hands it a request and callbacks, and gets back a result or a TransferError.
 
+import type { PartRef } from '../shared/files.js';
 import type { Header, ProxySettings } from '../shared/model.js';
 import type { FreeSpaceRule } from '../shared/parse.js';
+
+export type { PartRef } from '../shared/files.js';
 
 export interface TlsOptions {
   /** Skip certificate verification (per task, `--insecure`). */
@@ -25,7 +28,7 @@ export interface NetworkOptions {
 }
 
 export interface ResumePoint {
-  /** Bytes of the partial file known to be durable; the part file is truncated to this before appending. */
+  /** Bytes of the partial file known to be durable (fsync'd): where a resume starts unless `part.trustLength`. */
   offset: number;
   etag: string | null;
   lastModified: string | null;
@@ -44,8 +47,13 @@ export interface DownloadRequest extends TlsOptions, NetworkOptions {
   output: string | null;
   /** The user chose the path (`-o`): the final rename may replace an existing file. */
   outputFixed: boolean;
-  /** Continue from a partial file (`<output>.bgdl-part`). Only meaningful when `output` is set. */
+  /** Continue from the lineage's partial file (see `part`). Only meaningful when `output` is set. */
   resume: ResumePoint | null;
+  /**
+   * Which partial file this attempt may use and how. Absent: a task recorded by an older bgdl, whose
+   * partial file is `<output>.bgdl-part` by name when `resume` is set, trusted up to `resume.offset`.
+   */
+  part?: PartPlan;
   sha256Expected: string | null;
   /** Used for the free-space check when the server sends no length. */
   expectReceive: number | null;
@@ -59,6 +67,31 @@ export interface DownloadRequest extends TlsOptions, NetworkOptions {
   stallTimeoutMs: number;
   /** At most this many redirects (default 20). */
   maxRedirects?: number;
+}
+
+/**
+ * The partial-file ownership rules for one attempt, decided by the worker (see planPart): only the
+ * recorded file of the task's lineage is ever opened, adopted or removed; any other file at the usual
+ * name `<output>.bgdl-part` makes the attempt wait (E_OUTPUT_BUSY).
+ */
+export interface PartPlan {
+  /** The lineage's recorded partial file, or null when it has none yet. */
+  recorded: PartRef | null;
+  /** Resume from the recorded file's whole length (written since this boot), not only from `resume.offset`. */
+  trustLength: boolean;
+  /** Its previous writer may still be running (a frozen worker): continue in a copy, never in place. */
+  copy: boolean;
+  /** Unique in the lineage (the claim): names a fresh file `<output>.<tag>.bgdl-part` when the usual name is ours already. */
+  tag: string;
+}
+
+/** The partial file an attempt writes: recorded (fenced) before a byte of the body goes into it. */
+export interface PartInUse {
+  path: string;
+  /** `dev:ino`. */
+  id: string;
+  /** Bytes it holds that the attempt keeps (fsync'd). */
+  offset: number;
 }
 
 /** What the final response said, before its body is written. */
@@ -97,6 +130,15 @@ export interface DownloadCallbacks {
   onProgress(bytesReceived: number, totalBytes: number | null): void;
   /** Called after an fsync: the first `offset` bytes of the part file are durable, with these validators. */
   onDurable(offset: number): void;
+  /**
+   * The partial file this attempt will write, before a byte goes into it: after a takeover's copy
+   * (`meta` null), and once the response is judged (`meta` set, after chooseOutput). The caller records
+   * it together with what the response said, fenced; false means this attempt no longer owns the task:
+   * it stops (E_FENCED) and removes only a file it created itself. Absent: always owned (tests).
+   */
+  onPartFile?(part: PartInUse, meta: ResponseMeta | null): Promise<boolean>;
+  /** Asked just before the final rename (cheap): does this attempt still own the task? */
+  stillOwner?(): Promise<boolean>;
 }
 
 export interface DownloadResult {

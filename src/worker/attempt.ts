@@ -1,24 +1,36 @@
 // One transfer attempt of one task: hand it to src/transfer, then record what happened: completed,
 // failed for good, back in the queue to retry, waiting for disk space, or stopped by pause/cancel.
+// Every write carries the attempt's claim: once another worker has taken the task over, or the task
+// was canceled, they are refused and the attempt stops without changing anything more.
 
 import path from 'node:path';
 import type { Config } from '../shared/config.js';
-import { removePartFile } from '../shared/files.js';
+import { bootId } from '../shared/boot.js';
+import { recordedPart, removePartFile, type PartRef } from '../shared/files.js';
+import { pidAlive } from '../shared/lease.js';
 import type { Logger } from '../shared/log.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
 import type { Task } from '../shared/model.js';
 import { partPathFor } from '../shared/paths.js';
-import type { Store } from '../store/index.js';
+import type { ResponseInfo, Store, TaskFence } from '../store/index.js';
 import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
 import type { DownloadRequest, ResponseMeta } from '../transfer/index.js';
 import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
+import { formatPartBoot, planPart } from './ownership.js';
 
-/** Why the worker stopped an attempt itself. */
-export type StopReason = 'pause' | 'cancel' | 'shutdown' | 'conditions' | 'timeout';
+/**
+ * Why the worker stopped an attempt itself. `lease-lost`: the worker lost its lease; `fenced`: the
+ * task's claim moved on (taken over). Both stop the attempt without any further write.
+ */
+export type StopReason = 'pause' | 'cancel' | 'shutdown' | 'conditions' | 'timeout' | 'lease-lost' | 'fenced';
 
 export interface Active {
   task: Task;
+  /** The task and the claim this attempt holds: every store write of the attempt carries it. */
+  fence: TaskFence;
+  /** The partial file this attempt writes, once recorded. */
+  part: PartRef | null;
   origin: string;
   abort: AbortController;
   stopReason: StopReason | null;
@@ -46,9 +58,11 @@ const DISK_RECHECK_MS = 5_000;
 export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> {
   const { store, log } = ctx;
   const t = a.task;
+  const fence = a.fence;
   const cfg = ctx.config();
   let chosen: string | null = null;
   let conditional: Conditional | null = null;
+  const fencedOut = () => log.write(t.session, `task ${t.id}: taken over by another worker (or canceled); this attempt stopped without changing anything`);
   try {
     if (t.kind === 'upload') {
       const r = await upload(
@@ -60,23 +74,27 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)), throttle: (n) => a.bucket.take(n, Date.now()) },
       );
       if (r.methodChangedTo) log.write(t.session, `task ${t.id}: redirect changed the request to ${r.methodChangedTo}`);
-      if (r.protocol) await store.recordResponse(t.id, { protocol: r.protocol });
-      await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, bytesSent: r.bytesSent, responseBody: r.responseBody });
-      log.write(t.session, `task ${t.id}: uploaded ${r.bytesSent} bytes to ${r.finalUrl} (HTTP ${r.httpStatus})`);
+      if (r.protocol && !(await store.recordResponse(fence, { protocol: r.protocol }))) return void fencedOut();
+      const ok = await store.finishTask(fence, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, bytesSent: r.bytesSent, responseBody: r.responseBody });
+      if (ok) log.write(t.session, `task ${t.id}: uploaded ${r.bytesSent} bytes to ${r.finalUrl} (HTTP ${r.httpStatus})`);
+      else fencedOut();
       return;
     }
-    const resume = t.output && t.resumeOffset > 0 ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
-    if (resume) log.write(t.session, `task ${t.id}: resuming at byte ${resume.offset}`);
+    const part = planPart(t, { boot: bootId(), pid: process.pid, alive: pidAlive });
+    const resume = t.output && part.recorded ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
+    if (resume) log.write(t.session, `task ${t.id}: resuming from ${part.trustLength ? 'the bytes in' : `byte ${t.resumeOffset} of`} ${part.recorded!.path}${part.copy ? ' (copied: its previous worker may still be running)' : ''}`);
     // --skip-existing / --if-changed decide before a request when the destination is known (a resume
     // has decided already: an earlier attempt of it found something to fetch).
-    if (!resume && t.skipExisting && t.output && existingFile(t.output)) return void (await finishUnfetched(ctx, t, 'skipped', t.output, null));
+    if (!resume && t.skipExisting && t.output && existingFile(t.output)) return void (await finishUnfetched(ctx, fence, t, 'skipped', t.output, null));
     if (!resume && t.ifChanged) conditional = await conditionalFor(store, t);
+    /** What the response said, recorded together with the partial file (one write). */
+    let response: ResponseInfo = {};
     const req: DownloadRequest = {
       url: t.url, method: t.method, headers: conditional ? [...t.headers, ...conditional.headers] : t.headers, allowDowngrade: t.allowDowngrade,
       output: t.output,
       // --if-changed replaces a changed file, derived name or not.
       outputFixed: t.outputFixed || t.ifChanged,
-      resume, sha256Expected: expectedSha256(t, t.output), expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
+      resume, part, sha256Expected: expectedSha256(t, t.output), expectReceive: t.expectReceive, stallTimeoutMs: cfg.stallTimeout,
       insecure: t.insecure, caFile: t.caFile, proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
       maxSize: t.maxSize ?? cfg.maxFileSize, minFreeSpace: cfg.minFreeSpace, dir: t.dir,
     };
@@ -91,15 +109,25 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           req.sha256Expected = expectedSha256(t, chosen);
           a.total = meta.totalBytes;
           a.bytes = meta.startOffset;
-          await store.recordResponse(t.id, {
+          response = {
             finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
-            lastModified: meta.lastModified, output: chosen, resumeOffset: Math.min(meta.startOffset, t.resumeOffset), bytesReceived: meta.startOffset,
+            lastModified: meta.lastModified, output: chosen, bytesReceived: meta.startOffset, protocol: meta.protocol,
             ...(req.sha256Expected !== t.sha256Expected ? { sha256Expected: req.sha256Expected } : {}),
-            protocol: meta.protocol,
-          });
+          };
           if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
           return chosen;
         },
+        onPartFile: async (p, meta) => {
+          // The kept prefix is fsync'd when the part file is opened or copied: it is the durable offset now.
+          const info: ResponseInfo = { ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid), resumeOffset: p.offset };
+          if (!meta) info.bytesReceived = p.offset;
+          if (!(await store.recordResponse(fence, info))) return false;
+          a.part = { path: p.path, id: p.id };
+          a.durable = p.offset;
+          a.bytes = p.offset;
+          return true;
+        },
+        stillOwner: () => store.holdsClaim(fence),
         onProgress: (bytes, total) => {
           a.bytes = bytes;
           a.total = total;
@@ -111,23 +139,24 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         },
       },
     );
-    if (conditional && r.httpStatus === 304) return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, r.finalUrl));
+    if (conditional && r.httpStatus === 304) return void (await finishUnfetched(ctx, fence, t, 'not-modified', conditional.output, r.finalUrl));
     if (t.expectReceive && r.bytes > 2 * t.expectReceive) {
       log.write(t.session, `task ${t.id}: received ${r.bytes} bytes, more than twice the expected ${t.expectReceive}`);
     }
     if (r.output == null) {
       // HEAD, 204, 205, 304: no body, so no file; a fixed -o is not created and is free again.
-      const done = await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: null, sha256: null, bytesReceived: 0, outcome: 'no-body' });
-      if (done) log.write(t.session, `task ${t.id}: completed without a file: HTTP ${r.httpStatus} to ${t.method} has no body`);
+      const none = await store.finishTask(fence, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: null, sha256: null, bytesReceived: 0, outcome: 'no-body' });
+      if (none) log.write(t.session, `task ${t.id}: completed without a file: HTTP ${r.httpStatus} to ${t.method} has no body`);
+      else fencedOut();
       return;
     }
-    const done = await store.finishTask(t.id, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: r.output, sha256: r.sha256, bytesReceived: r.bytes });
-    log.write(t.session, done ? `task ${t.id}: completed ${r.output} (${r.bytes} bytes, sha256 ${r.sha256})` : `task ${t.id}: finished after it was ${a.stopReason ?? 'changed'}; file kept at ${r.output}`);
+    const done = await store.finishTask(fence, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: r.output, sha256: r.sha256, bytesReceived: r.bytes });
+    log.write(t.session, done ? `task ${t.id}: completed ${r.output} (${r.bytes} bytes, sha256 ${r.sha256})` : `task ${t.id}: finished after it was ${a.stopReason ?? 'taken over or changed'}; file kept at ${r.output}`);
   } catch (raw) {
     // Not failures: --skip-existing found a derived destination, or --if-changed got its 304.
-    if (raw instanceof DestinationExists && !a.stopReason) return void (await finishUnfetched(ctx, t, 'skipped', raw.output, null));
+    if (raw instanceof DestinationExists && !a.stopReason) return void (await finishUnfetched(ctx, fence, t, 'skipped', raw.output, null));
     if (conditional && !a.stopReason && raw instanceof TransferError && raw.extra.httpStatus === 304) {
-      return void (await finishUnfetched(ctx, t, 'not-modified', conditional.output, raw.extra.finalUrl ?? null));
+      return void (await finishUnfetched(ctx, fence, t, 'not-modified', conditional.output, raw.extra.finalUrl ?? null));
     }
     const err = raw instanceof TransferError ? raw : classifyError(raw);
     await settleFailure(ctx, a, err, chosen ?? t.output);
@@ -167,58 +196,71 @@ async function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): P
 async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError, output: string | null): Promise<void> {
   const { store, log } = ctx;
   const t = a.task;
+  const fence = a.fence;
   const cfg = ctx.config();
   const now = Date.now();
+  // Another worker owns the task now, or this worker lost its lease: nothing more is written anywhere.
+  if (a.stopReason === 'lease-lost' || a.stopReason === 'fenced' || err.code === 'E_FENCED') {
+    log.write(t.session, `task ${t.id}: taken over by another worker (or canceled); this attempt stopped without changing anything`);
+    return;
+  }
   const partial = err.extra.partial;
   const offset = partial?.offset ?? 0;
   const error = { code: err.code, message: err.message };
   const kept = partial ? { resumeOffset: offset, bytesReceived: offset } : { resumeOffset: 0, bytesReceived: 0 };
-  if (partial) await store.recordResponse(t.id, { etag: partial.etag, lastModified: partial.lastModified, output: partial.output });
+  const fenced = (applied: boolean) => {
+    if (!applied) log.write(t.session, `task ${t.id}: not recorded: the task was taken over or changed meanwhile`);
+    return applied;
+  };
+  if (a.stopReason === 'cancel') {
+    // The canceled task's partial file is this lineage's: the attempt removes it (cancel moved the claim on).
+    removePartFile(a.part ?? recordedPart(t));
+    log.write(t.session, `task ${t.id}: canceled; partial file removed`);
+    return;
+  }
+  if (partial && !fenced(await store.recordResponse(fence, { etag: partial.etag, lastModified: partial.lastModified, output: partial.output }))) return;
   switch (a.stopReason) {
     case 'pause':
-      await store.recordStopped(t.id, kept);
-      log.write(t.session, `task ${t.id}: paused at byte ${offset}`);
-      return;
-    case 'cancel':
-      removePartFile(output);
-      log.write(t.session, `task ${t.id}: canceled; partial file removed`);
+      if (fenced(await store.recordStopped(fence, kept))) log.write(t.session, `task ${t.id}: paused at byte ${offset}`);
       return;
     case 'shutdown':
-      await store.requeue(t.id, { notBefore: null, reason: null, ...kept });
-      log.write(t.session, `task ${t.id}: stopped by worker shutdown at byte ${offset}`);
+      if (fenced(await store.requeue(fence, { notBefore: null, reason: null, ...kept }))) log.write(t.session, `task ${t.id}: stopped by worker shutdown at byte ${offset}`);
       return;
     case 'conditions':
-      await store.requeue(t.id, { notBefore: null, reason: 'conditions', ...kept });
-      log.write(t.session, `task ${t.id}: paused until conditions allow discretionary transfers (byte ${offset})`);
+      if (fenced(await store.requeue(fence, { notBefore: null, reason: 'conditions', ...kept }))) {
+        log.write(t.session, `task ${t.id}: paused until conditions allow discretionary transfers (byte ${offset})`);
+      }
       return;
     case 'timeout':
-      await store.finishTask(t.id, { state: 'failed', error: resourceTimeoutError(cfg.resourceTimeout), bytesReceived: offset });
-      log.write(t.session, `task ${t.id}: failed: not finished within resourceTimeout`);
+      if (fenced(await store.finishTask(fence, { state: 'failed', error: resourceTimeoutError(cfg.resourceTimeout), bytesReceived: offset }))) {
+        log.write(t.session, `task ${t.id}: failed: not finished within resourceTimeout`);
+      }
       return;
     case null:
       break;
   }
   if (err.extra.waitFor === 'disk-space') {
-    await store.requeue(t.id, { notBefore: now + DISK_RECHECK_MS, reason: 'disk-space', error, ...kept });
-    log.write(t.session, `task ${t.id}: waiting for disk space: ${err.message}`);
+    if (fenced(await store.requeue(fence, { notBefore: now + DISK_RECHECK_MS, reason: 'disk-space', error, ...kept }))) log.write(t.session, `task ${t.id}: waiting for disk space: ${err.message}`);
     return;
   }
-  if (err.extra.finalUrl || err.extra.httpStatus) await store.recordResponse(t.id, { finalUrl: err.extra.finalUrl, httpStatus: err.extra.httpStatus });
+  if ((err.extra.finalUrl || err.extra.httpStatus) && !fenced(await store.recordResponse(fence, { finalUrl: err.extra.finalUrl, httpStatus: err.extra.httpStatus }))) return;
   const maxAttempts = t.maxAttempts ?? cfg.maxAttempts;
-  const exhausted = maxAttempts != null && t.attempts >= maxAttempts;
-  if (err.transient && exhausted) {
-    await store.finishTask(t.id, { state: 'failed', error, bytesReceived: offset, httpStatus: err.extra.httpStatus, finalUrl: err.extra.finalUrl });
-    log.write(t.session, `task ${t.id}: failed after ${t.attempts} attempt(s) (maxAttempts ${maxAttempts}): ${err.code}: ${err.message}`);
+  if (err.transient && maxAttempts != null && t.attempts >= maxAttempts) {
+    if (fenced(await store.finishTask(fence, { state: 'failed', error, bytesReceived: offset, httpStatus: err.extra.httpStatus, finalUrl: err.extra.finalUrl }))) {
+      log.write(t.session, `task ${t.id}: failed after ${t.attempts} attempt(s) (maxAttempts ${maxAttempts}): ${err.code}: ${err.message}`);
+    }
     return;
   }
   if (err.transient) {
     const delay = Math.max(err.extra.retryAfterMs ?? 0, backoffDelay(t.attempts, cfg.retryBaseDelay, cfg.retryMaxDelay));
-    await store.requeue(t.id, { notBefore: now + delay, reason: 'retry', error, ...kept });
-    log.write(t.session, `task ${t.id}: attempt ${t.attempts} failed (${err.code}: ${err.message}); retrying in ${formatDuration(delay)}`);
+    if (fenced(await store.requeue(fence, { notBefore: now + delay, reason: 'retry', error, ...kept }))) {
+      log.write(t.session, `task ${t.id}: attempt ${t.attempts} failed (${err.code}: ${err.message}); retrying in ${formatDuration(delay)}`);
+    }
     return;
   }
-  await store.finishTask(t.id, { state: 'failed', error, bytesReceived: offset, httpStatus: err.extra.httpStatus, finalUrl: err.extra.finalUrl });
-  log.write(t.session, `task ${t.id}: failed: ${err.code}: ${err.message} (${redactUrl(t.url)}${output ? ` -> ${path.basename(output)}` : ''})`);
+  if (fenced(await store.finishTask(fence, { state: 'failed', error, bytesReceived: offset, httpStatus: err.extra.httpStatus, finalUrl: err.extra.finalUrl }))) {
+    log.write(t.session, `task ${t.id}: failed: ${err.code}: ${err.message} (${redactUrl(t.url)}${output ? ` -> ${path.basename(output)}` : ''})`);
+  }
 }
 
 export function resourceTimeoutError(ms: number) {

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Header, Task } from '../shared/model.js';
-import type { DownloadRecord, Store } from '../store/index.js';
+import type { DownloadRecord, Store, TaskFence } from '../store/index.js';
 import { nameFromResponse, TransferError } from '../transfer/index.js';
 import type { AttemptContext } from './attempt.js';
 
@@ -90,8 +90,15 @@ export async function conditionalFor(store: Store, t: Task): Promise<Conditional
 }
 
 /** Complete a task that wrote nothing: its destination was there (skipped) or the server said 304 (not-modified). */
-export async function finishUnfetched(ctx: AttemptContext, t: Task, outcome: 'skipped' | 'not-modified', output: string, finalUrl: string | null): Promise<void> {
-  const done = await ctx.store.finishTask(t.id, {
+export async function finishUnfetched(
+  ctx: AttemptContext,
+  fence: TaskFence,
+  t: Task,
+  outcome: 'skipped' | 'not-modified',
+  output: string,
+  finalUrl: string | null,
+): Promise<void> {
+  const done = await ctx.store.finishTask(fence, {
     state: 'completed', outcome, output, bytesReceived: 0, sha256: null,
     ...(outcome === 'not-modified' ? { httpStatus: 304, finalUrl } : {}),
   });

@@ -6,12 +6,13 @@ import os from 'node:os';
 import { fairShares, formatRate, scheduledRate, tightest, type Rate } from '../shared/bandwidth.js';
 import { loadConfig, type Config } from '../shared/config.js';
 import { StoreError } from '../shared/errors.js';
-import { LEASE_STALE_MS, pidAlive } from '../shared/lease.js';
+import { removePartFile } from '../shared/files.js';
+import { heartbeatInterval, pidAlive } from '../shared/lease.js';
 import { Logger } from '../shared/log.js';
 import { isFinal, type Task } from '../shared/model.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
-import { Store } from '../store/index.js';
+import { Store, type LeaseFence } from '../store/index.js';
 import { closeDispatchers, TokenBucket } from '../transfer/index.js';
 import { resourceTimeoutError, runAttempt, type Active, type StopReason } from './attempt.js';
 import { evaluateConditions, nearlyDone, readMachine, type Verdict } from './conditions.js';
@@ -36,7 +37,6 @@ interface QueueView {
 
 export type WorkerExit = 'done' | 'another-worker' | 'lease-lost' | 'stopped';
 
-const HEARTBEAT_MS = 2_000;
 /** A changed config (maxRate, rateSchedule, …) acts within this long. */
 const CONFIG_RELOAD_MS = 1_000;
 /** Bandwidth shares are worked out again this often (and whenever a transfer starts). */
@@ -49,22 +49,33 @@ const MAX_SLEEP_MS = 1_000;
 const HEAD_WINDOW = 64;
 const FULL_WINDOW = 1000;
 
+/**
+ * How long the loop may sleep: a moment while transfers or hooks run (to watch for pause and cancel),
+ * else up to a second; never past the next begin-at/retry time, nor past the next heartbeat (a short
+ * leaseTimeout must not lapse while the worker idles).
+ */
+export function napLength(o: { now: number; busy: boolean; nextWake: number | null; heartbeatDue: number }): number {
+  let ms = o.busy ? CONTROL_MS : MAX_SLEEP_MS;
+  if (o.nextWake != null) ms = Math.min(ms, Math.max(0, o.nextWake - o.now));
+  return Math.min(ms, Math.max(0, o.heartbeatDue - o.now));
+}
+
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   const env = opts.env ?? process.env;
   const log = new Logger(opts.home);
   const store = await Store.open(opts.home);
-  const pid = process.pid;
-  if (!(await store.takeLease(pid, Date.now(), LEASE_STALE_MS, pidAlive))) {
+  const fence = await store.takeLease(process.pid, Date.now(), loadConfig(env).leaseTimeout, pidAlive);
+  if (!fence) {
     const lease = await store.readLease();
     log.write('worker', `not starting: worker pid ${lease?.pid} holds the lease`);
     await store.close();
     return 'another-worker';
   }
-  const w = new Worker(store, log, env, opts);
+  const w = new Worker(store, log, env, opts, fence);
   try {
     return await w.run();
   } finally {
-    await store.releaseLease(pid).catch(() => {});
+    await store.releaseLease(fence).catch(() => {});
     await closeDispatchers().catch(() => {});
     await store.close().catch(() => {});
   }
@@ -98,12 +109,16 @@ class Worker {
   private readonly lingerMs: number;
   /** The store failed under an attempt or a hook (full disk, damaged file): the loop stops the worker. */
   private storeFailed: StoreError | null = null;
+  /** Set once the lease turned out to be another worker's: from then on nothing is written. */
+  private lost = false;
 
   constructor(
     private readonly store: Store,
     private readonly log: Logger,
     private readonly env: NodeJS.ProcessEnv,
     private readonly opts: WorkerOptions,
+    /** This worker's hold on the lease: every worker-level write carries it. */
+    private readonly lease: LeaseFence,
   ) {
     this.config = loadConfig(env);
     this.lingerMs = opts.lingerMs ?? (env.BGDL_WORKER_LINGER ? Number(env.BGDL_WORKER_LINGER) : 3000);
@@ -112,19 +127,26 @@ class Worker {
   async run(): Promise<WorkerExit> {
     const { store, log } = this;
     log.write('worker', `started (pid ${process.pid}, ${os.hostname()})`);
-    const orphans = await store.requeueOrphans();
-    for (const t of orphans) log.write(t.session, `task ${t.id}: left running by a worker that stopped; re-queued to resume at byte ${t.resumeOffset}`);
+    const orphans = await store.requeueOrphans(this.lease);
+    if (!orphans) {
+      log.write('worker', 'lost the lease to another worker before starting; exiting');
+      return 'lease-lost';
+    }
+    for (const t of orphans) log.write(t.session, `task ${t.id}: left running by a worker that stopped; re-queued to resume from its partial file`);
+    await this.removeCanceledParts();
     const stop = () => this.wake();
     this.opts.signal?.addEventListener('abort', stop);
     try {
       while (!this.opts.signal?.aborted) {
         if (this.storeFailed) throw this.storeFailed;
         const now = Date.now();
-        if (now - this.timers.heartbeat >= HEARTBEAT_MS) {
+        if (this.lost || now - this.timers.heartbeat >= heartbeatInterval(this.config.leaseTimeout)) {
           this.timers.heartbeat = now;
-          if (!(await store.heartbeat(process.pid, now))) {
-            log.write('worker', 'lost the lease to another worker; stopping');
-            await this.stopAll('shutdown');
+          if (this.lost || !(await store.heartbeat(this.lease, now))) {
+            // Frozen (SIGSTOP, a suspended machine) past leaseTimeout: another worker owns everything now.
+            log.write('worker', 'lost the lease to another worker; stopping every transfer without recording anything');
+            this.lost = true;
+            await this.stopAll('lease-lost');
             return 'lease-lost';
           }
         }
@@ -192,6 +214,16 @@ class Worker {
     return true;
   }
 
+  /** Partial files of canceled tasks that nobody removed (their worker lost its lease): the lineage's files, so ours to remove. */
+  private async removeCanceledParts(): Promise<void> {
+    const left = await this.store.canceledParts();
+    if (left.length === 0) return;
+    for (const t of left) {
+      if (removePartFile({ path: t.partPath, id: t.partId })) this.log.write(t.session, `task ${t.id}: canceled; removed its partial file ${t.partPath}`);
+    }
+    await this.store.forgetParts(left.map((t) => t.id), this.lease);
+  }
+
   /** True when another process committed to the store since the last look (cheap: no I/O). */
   private storeChanged(): boolean {
     const v = this.store.dataVersion();
@@ -205,7 +237,6 @@ class Worker {
   }
 
   private async sleep(now: number): Promise<void> {
-    let ms = this.active.size > 0 || this.hooksRunning.size > 0 ? CONTROL_MS : MAX_SLEEP_MS;
     // Reading the next begin-at/retry time scans the queue: do it only when the queue may have
     // changed (another process committed, or this one requeued or held a task) or the time came.
     const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
@@ -213,8 +244,12 @@ class Worker {
       this.nextWake = await this.store.nextWakeAt(now);
       this.nextWakeKey = key;
     }
-    const next = this.nextWake;
-    if (next != null) ms = Math.min(ms, Math.max(0, next - now));
+    const ms = napLength({
+      now,
+      busy: this.active.size > 0 || this.hooksRunning.size > 0,
+      nextWake: this.nextWake,
+      heartbeatDue: this.timers.heartbeat + heartbeatInterval(this.config.leaseTimeout),
+    });
     // Between full ticks, look at the store's data version often so a pause or an add acts at once.
     await new Promise<void>((resolve) => {
       const poll = setInterval(() => {
@@ -260,6 +295,13 @@ class Worker {
     await this.flushProgress(Date.now());
   }
 
+  /** A worker-level write was refused: the lease is another worker's. The loop stops at its next turn. */
+  private leaseLost(): void {
+    this.lost = true;
+    for (const a of this.active.values()) this.stop(a, 'lease-lost');
+    this.wake();
+  }
+
   private async stopDiscretionaryIfNeeded(): Promise<void> {
     if (this.conditions.ok) return;
     for (const a of this.active.values()) {
@@ -275,7 +317,7 @@ class Worker {
       const a = this.active.get(t.id);
       if (a) {
         this.stop(a, 'timeout');
-      } else if (await this.store.finishTask(t.id, { state: 'failed', error: resourceTimeoutError(this.config.resourceTimeout) }, now, ['queued', 'paused'])) {
+      } else if (await this.store.expireTask(t.id, this.lease, { state: 'failed', error: resourceTimeoutError(this.config.resourceTimeout) }, now)) {
         this.log.write(t.session, `task ${t.id}: failed: not finished within resourceTimeout (${formatDuration(this.config.resourceTimeout)})`);
       }
     }
@@ -329,9 +371,10 @@ class Worker {
       const started = new Set(d.start.map((t) => t.id));
       this.queueView.rows = this.queueView.rows.filter((t) => !started.has(t.id));
     }
-    if (d.hold.length || d.release.length) await this.store.setHeld(d.hold, d.release);
+    if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
     for (const t of d.start) {
-      const claimed = await this.store.markRunning(t.id, now);
+      if (this.lost) return;
+      const claimed = await this.store.markRunning(t.id, now, this.lease);
       if (claimed) this.start(claimed);
     }
   }
@@ -346,6 +389,8 @@ class Worker {
   private start(task: Task): void {
     const a: Active = {
       task,
+      fence: { id: task.id, claim: task.claim },
+      part: null,
       origin: originOf(task.url),
       abort: new AbortController(),
       stopReason: null,
@@ -365,8 +410,9 @@ class Worker {
         if (this.noteStoreFailure(err)) return; // the worker stops; the next one re-queues the task
         // A bug must not leave the task marked running with nobody running it.
         this.log.write(task.session, `task ${task.id}: internal error: ${(err as Error).stack ?? err}`);
+        if (this.lost) return;
         await this.store
-          .requeue(task.id, { notBefore: Date.now() + this.config.retryBaseDelay, reason: 'retry', error: { code: 'E_INTERNAL', message: String((err as Error).message ?? err) } })
+          .requeue(a.fence, { notBefore: Date.now() + this.config.retryBaseDelay, reason: 'retry', error: { code: 'E_INTERNAL', message: String((err as Error).message ?? err) } })
           .catch(() => {});
       })
       .finally(() => {
@@ -400,6 +446,7 @@ class Worker {
   }
 
   private async flushProgress(now: number): Promise<void> {
+    if (this.lost) return;
     const updates = [];
     for (const a of this.active.values()) {
       const dt = now - a.sample.at;
@@ -410,10 +457,17 @@ class Worker {
       if (!a.dirty) continue;
       a.dirty = false;
       const speed = a.sample.speed == null ? null : Math.round(a.sample.speed);
-      if (a.task.kind === 'upload') updates.push({ id: a.task.id, bytesSent: a.bytes, speed });
-      else updates.push({ id: a.task.id, bytesReceived: a.bytes, bytesExpected: a.total ?? a.task.bytesExpected, resumeOffset: a.durable, speed });
+      if (a.task.kind === 'upload') updates.push({ id: a.task.id, claim: a.fence.claim, bytesSent: a.bytes, speed });
+      else updates.push({ id: a.task.id, claim: a.fence.claim, bytesReceived: a.bytes, bytesExpected: a.total ?? a.task.bytesExpected, resumeOffset: a.durable, speed });
     }
-    await this.store.recordProgress(updates);
+    const refused = await this.store.recordProgress(updates);
+    if (refused.length === 0) return;
+    // Claims that moved on: canceled (the attempt removes its partial file) or taken over (it touches nothing).
+    const states = await this.store.statesOf(refused);
+    for (const id of refused) {
+      const a = this.active.get(id);
+      if (a) this.stop(a, states.get(id) === 'canceled' ? 'cancel' : 'fenced');
+    }
   }
 
   private async runDueHooks(now: number): Promise<void> {
@@ -422,18 +476,20 @@ class Worker {
       if (this.hooksRunning.has(session.name) || !hookDue(session, { active, runnable }, now)) continue;
       const events = await this.store.listEvents({ session: session.name, undeliveredOnly: true });
       if (events.length === 0) continue;
+      if (!(await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax }, this.lease))) {
+        return this.leaseLost();
+      }
       this.hooksRunning.add(session.name);
-      await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax });
       const plan = planHook(this.opts.home, session, events, this.env, this.config.downloadDir, now);
       this.log.write(session.name, `hook: running for ${events.length} event(s)`);
       const p = runHook(plan, this.config.hookTimeout, (line) => this.log.write(session.name, `hook: ${line}`))
         .then(async (outcome) => {
           if (outcome.ok) {
-            await this.store.recordHookResult(session.name, events.map((e) => e.id), { ok: true });
+            if (!(await this.store.recordHookResult(session.name, events.map((e) => e.id), { ok: true }, Date.now(), this.lease))) return;
             this.log.write(session.name, `hook: exit 0; ${events.length} event(s) delivered`);
           } else {
             const delay = hookRetryDelay(session.hookFailures, this.config.hookRetryDelay);
-            await this.store.recordHookResult(session.name, [], { ok: false, error: outcome.error!, nextAt: Date.now() + delay });
+            if (!(await this.store.recordHookResult(session.name, [], { ok: false, error: outcome.error!, nextAt: Date.now() + delay }, Date.now(), this.lease))) return;
             this.log.write(session.name, `hook: failed (${outcome.error}); retrying in ${formatDuration(delay)}`);
           }
         })

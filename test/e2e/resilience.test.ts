@@ -36,6 +36,8 @@ describe('resume', () => {
     const [task] = await addJson([s.url('/big.bin')]);
     await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 200_000, 15_000, 'some bytes');
     expect((await t.bgdl(['pause', String(task.id)])).code).toBe(0);
+    // Paused in the store at once; stopped once the worker has recorded where the file stands.
+    await waitUntil(async () => (await t.bgdl(['log'])).stdout.includes(`task ${task.id}: paused at byte`), 5000, 'the worker to stop the transfer');
     const paused = await waitUntil(async () => {
       const [x] = await statusJson(t, [task.id]);
       return x.state === 'paused' && x.speed === null ? x : null;

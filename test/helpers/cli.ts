@@ -15,7 +15,7 @@ export interface TestDir {
   env: NodeJS.ProcessEnv;
   /** Run the real CLI in this home. */
   bgdl(args: string[], opts?: RunOptions): Promise<RunResult>;
-  /** The worker pid holding the lease, if any. */
+  /** The worker pid holding the lease, if any (null once released). */
   workerPid(): number | null;
   /**
    * Set user defaults by writing conf's JSON file directly (test set-up without a CLI start-up per
@@ -113,7 +113,7 @@ export function leasePid(home: string): number | null {
   const db = new Database(file, { readonly: true, timeout: 5000 });
   try {
     const row = db.prepare('SELECT pid FROM lease WHERE id = 1').get() as { pid: number } | undefined;
-    return row?.pid ?? null;
+    return row?.pid || null; // pid 0: released
   } catch {
     return null;
   } finally {

@@ -80,6 +80,8 @@ export interface RecordedRequest {
   headers: http.IncomingHttpHeaders;
   bodyLength: number;
   bodySha256: string;
+  /** Response body bytes handed to the socket so far (what the client may have fetched). */
+  bytesSent: number;
 }
 
 export interface TestServer {
@@ -172,7 +174,7 @@ function notModified(h: http.IncomingHttpHeaders, etag: string | null, lastModif
 function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closing: AbortSignal) {
   const pause = (ms: number) => sleep(ms, undefined, { signal: closing, ref: false }).catch(() => {});
 
-  async function send(res: http.ServerResponse, data: Buffer, route: Route, n: number): Promise<void> {
+  async function send(res: http.ServerResponse, data: Buffer, route: Route, n: number, record: RecordedRequest): Promise<void> {
     const o = route.options;
     const drop = applies(o.dropAfter, n) ? o.dropAfter!.bytes : Infinity;
     const short = applies(o.shortBody, n) ? o.shortBody!.bytes : Infinity;
@@ -190,6 +192,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       if (o.throttle) size = Math.min(size, Math.max(1, Math.floor(o.throttle / 20)));
       const chunk = data.subarray(pos, pos + size);
       pos += size;
+      record.bytesSent += size;
       let ok = true;
       const flushed = new Promise<void>((resolve) => {
         ok = res.write(chunk, () => resolve());
@@ -224,7 +227,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       bodyLength += chunk.length;
     }
     const url = new URL(req.url ?? '/', 'http://x');
-    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', headers: req.headers, bodyLength, bodySha256: hash.digest('hex') };
+    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', headers: req.headers, bodyLength, bodySha256: hash.digest('hex'), bytesSent: 0 };
     log.push(record);
     const route = routes.get(url.pathname);
     if (!route) {
@@ -293,7 +296,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       res.end();
       return;
     }
-    await send(res, data, route, n);
+    await send(res, data, route, n, record);
   };
 }
 

@@ -533,36 +533,113 @@ describe('download: partial files are never followed through symlinks', () => {
     expect(fs.existsSync(target)).toBe(false);
   });
 
-  it('a fresh start replaces a part file that is a second link, leaving the other file untouched', async () => {
+  it('a part file that is not the lineage\'s own (a second link, or unrecorded) is never touched: E_OUTPUT_BUSY before any request', async () => {
     const s = await server();
     s.route('/f', { body: 'fresh' });
     const target = precious();
-    const out = path.join(dir, 'out');
-    fs.linkSync(target, part(out));
-    const r = await download(req(s.url('/f'), { output: out, outputFixed: true }), fixed(out).cb);
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('fresh');
+    const linked = path.join(dir, 'linked');
+    const plain = path.join(dir, 'plain');
+    fs.linkSync(target, part(linked));
+    fs.writeFileSync(part(plain), 'another bgdl is writing this');
+    for (const out of [linked, plain]) {
+      const e = await failure(download(req(s.url('/f'), { output: out, outputFixed: true }), fixed(out).cb));
+      expect(e).toMatchObject({ code: 'E_OUTPUT_BUSY', transient: true });
+      expect(e.message).toContain(part(out));
+      expect(fs.existsSync(out)).toBe(false);
+    }
+    expect(s.hits('/f')).toBe(0);
     expect(fs.readFileSync(target, 'utf8')).toBe('precious');
+    expect(fs.statSync(target).nlink).toBe(2);
+    expect(fs.readFileSync(part(plain), 'utf8')).toBe('another bgdl is writing this');
   });
 
-  it('never appends to a part file that is a second link', async () => {
+  it('never appends to a part file that is a second link (a task of an older bgdl, recorded by name)', async () => {
     const s = await server();
     s.route('/f', { body: 'precious and more' });
     const target = precious();
     const out = path.join(dir, 'out');
     fs.linkSync(target, part(out));
-    const r = await download(req(s.url('/f'), { output: out, outputFixed: true, resume: { offset: 8, etag: null, lastModified: null } }), fixed(out).cb);
-    expect(s.requests[0]!.headers.range).toBeUndefined();
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('precious and more');
+    const e = await failure(download(req(s.url('/f'), { output: out, outputFixed: true, resume: { offset: 8, etag: null, lastModified: null } }), fixed(out).cb));
+    expect(e.code).toBe('E_OUTPUT_BUSY');
+    expect(s.hits('/f')).toBe(0);
     expect(fs.readFileSync(target, 'utf8')).toBe('precious');
   });
+});
 
-  it('replaces an old part file of ours on a fresh start', async () => {
+describe('download: one owner per partial file', () => {
+  const idOf = (file: string) => {
+    const st = fs.statSync(file);
+    return `${st.dev}:${st.ino}`;
+  };
+  const SIZE = 20_000;
+
+  it('resumes from the whole length written since this boot, else from the durable offset (cutting the rest)', async () => {
     const s = await server();
-    s.route('/f', { body: 'fresh' });
-    const out = path.join(dir, 'out');
-    fs.writeFileSync(part(out), 'stale stale stale stale');
-    const r = await download(req(s.url('/f'), { output: out, outputFixed: true }), fixed(out).cb);
+    s.route('/t', { body: { size: SIZE }, etag: '"t"' });
+    for (const trustLength of [true, false]) {
+      const out = path.join(dir, `t-${trustLength}`);
+      fs.writeFileSync(part(out), bodyFor(SIZE).subarray(0, 5000));
+      const plan = { recorded: { path: part(out), id: idOf(part(out)) }, trustLength, copy: false, tag: '3' };
+      const parts: unknown[] = [];
+      const c = fixed(out, { onPartFile: async (p, meta) => (parts.push({ ...p, meta: !!meta }), true) });
+      const r = await download(req(s.url('/t'), { output: out, outputFixed: true, resume: { offset: 1000, etag: '"t"', lastModified: null }, part: plan }), c.cb);
+      expect(s.requests.at(-1)!.headers.range).toBe(trustLength ? 'bytes=5000-' : 'bytes=1000-');
+      expect(r.sha256).toBe(sha256(bodyFor(SIZE)));
+      expect(parts).toEqual([{ path: part(out), id: plan.recorded.id, offset: trustLength ? 5000 : 1000, meta: true }]);
+    }
+  });
+
+  it('a takeover while the previous writer may run continues in a copy; the old writer reaches only an orphaned inode', async () => {
+    const s = await server();
+    s.route('/c', { body: { size: SIZE }, etag: '"c"' });
+    const out = path.join(dir, 'c.bin');
+    fs.writeFileSync(part(out), bodyFor(SIZE).subarray(0, 6000));
+    const stale = fs.openSync(part(out), 'r+'); // the frozen worker's descriptor
+    const plan = { recorded: { path: part(out), id: idOf(part(out)) }, trustLength: true, copy: true, tag: '9' };
+    const parts: { path: string; offset: number; meta: boolean }[] = [];
+    const c = fixed(out, { onPartFile: async (p, meta) => (parts.push({ path: p.path, offset: p.offset, meta: !!meta }), true) });
+    const r = await download(req(s.url('/c'), { output: out, outputFixed: true, resume: { offset: 0, etag: '"c"', lastModified: null }, part: plan }), c.cb);
+    expect(parts).toEqual([
+      { path: `${out}.9.bgdl-part`, offset: 6000, meta: false },
+      { path: `${out}.9.bgdl-part`, offset: 6000, meta: true },
+    ]);
+    expect(s.requests[0]!.headers.range).toBe('bytes=6000-');
+    // The old writer wakes up and writes: only its orphaned inode changes.
+    fs.writeSync(stale, Buffer.alloc(9000, 0x41), 0, 9000, 0);
+    fs.closeSync(stale);
+    expect(r.sha256).toBe(sha256(bodyFor(SIZE)));
+    expect(sha256(fs.readFileSync(out))).toBe(sha256(bodyFor(SIZE)));
+    expect(fs.readdirSync(dir)).toEqual(['c.bin']);
+  });
+
+  it('a fresh start never rewrites the lineage\'s file in place: a fresh file, then the old one goes', async () => {
+    const s = await server();
+    s.route('/r', { body: 'fresh', etag: '"new"', ranges: false });
+    const out = path.join(dir, 'r');
+    fs.writeFileSync(part(out), 'old bytes of an older version');
+    const reader = fs.openSync(part(out), 'r'); // a takeover copying it
+    const plan = { recorded: { path: part(out), id: idOf(part(out)) }, trustLength: true, copy: false, tag: '4' };
+    const parts: string[] = [];
+    const c = fixed(out, { onPartFile: async (p) => (parts.push(p.path), true) });
+    const r = await download(req(s.url('/r'), { output: out, outputFixed: true, resume: { offset: 5, etag: '"old"', lastModified: null }, part: plan }), c.cb);
+    expect(parts).toEqual([`${out}.4.bgdl-part`]);
     expect(fs.readFileSync(r.output, 'utf8')).toBe('fresh');
+    const buf = Buffer.alloc(64);
+    expect(buf.toString('utf8', 0, fs.readSync(reader, buf, 0, 64, 0))).toBe('old bytes of an older version');
+    fs.closeSync(reader);
+    expect(fs.readdirSync(dir)).toEqual(['r']);
+  });
+
+  it('an attempt fenced out when it records its file stops: its fresh file is removed, nothing is renamed', async () => {
+    const s = await server();
+    s.route('/x', { body: 'late' });
+    const out = path.join(dir, 'x');
+    const e = await failure(download(req(s.url('/x'), { output: out, outputFixed: true }), fixed(out, { onPartFile: async () => false }).cb));
+    expect(e.code).toBe('E_FENCED');
+    expect(fs.readdirSync(dir)).toEqual([]);
+    const late = await failure(download(req(s.url('/x'), { output: out, outputFixed: true }), fixed(out, { stillOwner: async () => false }).cb));
+    expect(late.code).toBe('E_FENCED');
+    expect(fs.existsSync(out)).toBe(false);
   });
 });
 

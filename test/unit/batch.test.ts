@@ -139,8 +139,10 @@ describe('store: filters, lookups and prune', () => {
   });
 
   async function complete(id: number, info: Parameters<Store['finishTask']>[1], at: number) {
-    expect(await store.markRunning(id, at)).not.toBeNull();
-    expect(await store.finishTask(id, info, at)).toBe(true);
+    const lease = (await store.takeLease(process.pid, at, 30_000, () => true))!;
+    const running = (await store.markRunning(id, at, lease))!;
+    expect(running).not.toBeNull();
+    expect(await store.finishTask({ id, claim: running.claim }, info, at)).toBe(true);
   }
 
   it('a filtered transition takes only the states the action applies to', async () => {
@@ -157,7 +159,7 @@ describe('store: filters, lookups and prune', () => {
   it('lastDownloadOf / lastOutputOf: the latest completed download that wrote a file, not skips or 304s', async () => {
     const [t1, t2, t3] = await store.enqueue([newTask(), newTask(), newTask()], rl);
     await complete(t1!.id, { state: 'completed', output: '/d/f', bytesReceived: 5 }, 1000);
-    await store.recordResponse(t1!.id, { etag: '"1"' });
+    await store.recordResponse({ id: t1!.id, claim: (await store.getTask(t1!.id))!.claim }, { etag: '"1"' });
     await complete(t2!.id, { state: 'completed', output: '/d/f', bytesReceived: 0, outcome: 'not-modified' }, 2000);
     await complete(t3!.id, { state: 'completed', output: '/d/f', bytesReceived: 0, outcome: 'skipped' }, 3000);
     expect(await store.lastDownloadOf('/d/f')).toEqual({ url: 'http://a.test/f', output: '/d/f', etag: '"1"', lastModified: null, bytes: 5, finishedAt: 1000 });

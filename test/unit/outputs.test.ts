@@ -41,7 +41,7 @@ describe('one live task per output', () => {
     await store.transition([p!.id], 'pause');
     await expect(store.enqueue([fixed('/d/p.bin')], rl)).rejects.toThrow(/\(paused\)/);
     const [d] = await store.enqueue([newTask({ dir: '/d' })], rl);
-    await store.recordResponse(d!.id, { output: '/d/derived.bin' });
+    await store.recordResponse({ id: d!.id, claim: d!.claim }, { output: '/d/derived.bin' });
     await expect(store.enqueue([fixed('/d/derived.bin')], rl)).rejects.toThrow(new RegExp(`task ${d!.id}`));
   });
 

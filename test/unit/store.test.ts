@@ -76,11 +76,13 @@ describe('store', () => {
   });
 
   it('finishing a task records exactly one event, redacted, and only from running', async () => {
+    const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
     const [a] = await store.enqueue([newTask({ url: 'http://user:pw@a.test/f?token=s3cret&x=1' })], rl);
-    expect(await store.finishTask(a!.id, { state: 'completed', sha256: 'ab' })).toBe(false);
-    await store.markRunning(a!.id, Date.now());
-    expect(await store.finishTask(a!.id, { state: 'completed', sha256: 'ab', bytesReceived: 5 })).toBe(true);
-    expect(await store.finishTask(a!.id, { state: 'completed', sha256: 'ab' })).toBe(false);
+    expect(await store.finishTask({ id: a!.id, claim: a!.claim }, { state: 'completed', sha256: 'ab' })).toBe(false);
+    const running = (await store.markRunning(a!.id, Date.now(), lease))!;
+    const fence = { id: a!.id, claim: running.claim };
+    expect(await store.finishTask(fence, { state: 'completed', sha256: 'ab', bytesReceived: 5 })).toBe(true);
+    expect(await store.finishTask(fence, { state: 'completed', sha256: 'ab' })).toBe(false);
     const events = await store.listEvents({});
     expect(events).toHaveLength(1);
     expect(events[0]!.url).toBe('http://***:***@a.test/f?token=***&x=1');
@@ -88,10 +90,11 @@ describe('store', () => {
   });
 
   it('orphaned running tasks go back to the queue at their durable offset', async () => {
+    const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
     const [a] = await store.enqueue([newTask()], rl);
-    await store.markRunning(a!.id, Date.now());
-    await store.recordProgress([{ id: a!.id, bytesReceived: 900, resumeOffset: 512 }]);
-    const orphans = await store.requeueOrphans();
+    const running = (await store.markRunning(a!.id, Date.now(), lease))!;
+    expect(await store.recordProgress([{ id: a!.id, claim: running.claim, bytesReceived: 900, resumeOffset: 512 }])).toEqual([]);
+    const orphans = (await store.requeueOrphans(lease))!;
     expect(orphans.map((t) => t.id)).toEqual([a!.id]);
     const t = (await store.getTask(a!.id))!;
     expect(t.state).toBe('queued');
@@ -100,10 +103,82 @@ describe('store', () => {
 
   it('the lease goes to one holder; a dead pid or a lapsed heartbeat frees it', async () => {
     const alive = (pid: number) => pid === 100 || pid === 200;
-    expect(await store.takeLease(100, 1000, 60_000, alive)).toBe(true);
-    expect(await store.takeLease(200, 2000, 60_000, alive)).toBe(false);
-    expect(await store.takeLease(200, 62_000, 60_000, alive)).toBe(true); // heartbeat lapsed
-    expect(await store.takeLease(300, 63_000, 60_000, (pid) => pid === 300)).toBe(true); // 200 is dead
+    expect(await store.takeLease(100, 1000, 60_000, alive)).toEqual({ pid: 100, token: 1 });
+    expect(await store.takeLease(200, 2000, 60_000, alive)).toBeNull();
+    expect(await store.takeLease(200, 62_000, 60_000, alive)).toEqual({ pid: 200, token: 2 }); // heartbeat lapsed
+    expect(await store.takeLease(300, 63_000, 60_000, (pid) => pid === 300)).toEqual({ pid: 300, token: 3 }); // 200 is dead
+    // Released, the lease is free, and the next holder's token still grows.
+    await store.releaseLease({ pid: 300, token: 3 });
+    expect(await store.readLease()).toBeNull();
+    expect(await store.takeLease(400, 64_000, 60_000, () => true)).toEqual({ pid: 400, token: 4 });
+  });
+});
+
+describe('store fencing', () => {
+  const alive = () => true;
+
+  it('a worker that lost its lease (same pid, older token) changes nothing', async () => {
+    const stale = (await store.takeLease(process.pid, 1000, 5000, alive))!;
+    const [a, b] = await store.enqueue([newTask(), newTask()], rl);
+    const running = (await store.markRunning(a!.id, 1000, stale))!;
+    // Frozen past its lease: another worker takes it over.
+    const fresh = (await store.takeLease(process.pid + 1, 10_000, 5000, alive))!;
+    expect(fresh.token).toBeGreaterThan(stale.token);
+    expect(await store.heartbeat(stale, 10_001)).toBe(false);
+    expect(await store.markRunning(b!.id, 10_001, stale)).toBeNull();
+    expect(await store.requeueOrphans(stale)).toBeNull();
+    expect(await store.setHeld([{ id: b!.id, reason: 'conditions', detail: null }], [], stale)).toBe(false);
+    expect(await store.recordHookStart('default', 10_001, rl, stale)).toBe(false);
+    expect(await store.recordHookResult('default', [], { ok: true }, 10_001, stale)).toBe(false);
+    expect(await store.expireTask(b!.id, stale, { state: 'failed' })).toBe(false);
+    expect((await store.getTask(b!.id))!.state).toBe('queued');
+    // The new worker re-queues the orphan with a new claim: the old attempt's writes are all refused.
+    expect((await store.requeueOrphans(fresh))!.map((t) => t.id)).toEqual([a!.id]);
+    const old = { id: a!.id, claim: running.claim };
+    const claimed = (await store.markRunning(a!.id, 10_002, fresh))!;
+    expect(claimed.claim).toBeGreaterThan(old.claim);
+    expect(await store.recordProgress([{ id: a!.id, claim: old.claim, bytesReceived: 5, resumeOffset: 5 }])).toEqual([a!.id]);
+    expect(await store.recordResponse(old, { etag: '"old"', partPath: '/x.bgdl-part', partId: '1:2' })).toBe(false);
+    expect(await store.requeue(old, { notBefore: null, reason: null })).toBe(false);
+    expect(await store.holdsClaim(old)).toBe(false);
+    expect(await store.finishTask(old, { state: 'completed', sha256: 'bad' })).toBe(false);
+    const now = (await store.getTask(a!.id))!;
+    expect(now).toMatchObject({ state: 'running', etag: null, partPath: null, resumeOffset: 0, sha256: null });
+    // The current attempt's writes apply.
+    const cur = { id: a!.id, claim: claimed.claim };
+    expect(await store.recordResponse(cur, { etag: '"new"', partPath: '/x.bgdl-part', partId: '1:3', partBoot: 'b/1' })).toBe(true);
+    expect(await store.holdsClaim(cur)).toBe(true);
+    expect(await store.finishTask(cur, { state: 'completed', sha256: 'good' })).toBe(true);
+    expect((await store.listEvents({})).filter((e) => e.taskId === a!.id).map((e) => e.sha256)).toEqual(['good']);
+  });
+
+  it('canceled tasks with a recorded partial file are listed for removal, and forgotten only under the lease', async () => {
+    const lease = (await store.takeLease(process.pid, 1000, 5000, alive))!;
+    const [a] = await store.enqueue([newTask()], rl);
+    const running = (await store.markRunning(a!.id, 1000, lease))!;
+    expect(await store.recordResponse({ id: a!.id, claim: running.claim }, { partPath: '/d/f.bgdl-part', partId: '1:2' })).toBe(true);
+    expect(await store.canceledParts()).toEqual([]);
+    await store.transition([a!.id], 'cancel');
+    expect(await store.canceledParts()).toEqual([{ id: a!.id, session: 'default', partPath: '/d/f.bgdl-part', partId: '1:2' }]);
+    const next = (await store.takeLease(process.pid + 1, 10_000, 5000, alive))!;
+    expect(await store.forgetParts([a!.id], lease)).toBe(false);
+    expect(await store.canceledParts()).toHaveLength(1);
+    expect(await store.forgetParts([a!.id], next)).toBe(true);
+    expect(await store.canceledParts()).toEqual([]);
+  });
+
+  it('pause keeps the claim (the stopping attempt records its offset); cancel moves it on', async () => {
+    const lease = (await store.takeLease(process.pid, Date.now(), 30_000, alive))!;
+    const [a] = await store.enqueue([newTask()], rl);
+    const running = (await store.markRunning(a!.id, Date.now(), lease))!;
+    const fence = { id: a!.id, claim: running.claim };
+    const paused = await store.transition([a!.id], 'pause');
+    expect(paused.previous.get(a!.id)).toBe('running');
+    expect(await store.recordStopped(fence, { resumeOffset: 100, bytesReceived: 120 })).toBe(true);
+    expect((await store.getTask(a!.id))!.resumeOffset).toBe(100);
+    await store.transition([a!.id], 'cancel');
+    expect(await store.recordStopped(fence, { resumeOffset: 200, bytesReceived: 200 })).toBe(false);
+    expect((await store.getTask(a!.id))!.claim).toBeGreaterThan(fence.claim);
   });
 
   it('runnable candidates skip future begin-at and retry times', async () => {
