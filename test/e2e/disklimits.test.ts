@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { statusJson, testdir, waitFinal, waitUntil, type TestDir, addJson as addJsonIn } from '../helpers/cli.js';
 import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
 
 let t: TestDir;
@@ -21,11 +21,7 @@ afterEach(async () => {
   await s.close();
 });
 
-async function addJson(args: string[]): Promise<any[]> {
-  const r = await t.bgdl(['add', '--json', ...args]);
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
+const addJson = (args: string[]) => addJsonIn(t, args);
 
 const file = (name: string) => path.join(t.downloads, name);
 

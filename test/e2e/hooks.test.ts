@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { alive, statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { alive, statusJson, testdir, waitFinal, waitUntil, type TestDir, addJson as addJsonIn } from '../helpers/cli.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 let t: TestDir;
@@ -54,11 +54,7 @@ exit \${code:-0}
   return { cmd: script, runs };
 }
 
-async function addJson(args: string[], env?: NodeJS.ProcessEnv): Promise<any[]> {
-  const r = await t.bgdl(['add', '--json', ...args], { env });
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
+const addJson = (args: string[], env?: NodeJS.ProcessEnv) => addJsonIn(t, args, env);
 
 describe('the session hook', () => {
   it('runs exactly once for a batch of four tasks with four events', async () => {

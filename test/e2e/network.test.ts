@@ -8,7 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { statusJson, testdir, waitFinal, waitUntil, type TestDir, addJson as addJsonIn } from '../helpers/cli.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { startHttpsServer, startServer, type TestServer } from '../helpers/server.js';
 
@@ -27,11 +27,7 @@ afterEach(async () => {
   await s.close();
 });
 
-async function addJson(args: string[], env?: NodeJS.ProcessEnv): Promise<any[]> {
-  const r = await t.bgdl(['add', '--json', ...args], { env });
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
+const addJson = (args: string[], env?: NodeJS.ProcessEnv) => addJsonIn(t, args, env);
 
 /** Everything bgdl shows about these tasks: status (table, detail, JSON), the log and the events. */
 async function everythingShown(ids: number[]): Promise<string> {

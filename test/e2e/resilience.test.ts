@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { alive, statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { alive, statusJson, testdir, waitFinal, waitUntil, type TestDir, addJson as addJsonIn } from '../helpers/cli.js';
 import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
 
 let t: TestDir;
@@ -21,11 +21,7 @@ afterEach(async () => {
   await s.close();
 });
 
-async function addJson(args: string[]): Promise<any[]> {
-  const r = await t.bgdl(['add', '--json', ...args]);
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
+const addJson = (args: string[]) => addJsonIn(t, args);
 
 const file = (name: string) => path.join(t.downloads, name);
 const SIZE = 2_000_000;

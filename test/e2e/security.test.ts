@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { statusJson, testdir, waitFinal, waitUntil, type TestDir, addJson as addJsonIn } from '../helpers/cli.js';
 import { bodyFor, startHttpsServer, startServer, type TestServer } from '../helpers/server.js';
 
 let t: TestDir;
@@ -19,11 +19,7 @@ afterEach(async () => {
   await s.close();
 });
 
-async function addJson(args: string[], env?: NodeJS.ProcessEnv): Promise<any[]> {
-  const r = await t.bgdl(['add', '--json', ...args], { env });
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
+const addJson = (args: string[], env?: NodeJS.ProcessEnv) => addJsonIn(t, args, env);
 
 /** Every path under `dir` (files, directories, symlinks), relative, sorted; bgdl's own home and config left out. */
 function walk(dir: string, skip = ['home', 'config']): string[] {

@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { statusJson, testdir, waitFinal, waitUntil, type TestDir, addJson as addJsonIn } from '../helpers/cli.js';
 import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
 
 let t: TestDir;
@@ -23,11 +23,7 @@ afterEach(async () => {
   await s.close();
 });
 
-async function addJson(args: string[], env?: NodeJS.ProcessEnv): Promise<any[]> {
-  const r = await t.bgdl(['add', '--json', ...args], { env });
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
+const addJson = (args: string[], env?: NodeJS.ProcessEnv) => addJsonIn(t, args, env);
 
 /** Tasks in the store, read directly (no CLI, so no worker is started by looking). */
 function storedTasks(): number {

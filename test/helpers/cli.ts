@@ -171,6 +171,13 @@ export async function statusJson(t: TestDir, ids: number[] = []): Promise<any[]>
   return JSON.parse(r.stdout);
 }
 
+/** `bgdl add --json ARGS` (or another command that prints tasks) in `t`: the tasks it created; fails the test on a non-zero exit. */
+export async function addJson(t: TestDir, args: string[], env?: NodeJS.ProcessEnv, command = 'add'): Promise<any[]> {
+  const r = await t.bgdl([command, '--json', ...args], { env });
+  if (r.code !== 0) throw new Error(`bgdl ${command} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
 /** Wait until every listed task is in a final state (one `bgdl wait --json`); returns their JSON. */
 export async function waitFinal(t: TestDir, ids: number[], timeoutMs = 30_000): Promise<any[]> {
   const r = await t.bgdl(['wait', '--json', '--timeout', `${timeoutMs}ms`, ...ids.map(String)], { timeoutMs: timeoutMs + 10_000 });
