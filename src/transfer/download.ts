@@ -253,7 +253,7 @@ async function noBody(req: DownloadRequest, final: FinalResponse): Promise<Downl
  * Only a regular file (or nothing) at the destination is ever replaced: a device, FIFO, socket or
  * directory that is there (put there after add, say) fails the task and is left alone.
  */
-async function refuseNonRegular(output: string): Promise<void> {
+export async function refuseNonRegular(output: string): Promise<void> {
   let st;
   try {
     st = await fsp.lstat(output);
@@ -286,7 +286,7 @@ const FREE_SPACE_REUSE_MS = 1000;
  * --expect-receive), above the reserve. Returns the free space and reserve it saw (for the checks
  * while writing), or null when there is nothing to check or no answer (the write itself will tell).
  */
-async function checkFreeSpace(dir: string, needed: number | null, partial: KeptPart | null, rule: FreeSpaceRule | null): Promise<{ free: number; reserve: number } | null> {
+export async function checkFreeSpace(dir: string, needed: number | null, partial: KeptPart | null, rule: FreeSpaceRule | null): Promise<{ free: number; reserve: number } | null> {
   const want = Math.max(0, needed ?? 0);
   if (want === 0 && !rule) return null;
   const seen = freeSpaceSeen.get(dir);

@@ -14,8 +14,8 @@ import { redactUrl } from '../shared/redact.js';
 import type { Task } from '../shared/model.js';
 import { partPathFor } from '../shared/paths.js';
 import type { ResponseInfo, Store, TaskFence } from '../store/index.js';
-import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
-import type { DownloadRequest, ResponseMeta } from '../transfer/index.js';
+import { backoffDelay, classifyError, download, downloadSplit, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
+import type { DownloadCallbacks, DownloadRequest, ResponseMeta } from '../transfer/index.js';
 import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
 import { formatPartBoot, planPart } from './ownership.js';
 
@@ -42,6 +42,10 @@ export interface Active {
   dirty: boolean;
   /** The transfer's bandwidth limit; the worker sets its rate (see applyRates in worker.ts). */
   bucket: TokenBucket;
+  /** A split download's segment table as last made durable, for the next progress flush. */
+  segments: string | null;
+  /** Connections to its origin beyond the first that a split download holds (perHost counts them). */
+  extra: number;
 }
 
 export interface AttemptContext {
@@ -50,6 +54,8 @@ export interface AttemptContext {
   config: () => Config;
   /** Paths chosen by attempts still in flight, so two tasks never derive the same name. */
   reserved: Set<string>;
+  /** More connections for a split download, within perHost across every task (absent: none). */
+  connections?: { acquire(a: Active): boolean; release(a: Active): void };
 }
 
 /** A task waiting for disk space looks again this often. */
@@ -98,47 +104,62 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       insecure: t.insecure, caFile: t.caFile, proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
       maxSize: t.maxSize ?? cfg.maxFileSize, minFreeSpace: cfg.minFreeSpace, dir: t.dir,
     };
-    const r = await download(
-      req,
-      {
-        signal: a.abort.signal,
-        throttle: (n) => a.bucket.take(n, Date.now()),
-        chooseOutput: async (meta: ResponseMeta) => {
-          chosen = t.output ?? (await deriveOutput(ctx, t, meta));
-          // A derived name's line of --checksums applies once the name is known (verified after the body).
-          req.sha256Expected = expectedSha256(t, chosen);
-          a.total = meta.totalBytes;
-          a.bytes = meta.startOffset;
-          response = {
-            finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
-            lastModified: meta.lastModified, output: chosen, bytesReceived: meta.startOffset, protocol: meta.protocol,
-            ...(req.sha256Expected !== t.sha256Expected ? { sha256Expected: req.sha256Expected } : {}),
-          };
-          if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
-          return chosen;
-        },
-        onPartFile: async (p, meta) => {
-          // The kept prefix is fsync'd when the part file is opened or copied: it is the durable offset now.
-          const info: ResponseInfo = { ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid), resumeOffset: p.offset };
-          if (!meta) info.bytesReceived = p.offset;
-          if (!(await store.recordResponse(fence, info))) return false;
-          a.part = { path: p.path, id: p.id };
-          a.durable = p.offset;
-          a.bytes = p.offset;
-          return true;
-        },
-        stillOwner: () => store.holdsClaim(fence),
-        onProgress: (bytes, total) => {
-          a.bytes = bytes;
-          a.total = total;
-          a.dirty = true;
-        },
-        onDurable: (offset) => {
-          a.durable = offset;
-          a.dirty = true;
-        },
+    const callbacks: DownloadCallbacks = {
+      signal: a.abort.signal,
+      throttle: (n) => a.bucket.take(n, Date.now()),
+      chooseOutput: async (meta: ResponseMeta) => {
+        chosen = t.output ?? (await deriveOutput(ctx, t, meta));
+        // A derived name's line of --checksums applies once the name is known (verified after the body).
+        req.sha256Expected = expectedSha256(t, chosen);
+        a.total = meta.totalBytes;
+        a.bytes = meta.startOffset;
+        response = {
+          finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
+          lastModified: meta.lastModified, output: chosen, bytesReceived: meta.startOffset, protocol: meta.protocol,
+          ...(req.sha256Expected !== t.sha256Expected ? { sha256Expected: req.sha256Expected } : {}),
+        };
+        if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
+        return chosen;
       },
-    );
+      onPartFile: async (p, meta) => {
+        // The kept prefix is fsync'd when the part file is opened or copied: it is the durable offset now.
+        // The segment table goes with its file (null: not a split download's file, an older table no longer applies).
+        const info: ResponseInfo = {
+          ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid), resumeOffset: p.offset, segments: p.segments ?? null,
+        };
+        if (!meta) info.bytesReceived = p.offset;
+        if (!(await store.recordResponse(fence, info))) return false;
+        a.part = { path: p.path, id: p.id };
+        a.segments = p.segments ?? null;
+        a.durable = p.offset;
+        a.bytes = p.offset;
+        return true;
+      },
+      stillOwner: () => store.holdsClaim(fence),
+      onProgress: (bytes, total) => {
+        a.bytes = bytes;
+        a.total = total;
+        a.dirty = true;
+      },
+      onDurable: (offset) => {
+        a.durable = offset;
+        a.dirty = true;
+      },
+    };
+    // --split (or a split file to continue): several range connections, else one.
+    const split = t.split ?? cfg.split;
+    const r = !conditional && t.method === 'GET' && (split !== 1 || t.segments != null)
+      ? await downloadSplit(req, {
+        ...callbacks,
+        extraConnection: () => ctx.connections?.acquire(a) ?? false,
+        releaseConnection: () => ctx.connections?.release(a),
+        onSegments: (table) => {
+          a.segments = table;
+          a.dirty = true;
+        },
+        log: (message) => log.write(t.session, `task ${t.id}: ${message}`),
+      }, { split, minSplitSize: cfg.minSplitSize, perHost: cfg.perHost, table: t.segments })
+      : await download(req, callbacks);
     if (conditional && r.httpStatus === 304) return void (await finishUnfetched(ctx, fence, t, 'not-modified', conditional.output, r.finalUrl));
     if (t.expectReceive && r.bytes > 2 * t.expectReceive) {
       log.write(t.session, `task ${t.id}: received ${r.bytes} bytes, more than twice the expected ${t.expectReceive}`);
@@ -218,7 +239,8 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
     log.write(t.session, `task ${t.id}: canceled; partial file removed`);
     return;
   }
-  if (partial && !fenced(await store.recordResponse(fence, { etag: partial.etag, lastModified: partial.lastModified, output: partial.output }))) return;
+  const segments = err.extra.segments !== undefined ? { segments: err.extra.segments } : {};
+  if (partial && !fenced(await store.recordResponse(fence, { etag: partial.etag, lastModified: partial.lastModified, output: partial.output, ...segments }))) return;
   switch (a.stopReason) {
     case 'pause':
       if (fenced(await store.recordStopped(fence, kept))) log.write(t.session, `task ${t.id}: paused at byte ${offset}`);
