@@ -112,12 +112,12 @@ export const durableBytes = (segs: Seg[]): number => segs.reduce((n, s) => n + (
 export const writtenBytes = (segs: Seg[]): number => segs.reduce((n, s) => n + (s.pos - s.start), 0);
 export const complete = (segs: Seg[]): boolean => segs.every((s) => s.pos >= s.end);
 
-/** The table to store: durable offsets only, neighbouring finished segments merged into one. */
+/** The table to store: durable offsets only, neighbouring finished segments merged into one (the table stays small). */
 export function tableOf(segs: Seg[], file: { part: string; total: number; etag: string | null; lastModified: string | null }, running: number): SegmentTable {
   const out: Array<[number, number, number]> = [];
   for (const s of segs) {
     const last = out[out.length - 1];
-    if (last && last[2] === last[1] && last[1] === s.start) {
+    if (last && last[2] === last[1] && last[1] === s.start && s.done === s.end) {
       last[1] = s.end;
       last[2] = s.done;
     } else {

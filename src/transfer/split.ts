@@ -182,11 +182,13 @@ function failure(err: unknown, signal: AbortSignal, run: SplitRun | null): Trans
 }
 
 /**
- * A new file: ask for `bytes=0-`. A 206 with the length: the file is split, the first connection goes
- * on as the first segment. Anything else: 'fallback' (one connection, which handles every other answer).
+ * A new file: ask for the first minSplitSize bytes. A 206 with the length: the file is split, the
+ * first connection goes on with the first segment. Anything else: 'fallback' (one connection, which handles every other answer).
  */
 async function freshSplit(req: DownloadRequest, cb: SplitCallbacks, opts: SplitOptions, lineage: PartPlan, current: PartRef | null): Promise<SplitRun | 'fallback'> {
-  const final = await get(req, cb.signal, [['Range', 'bytes=0-']]);
+  // A bounded first range: the answer tells whether ranges work and the length; its connection then
+  // goes on with the rest of the first segment.
+  const final = await get(req, cb.signal, [['Range', `bytes=0-${Math.max(1, opts.minSplitSize) - 1}`]]);
   const { statusCode: status, headers } = final.response;
   const range = status === 206 ? parseContentRange(headerValue(headers, 'content-range')) : null;
   if (!range || range.start !== 0 || !range.total) {
@@ -301,42 +303,51 @@ async function fetchAll(run: SplitRun): Promise<void> {
 
   const progress = () => cb.onProgress(writtenBytes(segs), file.total);
 
-  /** One segment over one connection: request it (unless already open), write its bytes at their offsets. */
+  /**
+   * One segment over one connection: request it (unless a response is already open), write its bytes
+   * at their offsets; a response that covers less than the segment (the first, bounded one) is
+   * followed by a request for the rest.
+   */
   const fetchSegment = async (seg: Seg, open: FinalResponse | null): Promise<void> => {
-    const final = open ?? (await get(run.req, stop.signal, segmentHeaders(seg.pos, seg.end, file)));
-    if (!open) {
-      try {
-        checkSegmentResponse(final, seg.pos, file);
-      } catch (err) {
-        await drain(final);
-        throw err;
-      }
-    }
-    const body = final.response.body;
-    try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
-        const room = seg.end - seg.pos;
-        // The segment was cut by a re-split (or the request asked for more): this connection is done with it.
-        if (room <= 0) break;
-        const buf = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    let given = open;
+    while (seg.pos < seg.end) {
+      const final = given ?? (await get(run.req, stop.signal, segmentHeaders(seg.pos, seg.end, file)));
+      if (!given) {
         try {
-          await writeAt(part.fh, buf, seg.pos);
+          checkSegmentResponse(final, seg.pos, file);
         } catch (err) {
-          throw fileError(part.path, err);
+          await drain(final);
+          throw err;
         }
-        seg.pos += buf.length;
-        progress();
-        const wait = cb.throttle ? cb.throttle(buf.length) : 0;
-        if (wait > 0) await sleep(wait, undefined, { signal: stop.signal });
       }
-    } finally {
-      if (!body.destroyed && seg.pos < seg.end) body.destroy();
-    }
-    if (seg.pos < seg.end) {
+      given = null;
+      // Where this response's bytes end (checked: a 206 with its Content-Range).
+      const promised = parseContentRange(headerValue(final.response.headers, 'content-range'))!.end + 1;
+      const body = final.response.body;
+      try {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          const room = seg.end - seg.pos;
+          // The segment was cut by a re-split: this connection is done with it.
+          if (room <= 0) break;
+          const buf = chunk.length > room ? chunk.subarray(0, room) : chunk;
+          try {
+            await writeAt(part.fh, buf, seg.pos);
+          } catch (err) {
+            throw fileError(part.path, err);
+          }
+          seg.pos += buf.length;
+          progress();
+          const wait = cb.throttle ? cb.throttle(buf.length) : 0;
+          if (wait > 0) await sleep(wait, undefined, { signal: stop.signal });
+        }
+      } finally {
+        if (!body.destroyed && seg.pos < Math.min(seg.end, promised)) body.destroy();
+      }
       if (stop.signal.aborted) return;
-      throw new TransferError('E_SHORT_BODY', `the connection ended at byte ${seg.pos} of the segment ending at ${seg.end}`, true);
+      if (seg.pos < Math.min(seg.end, promised)) {
+        throw new TransferError('E_SHORT_BODY', `the connection ended at byte ${seg.pos}, before byte ${Math.min(seg.end, promised)} it was sending`, true);
+      }
     }
-    seg.busy = false;
   };
 
   /** A connection: its first segment, then whatever the planner gives it, until nothing is left. */
@@ -388,6 +399,8 @@ async function fetchAll(run: SplitRun): Promise<void> {
   launch(run.first ? { seg: run.first.seg, response: run.first.response } : null, false);
   run.first = undefined;
   more();
+  // The connections now running (status shows them); the durable offsets are those recorded already.
+  cb.onSegments(encodeTable(tableOf(segs, { part: part.id, ...file }, connections)));
   try {
     while (running.size > 0) {
       await Promise.race([Promise.allSettled([...running]), sleep(SYNC_INTERVAL_MS, undefined, { ref: false })]);

@@ -81,9 +81,9 @@ describe('durable bytes', () => {
 describe('segment table (crash recovery)', () => {
   const file = { part: '1:2', total: 300, etag: '"v1"', lastModified: null };
 
-  it('stores durable offsets only, a finished segment merged into the one after it', () => {
+  it('stores durable offsets only, merging finished neighbours', () => {
     const t = tableOf([seg(0, 100, 100), seg(100, 200, 200), seg(200, 260, 250, true, 230), seg(260, 300, 280, true, 270)], file, 2);
-    expect(t.segs).toEqual([[0, 260, 230], [260, 300, 270]]);
+    expect(t.segs).toEqual([[0, 200, 200], [200, 260, 230], [260, 300, 270]]);
     expect(t.running).toBe(2);
   });
 
