@@ -159,10 +159,14 @@ export async function downloadSplit(req: DownloadRequest, cb: SplitCallbacks, op
         break;
       } catch (err) {
         if (!(err instanceof Restart) || cb.signal.aborted) throw err;
-        if (restarts >= 1) throw new TransferError('E_RESUME', `${err.message} again: the file keeps changing on the server`, true);
-        cb.log(`${err.message}; starting the whole file over`);
         if (run) await run.part.fh.close().catch(() => {});
         run = null;
+        if (restarts >= 1) {
+          // Validators that differ from request to request (servers behind a balancer, say): one connection can still do it.
+          cb.log(`${err.message} again: the file looks different on every request; using one connection`);
+          return download({ ...req, resume: null, part: { ...lineage, recorded: current, trustLength: false, copy: false } }, cb);
+        }
+        cb.log(`${err.message}; starting the whole file over`);
       }
     }
     return await finish(run!);

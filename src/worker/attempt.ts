@@ -108,7 +108,8 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       signal: a.abort.signal,
       throttle: (n) => a.bucket.take(n, Date.now()),
       chooseOutput: async (meta: ResponseMeta) => {
-        chosen = t.output ?? (await deriveOutput(ctx, t, meta));
+        // Asked again when a split download starts the file over: the name chosen first stays.
+        chosen = t.output ?? chosen ?? (await deriveOutput(ctx, t, meta));
         // A derived name's line of --checksums applies once the name is known (verified after the body).
         req.sha256Expected = expectedSha256(t, chosen);
         a.total = meta.totalBytes;

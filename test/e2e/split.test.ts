@@ -152,6 +152,33 @@ describe('--split', () => {
     expect(fs.readdirSync(t.downloads)).toEqual(['moving.bin']);
   });
 
+  it('a file that changes between the requests of one split (a new validator each time) ends on one connection', async () => {
+    s.route('/flaky.bin', { body: { size: SIZE }, etag: 'per-request', connectionRate: 2_000_000 });
+    const [task] = await addJson([s.url('/flaky.bin'), '--split', '4']);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(file('flaky.bin')))).toBe(sha256(bodyFor(SIZE)));
+    // Segment requests carried the first answer's validator and got 200s: started over, then one connection.
+    const reqs = s.requestsTo('/flaky.bin');
+    expect(reqs[1]!.headers['if-range']).toBe('"r1"');
+    expect(reqs.at(-1)!.headers.range).toBeUndefined();
+    const log = (await t.bgdl(['log'])).stdout;
+    expect(log).toMatch(new RegExp(`task ${task.id}: the server sent HTTP 200 to a range request; starting the whole file over`));
+    expect(log).toMatch(new RegExp(`task ${task.id}: .*looks different on every request; using one connection`));
+    expect(fs.readdirSync(t.downloads)).toEqual(['flaky.bin']);
+  });
+
+  it('a split file that fails its --sha256 is removed and the task fails for good', async () => {
+    s.route('/wrong.bin', { body: { size: SIZE }, etag: '"w1"' });
+    const [task] = await addJson([s.url('/wrong.bin'), '--split', '4', '--sha256', 'a'.repeat(64)]);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('failed');
+    expect(done.error.code).toBe('E_CHECKSUM');
+    expect(done.error.message).toContain(sha256(bodyFor(SIZE)));
+    expect(s.hits('/wrong.bin')).toBeGreaterThan(1);
+    expect(fs.readdirSync(t.downloads)).toEqual([]);
+  });
+
   it('perHost caps the connections to one origin across all tasks', async () => {
     // Segments too large to split again: no connection is ever cut short (a cut one would still count
     // at the server for a moment after the client let it go).
