@@ -13,6 +13,8 @@ export interface Seg {
   done: number;
   /** A connection is working on it. */
   busy: boolean;
+  /** Bytes past `pos` being written right now (a split never cuts inside them). */
+  writing?: number;
 }
 
 /** The segment table as stored with the task (JSON): which partial file, which version, which bytes are durable. */
@@ -55,11 +57,13 @@ export function initialSegments(total: number, n: number): Seg[] {
 
 export type Work = { kind: 'take'; index: number } | { kind: 'split'; index: number; at: number };
 
-const remaining = (s: Seg): number => s.end - s.pos;
+/** Where the segment's next unclaimed byte is: past what is written and what is being written. */
+const front = (s: Seg): number => s.pos + (s.writing ?? 0);
+const remaining = (s: Seg): number => s.end - front(s);
 
 /**
  * What a free connection does next: the unassigned unfinished segment with the most left, else split
- * the running segment with the most left at the middle of what it has left (both halves at least
+ * the running segment with the most left at the middle of what it has left, past any write in flight (both halves at least
  * minSplitSize), else nothing (null): the connection goes.
  */
 export function nextWork(segs: Seg[], minSplitSize: number): Work | null {
@@ -78,7 +82,7 @@ export function nextWork(segs: Seg[], minSplitSize: number): Work | null {
   const s = segs[split]!;
   const left = remaining(s);
   if (left < 2 * Math.max(1, minSplitSize)) return null;
-  return { kind: 'split', index: split, at: s.pos + Math.floor(left / 2) };
+  return { kind: 'split', index: split, at: front(s) + Math.floor(left / 2) };
 }
 
 /**

@@ -334,10 +334,13 @@ async function fetchAll(run: SplitRun): Promise<void> {
           // The segment was cut by a re-split: this connection is done with it.
           if (room <= 0) break;
           const buf = chunk.length > room ? chunk.subarray(0, room) : chunk;
+          seg.writing = buf.length;
           try {
             await writeAt(part.fh, buf, seg.pos);
           } catch (err) {
             throw fileError(part.path, err);
+          } finally {
+            seg.writing = 0;
           }
           seg.pos += buf.length;
           progress();

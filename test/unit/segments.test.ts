@@ -44,6 +44,11 @@ describe('nextWork', () => {
     const segs = [seg(0, 100, 100), seg(100, 200, 120, true), seg(200, 300, 290, true)];
     expect(nextWork(segs, 10)).toEqual({ kind: 'split', index: 1, at: 160 });
   });
+  it('never cuts inside a write in flight', () => {
+    const running = { ...seg(100, 200, 120, true), writing: 30 };
+    expect(nextWork([seg(0, 100, 100), running], 10)).toEqual({ kind: 'split', index: 1, at: 175 });
+    expect(nextWork([seg(0, 100, 100), { ...running, writing: 70 }], 10)).toBeNull();
+  });
   it('never splits below minSplitSize (both halves at least that big)', () => {
     expect(nextWork([seg(0, 100, 100), seg(100, 200, 161, true)], 20)).toBeNull(); // 39 left < 2 × 20
     expect(nextWork([seg(0, 100, 100), seg(100, 200, 160, true)], 20)).toEqual({ kind: 'split', index: 1, at: 180 });
