@@ -76,6 +76,23 @@ describe('--split', () => {
     expect(log).toContain(`task ${task.id}: split into 4 segments`);
   });
 
+  it('a connection that finishes its segment takes the second half of the largest one still running', async () => {
+    // The first connection stalls early in its segment; the second finishes its own and splits the first's rest.
+    s.route('/slow-start.bin', { body: { size: SIZE }, etag: '"s1"', connectionRate: 1_000_000, stallAfter: { bytes: 32_768, ms: 2500, times: 1 } });
+    const [task] = await addJson([s.url('/slow-start.bin'), '--split', '2']);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(file('slow-start.bin')))).toBe(sha256(bodyFor(SIZE)));
+    const starts = rangeStarts('/slow-start.bin');
+    // 0 (the first minSplitSize bytes), 500,000 (the second segment), then a cut inside the first
+    // segment's rest, at the middle of what it had left.
+    expect(starts.slice(0, 2)).toEqual([0, 500_000]);
+    const cut = starts.find((x) => x != null && x > 65_536 && x < 500_000);
+    expect(cut).toBeDefined();
+    expect(Math.abs(cut! - (32_768 + (500_000 - 32_768) / 2))).toBeLessThan(65_536);
+    expect(s.peakInFlight()).toBeLessThanOrEqual(2);
+  });
+
   it('config split applies to tasks without --split; auto takes as many as perHost allows', async () => {
     t.setConfig({ split: 'auto', perHost: '3' });
     s.route('/auto.bin', { body: { size: SIZE }, connectionRate: 400_000 });
