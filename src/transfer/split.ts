@@ -20,7 +20,7 @@ import { tooLargeError } from './limits.js';
 import { parseContentDisposition } from './naming.js';
 import { createFresh, fencedError, fileError, inspectRecorded, openRecorded, PartFile, type OpenedPart } from './partfile.js';
 import {
-  applyWork, complete, contiguousDone, decodeTable, encodeTable, initialSegments, nextWork, resumeSegments, splitCount, tableOf, writtenBytes, type Seg,
+  applyWork, complete, contiguousDone, decodeTable, durableBytes, encodeTable, initialSegments, nextWork, resumeSegments, splitCount, tableOf, writtenBytes, type Seg,
 } from './segments.js';
 import { TransferError, type DownloadCallbacks, type DownloadRequest, type DownloadResult, type PartPlan, type ResponseMeta } from './types.js';
 
@@ -182,7 +182,7 @@ function failure(err: unknown, signal: AbortSignal, run: SplitRun | null): Trans
   if (!run || e.code === 'E_CHECKSUM' || e.code === 'E_TOO_LARGE' || e.code === 'E_FENCED') return e;
   const partial = { output: run.output, offset: contiguousDone(run.segs), etag: run.file.etag, lastModified: run.file.lastModified };
   const segments = encodeTable(tableOf(run.segs, { part: run.part.id, ...run.file }, 0));
-  return new TransferError(e.code, e.message, e.transient, { ...e.extra, partial, segments });
+  return new TransferError(e.code, e.message, e.transient, { ...e.extra, partial, segments, bytesKept: durableBytes(run.segs) });
 }
 
 /**

@@ -203,6 +203,8 @@ export class TransferError extends Error {
       partial?: ResumePoint & { output: string };
       /** A split download's segment table as last made durable (what survives of each segment). */
       segments?: string;
+      /** The durable bytes of all its segments together (`partial.offset` is only the first contiguous run). */
+      bytesKept?: number;
     } = {},
   ) {
     super(message);

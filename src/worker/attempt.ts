@@ -229,7 +229,8 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
   const partial = err.extra.partial;
   const offset = partial?.offset ?? 0;
   const error = { code: err.code, message: err.message };
-  const kept = partial ? { resumeOffset: offset, bytesReceived: offset } : { resumeOffset: 0, bytesReceived: 0 };
+  // A split file keeps more than its first contiguous bytes: every segment's durable part counts as received.
+  const kept = partial ? { resumeOffset: offset, bytesReceived: err.extra.bytesKept ?? offset } : { resumeOffset: 0, bytesReceived: 0 };
   const fenced = (applied: boolean) => {
     if (!applied) log.write(t.session, `task ${t.id}: not recorded: the task was taken over or changed meanwhile`);
     return applied;

@@ -151,7 +151,14 @@ describe('--split', () => {
     const [task] = await addJson([s.url('/moving.bin'), '--split', '4']);
     await waitUntil(() => storedSegments(task.id)?.some(([start, , done]) => done > start), 20_000, 'durable progress');
     expect((await t.bgdl(['pause', String(task.id)])).code).toBe(0);
-    await waitUntil(async () => (await statusJson(t, [task.id]))[0].state === 'paused', 10_000, 'the pause');
+    // Paused in the store at once; stopped and recorded by the worker a moment later.
+    await waitUntil(async () => (await t.bgdl(['log'])).stdout.includes(`task ${task.id}: paused at byte`), 10_000, 'the worker to stop the transfer');
+    const [paused] = await statusJson(t, [task.id]);
+    expect(paused.state).toBe('paused');
+    // What every segment keeps counts as received, not only the first segment's bytes.
+    const table = storedSegments(task.id)!;
+    expect(paused.bytesReceived).toBe(table.reduce((n, [start, , done]) => n + done - start, 0));
+    expect(paused.segments).toEqual({ count: 4, running: 0, done: 0 });
     // The file changes on the server while the split download is paused.
     const before = s.requestsTo('/moving.bin').length;
     s.route('/moving.bin', { body: { size: SIZE, seed: 'v2' }, etag: '"v2"' });
