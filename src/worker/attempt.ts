@@ -88,7 +88,8 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     }
     const part = planPart(t, { boot: bootId(), pid: process.pid, alive: pidAlive });
     const resume = t.output && part.recorded ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
-    if (resume) log.write(t.session, `task ${t.id}: resuming from ${part.trustLength ? 'the bytes in' : `byte ${t.resumeOffset} of`} ${part.recorded!.path}${part.copy ? ' (copied: its previous worker may still be running)' : ''}`);
+    // (A split file's resume is logged by the split download: segment by segment.)
+    if (resume && !t.segments) log.write(t.session, `task ${t.id}: resuming from ${part.trustLength ? 'the bytes in' : `byte ${t.resumeOffset} of`} ${part.recorded!.path}${part.copy ? ' (copied: its previous worker may still be running)' : ''}`);
     // --skip-existing / --if-changed decide before a request when the destination is known (a resume
     // has decided already: an earlier attempt of it found something to fetch).
     if (!resume && t.skipExisting && t.output && existingFile(t.output)) return void (await finishUnfetched(ctx, fence, t, 'skipped', t.output, null));
@@ -229,6 +230,7 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
   const partial = err.extra.partial;
   const offset = partial?.offset ?? 0;
   const error = { code: err.code, message: err.message };
+  const splitKept = err.extra.bytesKept != null ? ` (${err.extra.bytesKept} bytes kept over its segments)` : '';
   // A split file keeps more than its first contiguous bytes: every segment's durable part counts as received.
   const kept = partial ? { resumeOffset: offset, bytesReceived: err.extra.bytesKept ?? offset } : { resumeOffset: 0, bytesReceived: 0 };
   const fenced = (applied: boolean) => {
@@ -245,14 +247,14 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
   if (partial && !fenced(await store.recordResponse(fence, { etag: partial.etag, lastModified: partial.lastModified, output: partial.output, ...segments }))) return;
   switch (a.stopReason) {
     case 'pause':
-      if (fenced(await store.recordStopped(fence, kept))) log.write(t.session, `task ${t.id}: paused at byte ${offset}`);
+      if (fenced(await store.recordStopped(fence, kept))) log.write(t.session, `task ${t.id}: paused at byte ${offset}${splitKept}`);
       return;
     case 'shutdown':
-      if (fenced(await store.requeue(fence, { notBefore: null, reason: null, ...kept }))) log.write(t.session, `task ${t.id}: stopped by worker shutdown at byte ${offset}`);
+      if (fenced(await store.requeue(fence, { notBefore: null, reason: null, ...kept }))) log.write(t.session, `task ${t.id}: stopped by worker shutdown at byte ${offset}${splitKept}`);
       return;
     case 'conditions':
       if (fenced(await store.requeue(fence, { notBefore: null, reason: 'conditions', ...kept }))) {
-        log.write(t.session, `task ${t.id}: paused until conditions allow discretionary transfers (byte ${offset})`);
+        log.write(t.session, `task ${t.id}: paused until conditions allow discretionary transfers (byte ${offset}${splitKept})`);
       }
       return;
     case 'timeout':
