@@ -105,54 +105,11 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       insecure: t.insecure, caFile: t.caFile, proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
       maxSize: t.maxSize ?? cfg.maxFileSize, minFreeSpace: cfg.minFreeSpace, dir: t.dir,
     };
-    const callbacks: DownloadCallbacks = {
-      signal: a.abort.signal,
-      throttle: (n) => a.bucket.take(n, Date.now()),
-      chooseOutput: async (meta: ResponseMeta) => {
-        // Asked again when a split download starts the file over: the name chosen first stays.
-        chosen = t.output ?? chosen ?? (await deriveOutput(ctx, t, meta));
-        // A derived name's line of --checksums applies once the name is known (verified after the body).
-        req.sha256Expected = expectedSha256(t, chosen);
-        a.total = meta.totalBytes;
-        a.bytes = meta.startOffset;
-        response = {
-          finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
-          lastModified: meta.lastModified, output: chosen, bytesReceived: meta.startOffset, protocol: meta.protocol,
-          ...(req.sha256Expected !== t.sha256Expected ? { sha256Expected: req.sha256Expected } : {}),
-        };
-        if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
-        return chosen;
-      },
-      onPartFile: async (p, meta) => {
-        // The kept prefix is fsync'd when the part file is opened or copied: it is the durable offset now.
-        // The segment table goes with its file (null: not a split download's file, an older table no longer applies).
-        const info: ResponseInfo = {
-          ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid), resumeOffset: p.offset, segments: p.segments ?? null,
-        };
-        if (!meta) info.bytesReceived = p.offset;
-        if (!(await store.recordResponse(fence, info))) return false;
-        a.part = { path: p.path, id: p.id };
-        a.segments = p.segments ?? null;
-        a.durable = p.offset;
-        a.bytes = p.offset;
-        return true;
-      },
-      stillOwner: () => store.holdsClaim(fence),
-      onProgress: (bytes, total) => {
-        a.bytes = bytes;
-        a.total = total;
-        a.dirty = true;
-      },
-      onDurable: (offset) => {
-        a.durable = offset;
-        a.dirty = true;
-      },
-    };
     // --split (or a split file to continue): several range connections, else one.
     const split = t.split ?? cfg.split;
-    const r = !conditional && t.method === 'GET' && (split !== 1 || t.segments != null)
-      ? await downloadSplit(req, {
-        ...callbacks,
+    const fetchFile = !conditional && t.method === 'GET' && (split !== 1 || t.segments != null)
+      ? (rq: DownloadRequest, cb: DownloadCallbacks) => downloadSplit(rq, {
+        ...cb,
         extraConnection: () => ctx.connections?.acquire(a) ?? false,
         releaseConnection: () => ctx.connections?.release(a),
         onSegments: (table) => {
@@ -161,7 +118,53 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         },
         log: (message) => log.write(t.session, `task ${t.id}: ${message}`),
       }, { split, minSplitSize: cfg.minSplitSize, perHost: cfg.perHost, table: t.segments })
-      : await download(req, callbacks);
+      : download;
+    const r = await fetchFile(
+      req,
+      {
+        signal: a.abort.signal,
+        throttle: (n) => a.bucket.take(n, Date.now()),
+        chooseOutput: async (meta: ResponseMeta) => {
+          // Asked again when a split download starts the file over: the name chosen first stays.
+          chosen = t.output ?? chosen ?? (await deriveOutput(ctx, t, meta));
+          // A derived name's line of --checksums applies once the name is known (verified after the body).
+          req.sha256Expected = expectedSha256(t, chosen);
+          a.total = meta.totalBytes;
+          a.bytes = meta.startOffset;
+          response = {
+            finalUrl: meta.finalUrl, httpStatus: meta.status, bytesExpected: meta.totalBytes ?? t.expectReceive, etag: meta.etag,
+            lastModified: meta.lastModified, output: chosen, bytesReceived: meta.startOffset, protocol: meta.protocol,
+            ...(req.sha256Expected !== t.sha256Expected ? { sha256Expected: req.sha256Expected } : {}),
+          };
+          if (meta.startOffset === 0 && resume) log.write(t.session, `task ${t.id}: server sent the whole resource (HTTP ${meta.status}); starting over`);
+          return chosen;
+        },
+        onPartFile: async (p, meta) => {
+          // The kept prefix is fsync'd when the part file is opened or copied: it is the durable offset now.
+          // The segment table goes with its file (null: not a split download's file, an older table no longer applies).
+          const info: ResponseInfo = {
+            ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid), resumeOffset: p.offset, segments: p.segments ?? null,
+          };
+          if (!meta) info.bytesReceived = p.offset;
+          if (!(await store.recordResponse(fence, info))) return false;
+          a.part = { path: p.path, id: p.id };
+          a.segments = p.segments ?? null;
+          a.durable = p.offset;
+          a.bytes = p.offset;
+          return true;
+        },
+        stillOwner: () => store.holdsClaim(fence),
+        onProgress: (bytes, total) => {
+          a.bytes = bytes;
+          a.total = total;
+          a.dirty = true;
+        },
+        onDurable: (offset) => {
+          a.durable = offset;
+          a.dirty = true;
+        },
+      },
+    );
     if (conditional && r.httpStatus === 304) return void (await finishUnfetched(ctx, fence, t, 'not-modified', conditional.output, r.finalUrl));
     if (t.expectReceive && r.bytes > 2 * t.expectReceive) {
       log.write(t.session, `task ${t.id}: received ${r.bytes} bytes, more than twice the expected ${t.expectReceive}`);
