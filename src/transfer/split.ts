@@ -150,7 +150,7 @@ export async function downloadSplit(req: DownloadRequest, cb: SplitCallbacks, op
       try {
         if (!run) {
           const fresh = await freshSplit(req, cb, opts, lineage, current);
-          if (fresh === 'fallback') return download({ ...req, resume: null, part: { ...lineage, recorded: current, trustLength: false, copy: false } }, cb);
+          if ('fallback' in fresh) return download({ ...req, resume: null, part: { ...lineage, recorded: current, trustLength: false, copy: false } }, cb, fresh.fallback ?? undefined);
           run = fresh;
           current = { path: run.part.path, id: run.part.id };
           if (run.segs.length > 1) cb.log(`split into ${run.segs.length} segments of about ${Math.round(run.file.total / run.segs.length)} bytes`);
@@ -187,21 +187,29 @@ function failure(err: unknown, signal: AbortSignal, run: SplitRun | null): Trans
 
 /**
  * A new file: ask for the first minSplitSize bytes. A 206 with the length: the file is split, the
- * first connection goes on with the first segment. Anything else: 'fallback' (one connection, which handles every other answer).
+ * first connection goes on with the first segment. Anything else: a fallback to one connection, which
+ * handles every other answer (given to it when it is one it would have got itself).
  */
-async function freshSplit(req: DownloadRequest, cb: SplitCallbacks, opts: SplitOptions, lineage: PartPlan, current: PartRef | null): Promise<SplitRun | 'fallback'> {
+async function freshSplit(
+  req: DownloadRequest, cb: SplitCallbacks, opts: SplitOptions, lineage: PartPlan, current: PartRef | null,
+): Promise<SplitRun | { fallback: FinalResponse | null }> {
   // A bounded first range: the answer tells whether ranges work and the length; its connection then
   // goes on with the rest of the first segment.
   const final = await get(req, cb.signal, [['Range', `bytes=0-${Math.max(1, opts.minSplitSize) - 1}`]]);
   const { statusCode: status, headers } = final.response;
   const range = status === 206 ? parseContentRange(headerValue(headers, 'content-range')) : null;
   if (!range || range.start !== 0 || !range.total) {
-    await drain(final);
     if (status >= 200 && status < 300) {
       const why = status === 206 ? 'no usable length in its answer to a range request' : `HTTP ${status} to a range request: no ranges`;
       cb.log(`split: the server cannot split this file (${why}); using one connection`);
     }
-    return 'fallback';
+    // The whole file (200) or an error is what one connection would get too: it goes on with this
+    // answer. A slice without a length, or 416 (an empty file), is asked for again without a range.
+    if (status === 206 || status === 416) {
+      await drain(final);
+      return { fallback: null };
+    }
+    return { fallback: final };
   }
   const file: FileFacts = { total: range.total, etag: headerValue(headers, 'etag'), lastModified: headerValue(headers, 'last-modified') };
   const meta = metaOf(final, file, 0);

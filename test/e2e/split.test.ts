@@ -110,6 +110,8 @@ describe('--split', () => {
     expect(done.state).toBe('completed');
     expect(sha256(fs.readFileSync(file('plain.bin')))).toBe(sha256(bodyFor(SIZE)));
     expect(s.peakInFlight()).toBe(1);
+    // The whole file that answered the first range request is the download: it is not asked for twice.
+    expect(s.hits('/plain.bin')).toBe(1);
     const log = (await t.bgdl(['log'])).stdout;
     expect(log).toMatch(new RegExp(`task ${task.id}: split: the server cannot split this file \\(HTTP 200 to a range request: no ranges\\); using one connection`));
   });
@@ -190,6 +192,24 @@ describe('--split', () => {
     expect(log).toMatch(new RegExp(`task ${task.id}: the server sent HTTP 200 to a range request; starting the whole file over`));
     expect(log).toMatch(new RegExp(`task ${task.id}: .*looks different on every request; using one connection`));
     expect(fs.readdirSync(t.downloads)).toEqual(['flaky.bin']);
+  });
+
+  it('an error answer to the first range request fails the task as it would on one connection, asked once', async () => {
+    const [task] = await addJson([s.url('/missing.bin'), '--split', '4']);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('failed');
+    expect(done.error.code).toBe('E_HTTP_STATUS');
+    expect(done.httpStatus).toBe(404);
+    expect(s.hits('/missing.bin')).toBe(1);
+  });
+
+  it('an empty file (416 to the first range request) completes over one connection', async () => {
+    s.route('/empty.bin', { body: '' });
+    const [task] = await addJson([s.url('/empty.bin'), '--split', '4']);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    expect(fs.readFileSync(file('empty.bin')).length).toBe(0);
+    expect(s.requestsTo('/empty.bin').map((r) => r.headers.range)).toEqual(['bytes=0-65535', undefined]);
   });
 
   it('a split file that fails its --sha256 is removed and the task fails for good', async () => {
