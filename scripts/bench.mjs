@@ -13,7 +13,9 @@
 //      Measured side by side on the 2-core development machine (load ~3, best of runs), before and after
 //      the summary view and the add -i work: add100k 3,089 -> 1,889 ms; status100k 456 -> 134 ms (the
 //      old full table vs the summary; status --all now 473 ms); json10k 216 -> 215 ms.
-// Usage: npm run bench [-- --only=big,many,status,memory,add100k,status100k,json10k] [--size=1GiB] [--rounds=3]
+//   8. split: a 40 MB file from a server that limits each connection (as nginx limit_rate), with
+//      `--split 4` and with `--split 1`: the ratio of wall times (bar: at least 3x faster)
+// Usage: npm run bench [-- --only=big,many,status,memory,add100k,status100k,json10k,split] [--size=1GiB] [--rounds=3]
 // curl and aria2c are optional (apt-get install -y curl aria2); a missing one is reported and skipped.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -454,6 +456,71 @@ async function benchJson10k() {
   report('status --json over 10,000 tasks (best of 7)', `${ms(t.best)}, median ${ms(t.median)}`, '< 300 ms', t.best < 0.3);
 }
 
+/**
+ * A server of one deterministic file that honours `Range: bytes=A-B` and sends each connection at most
+ * `rate` bytes a second (paced per socket, across keep-alive requests), in a process of its own.
+ */
+const RANGE_SERVER = `
+const http = require('node:http'), crypto = require('node:crypto');
+const [size, rate] = [Number(process.argv[1]), Number(process.argv[2])];
+const data = Buffer.alloc(size);
+for (let off = 0; off < size; off += 32) crypto.createHash('sha256').update(String(off)).digest().copy(data, off);
+const free = new WeakMap();
+const server = http.createServer(async (req, res) => {
+  let start = 0, end = size - 1, status = 200;
+  const m = /^bytes=(\\d+)-(\\d*)$/.exec(req.headers.range || '');
+  const headers = { 'Accept-Ranges': 'bytes', ETag: '"split-bench"' };
+  if (m) {
+    start = Number(m[1]); end = m[2] ? Math.min(Number(m[2]), size - 1) : size - 1; status = 206;
+    headers['Content-Range'] = 'bytes ' + start + '-' + end + '/' + size;
+  }
+  headers['Content-Length'] = end - start + 1;
+  res.writeHead(status, headers);
+  const sock = res.socket;
+  for (let pos = start; pos <= end && !res.destroyed; ) {
+    const n = Math.min(64 * 1024, end + 1 - pos);
+    const now = Date.now(), at = Math.max(now, free.get(sock) || now);
+    free.set(sock, at + (n / rate) * 1000);
+    if (at > now) await new Promise((r) => setTimeout(r, at - now));
+    if (!res.write(data.subarray(pos, pos + n))) await new Promise((r) => res.once('drain', r));
+    pos += n;
+  }
+  res.end();
+});
+server.keepAliveTimeout = 30000;
+server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
+`;
+
+async function benchSplit() {
+  const size = 40_000_000;
+  const rate = 2_000_000;
+  const child = spawn(process.execPath, ['-e', RANGE_SERVER, String(size), String(rate)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.stdout.once('data', (d) => resolve(String(d).trim()));
+  });
+  try {
+    const times = {};
+    const sums = new Set();
+    for (const n of [1, 4]) {
+      const e = envFor(`split${n}`);
+      const out = path.join(e.out, 'big.bin');
+      times[n] = (await bgdl(e, ['add', `http://127.0.0.1:${port}/big.bin`, '-o', out, '--split', String(n), '--wait'])).seconds;
+      sums.add(crypto.createHash('sha256').update(fs.readFileSync(out)).digest('hex'));
+      await stopWorker(e);
+    }
+    const ratio = times[1] / times[4];
+    report(
+      `split: 40 MB at ${rate / 1e6} MB/s per connection, --split 4 vs --split 1`,
+      `${times[4].toFixed(1)} s vs ${times[1].toFixed(1)} s: ${ratio.toFixed(2)}x faster${sums.size === 1 ? '' : ' (the files differ!)'}`,
+      '>= 3x',
+      ratio >= 3 && sums.size === 1,
+    );
+  } finally {
+    child.kill();
+  }
+}
+
 const benches = {
   status: benchStatus,
   many: benchMany,
@@ -462,6 +529,7 @@ const benches = {
   add100k: benchAdd100k,
   status100k: benchStatus100k,
   json10k: benchJson10k,
+  split: benchSplit,
 };
 try {
   for (const [name, fn] of Object.entries(benches)) if (!only || only.has(name)) await fn();

@@ -80,7 +80,8 @@ export function buildProgram(ctx: Ctx): Command {
       .option('--if-changed', 'fetch only when the server has a newer file (If-None-Match / If-Modified-Since); 304 leaves it')
       .option('--checksums <file>', "verify each file whose name is listed in this sha256sum file ('HEX  NAME' lines)")
       .option('--max-attempts <n>', 'attempts before a task fails with its last error (default: config maxAttempts, unlimited)')
-      .option('--max-size <size>', 'fail the download if the file would be larger (default: maxFileSize)'),
+      .option('--max-size <size>', 'fail the download if the file would be larger (default: maxFileSize)')
+      .option('--split <n>', 'fetch one file over up to N range connections (1-16, or auto; default: config split)'),
     false,
   ).action(async (urls: string[], o: AddOptions & { json?: boolean; wait?: boolean }) => {
     const { add } = await import('./commands/add.js');

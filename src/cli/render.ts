@@ -47,11 +47,36 @@ export function taskJson(t: Task, now = Date.now()) {
     insecure: t.insecure,
     protocol: t.protocol ?? null,
     limitRate: t.limitRate ?? null,
+    split: t.split ?? null,
+    segments: segmentCounts(t),
     responseBody: t.kind === 'upload' ? t.responseBody : undefined,
   };
 }
 
 export type TaskView = ReturnType<typeof taskJson>;
+
+/**
+ * A split download's segments as stored (see src/transfer/segments.ts): how many, how many have a
+ * connection now (while the task runs), how many are finished. null: not a split download's file.
+ */
+function segmentCounts(t: Task): { count: number; running: number; done: number } | null {
+  if (!t.segments) return null;
+  try {
+    const table = JSON.parse(t.segments) as { running?: number; segs?: Array<[number, number, number]> };
+    if (!Array.isArray(table.segs)) return null;
+    const running = t.state === 'running' ? Number(table.running) || 0 : 0;
+    return { count: table.segs.length, running, done: table.segs.filter((s) => s[2] >= s[1]).length };
+  } catch {
+    return null;
+  }
+}
+
+/** `4 (3 running, 1 done)`. */
+function segmentsText(s: { count: number; running: number; done: number } | null): string | null {
+  if (!s) return null;
+  const parts = [s.running ? `${s.running} running` : '', s.done ? `${s.done} done` : ''].filter(Boolean);
+  return `${s.count}${parts.length ? ` (${parts.join(', ')})` : ''}`;
+}
 
 /** A session as `session show/list --json` print it (times in ISO 8601 like tasks and events). */
 export function sessionJson<S extends Session>(s: S) {
@@ -201,7 +226,7 @@ export function taskDetail(t: Task, now = Date.now()): string {
     ['upload file', v.uploadFile], ['output', v.output], ['progress', progressText(t)],
     ['received', v.kind === 'download' ? `${v.bytesReceived} of ${v.bytesExpected ?? 'unknown'} bytes` : null],
     ['sent', v.kind === 'upload' ? `${v.bytesSent} of ${t.uploadSize} bytes` : null],
-    ['http status', v.httpStatus], ['protocol', v.protocol], ['limit rate', v.limitRate && formatRate(v.limitRate)], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
+    ['http status', v.httpStatus], ['protocol', v.protocol], ['limit rate', v.limitRate && formatRate(v.limitRate)], ['split', v.split], ['segments', segmentsText(v.segments)], ['attempts', v.attempts], ['error', v.error && `${v.error.code}: ${v.error.message}`],
     ['sha256', v.sha256], ['expected sha256', v.expectedSha256], ['priority', v.priority], ['discretionary', v.discretionary],
     ['expect receive', v.expectReceive], ['expect send', v.expectSend], ['created', at(t.createdAt)], ['begin at', at(t.beginAt)],
     ['next attempt', at(t.state === 'queued' && t.notBefore && t.notBefore > now ? t.notBefore : null)],

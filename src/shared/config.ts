@@ -8,6 +8,7 @@ import path from 'node:path';
 import type Conf from 'conf';
 import { parseRate, parseRateSchedule, type Rate, type ScheduleEntry } from './bandwidth.js';
 import { UsageError } from './errors.js';
+import type { Split } from './model.js';
 import { formatDuration, parseDuration, parseFreeSpace, parseSize, parseWindow, type FreeSpaceRule } from './parse.js';
 
 export interface Config {
@@ -35,6 +36,10 @@ export interface Config {
   /** Free space a download never writes below (see reserveBytes). */
   minFreeSpace: FreeSpaceRule;
   leaseTimeout: number;
+  /** Connections for one file (`--split`): 1-16 or 'auto'. */
+  split: Split;
+  /** The smallest segment a split download makes (bytes). */
+  minSplitSize: number;
 }
 
 type Key = keyof Config;
@@ -123,6 +128,16 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     defaultText: () => '1%,256MiB',
     parse: (text, key) => parseFreeSpace(text, `value for ${key}`),
   },
+  split: {
+    describe: 'connections for one file when the server allows ranges: 1-16 or auto (--split)',
+    defaultText: () => '1',
+    parse: (text, key) => parseSplit(text, key),
+  },
+  minSplitSize: {
+    describe: 'the smallest segment a split download makes, e.g. 4MiB',
+    defaultText: () => '4MiB',
+    parse: (text, key) => minSplit(text, key),
+  },
   leaseTimeout: {
     describe: 'a worker silent this long loses its running tasks to another worker',
     defaultText: () => '30s',
@@ -135,6 +150,21 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     },
   },
 };
+
+/** `--split N` / `split`: 1 to 16 connections for one file, or `auto`. */
+export function parseSplit(text: string, what: string): Split {
+  const t = text.trim().toLowerCase();
+  if (t === 'auto') return 'auto';
+  if (!/^\d+$/.test(t) || Number(t) < 1 || Number(t) > 16) throw new UsageError(`invalid value '${text}' for ${what}: use a whole number from 1 to 16, or auto`);
+  return Number(t);
+}
+
+/** The smallest segment of a split download: at least 1 KiB (a smaller one costs more in requests than it saves). */
+function minSplit(text: string, key: string): number {
+  const n = parseSize(text, `value for ${key}`);
+  if (n < 1024) throw new UsageError(`invalid value '${text}' for ${key}: use a size of at least 1KiB, such as 4MiB`);
+  return n;
+}
 
 /** A size of at least one byte (`--max-size`, maxFileSize). */
 export function positiveSize(text: string, what: string): number {

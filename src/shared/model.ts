@@ -109,7 +109,14 @@ export interface Task {
   protocol: string | null;
   /** --limit-rate: bytes per second (null: none of its own). */
   limitRate: number | null;
+  /** --split: connections for one file, or 'auto' (null: the config's `split`). */
+  split: Split | null;
+  /** The segment table of a split download's partial file (JSON, see src/transfer/segments.ts). */
+  segments: string | null;
 }
+
+/** `--split N` (1-16) or `auto`. */
+export type Split = number | 'auto';
 
 /** What `bgdl add` / `bgdl upload` hand to the store. */
 export interface NewTask {
@@ -144,6 +151,7 @@ export interface NewTask {
   checksums?: Record<string, string> | null;
   maxAttempts?: number | null;
   limitRate?: number | null;
+  split?: Split | null;
 }
 
 export interface Session {

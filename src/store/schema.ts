@@ -115,6 +115,12 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE tasks ADD COLUMN limit_rate INTEGER;
   ALTER TABLE sessions ADD COLUMN limit_rate INTEGER;
   `,
+  // 5: --split: connections for one file (NULL: the config's split, 0: auto), and the segment table of
+  // a split download's partial file (JSON: which bytes of each segment are durable).
+  `
+  ALTER TABLE tasks ADD COLUMN split INTEGER;
+  ALTER TABLE tasks ADD COLUMN segments TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

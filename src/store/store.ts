@@ -121,6 +121,8 @@ export interface ProgressUpdate {
   bytesExpected?: number | null;
   resumeOffset?: number;
   speed?: number | null;
+  /** A split download's segment table as last made durable. */
+  segments?: string;
 }
 
 /** What the worker learned from a response, kept so a later attempt can resume. */
@@ -140,6 +142,8 @@ export interface ResponseInfo {
   partPath?: string | null;
   partId?: string | null;
   partBoot?: string | null;
+  /** The segment table of the partial file (null: not a split download's file). */
+  segments?: string | null;
 }
 
 export interface FinishInfo {
@@ -238,6 +242,8 @@ function taskFrom(v: any[], ix: Record<string, number>): Task {
     outcome: v[ix.outcome!],
     protocol: v[ix.protocol!],
     limitRate: v[ix.limit_rate!],
+    split: v[ix.split!] == null ? null : v[ix.split!] === 0 ? 'auto' : v[ix.split!],
+    segments: v[ix.segments!] ?? null,
   };
 }
 
@@ -561,11 +567,11 @@ export class Store {
       INSERT INTO tasks (session, kind, url, method, headers, output, output_fixed, dir, upload_file, upload_size,
         state, wait_reason, not_before, begin_at, discretionary, priority, expect_send, expect_receive,
         sha256_expected, bytes_expected, insecure, ca_file, allow_downgrade, from_hook, created_at, timeout_from,
-        max_size, proxy, netrc_file, cookies_file, skip_existing, if_changed, checksums, max_attempts, limit_rate)
+        max_size, proxy, netrc_file, cookies_file, skip_existing, if_changed, checksums, max_attempts, limit_rate, split)
       VALUES (@session, @kind, @url, @method, @headers, @output, @outputFixed, @dir, @uploadFile, @uploadSize,
         @state, @waitReason, @notBefore, @beginAt, @discretionary, @priority, @expectSend, @expectReceive,
         @sha256Expected, @bytesExpected, @insecure, @caFile, @allowDowngrade, @fromHook, @now, @now,
-        @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts, @limitRate)`);
+        @maxSize, @proxy, @netrcFile, @cookiesFile, @skipExisting, @ifChanged, @checksums, @maxAttempts, @limitRate, @split)`);
     // A batch shares one --checksums map: serialize it once, not once per task.
     const checksumsJson = new Map<Record<string, string>, string>();
     const serialize = (m: Record<string, string>) => checksumsJson.get(m) ?? checksumsJson.set(m, JSON.stringify(m)).get(m)!;
@@ -620,6 +626,7 @@ export class Store {
           checksums: t.checksums ? serialize(t.checksums) : null,
           maxAttempts: t.maxAttempts ?? null,
           limitRate: t.limitRate ?? null,
+          split: t.split == null ? null : t.split === 'auto' ? 0 : t.split,
         });
         ids.push(Number(info.lastInsertRowid));
       }
@@ -1041,6 +1048,7 @@ export class Store {
         bytes_sent = coalesce(@bytesSent, bytes_sent),
         bytes_expected = CASE WHEN @hasExpected THEN @bytesExpected ELSE bytes_expected END,
         resume_offset = coalesce(@resumeOffset, resume_offset),
+        segments = coalesce(@segments, segments),
         speed = @speed
       WHERE id = @id AND claim = @claim AND state IN ('running', 'paused')`);
     const claimStmt = this.prepare('SELECT claim FROM tasks WHERE id = ?').pluck();
@@ -1056,6 +1064,7 @@ export class Store {
           bytesExpected: u.bytesExpected ?? null,
           resumeOffset: u.resumeOffset ?? null,
           speed: u.speed ?? null,
+          segments: u.segments ?? null,
         });
         if (info.changes === 0 && claimStmt.get(u.id) !== u.claim) refused.push(u.id);
       }
@@ -1080,7 +1089,7 @@ export class Store {
       ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
       ['sha256Expected', 'sha256_expected'],
       ['protocol', 'protocol'],
-      ['partPath', 'part_path'], ['partId', 'part_id'], ['partBoot', 'part_boot'],
+      ['partPath', 'part_path'], ['partId', 'part_id'], ['partBoot', 'part_boot'], ['segments', 'segments'],
     ];
     for (const [k, col] of map) {
       if (info[k] !== undefined) {
@@ -1187,7 +1196,8 @@ export class Store {
                   wait_reason = NULL, wait_detail = NULL, not_before = NULL,
                   resume_offset = CASE WHEN @state = 'completed' THEN 0 ELSE resume_offset END,
                   part_path = CASE WHEN @state = 'completed' THEN NULL ELSE part_path END,
-                  part_id = CASE WHEN @state = 'completed' THEN NULL ELSE part_id END WHERE id = @id`)
+                  part_id = CASE WHEN @state = 'completed' THEN NULL ELSE part_id END,
+                  segments = CASE WHEN @state = 'completed' THEN NULL ELSE segments END WHERE id = @id`)
         .run({
           id, state: done.state, code: done.error?.code ?? null, message: done.error?.message ?? null,
           httpStatus: done.httpStatus, finalUrl: done.finalUrl, output: done.output, sha256: done.sha256,

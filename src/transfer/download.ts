@@ -200,7 +200,12 @@ function perform(req: DownloadRequest, cb: DownloadCallbacks, plan: ResumePlan |
   });
 }
 
-export async function download(req: DownloadRequest, cb: DownloadCallbacks): Promise<DownloadResult> {
+/**
+ * `first`: the final response to this request already received by the caller (a split download's
+ * first range request that the server answered with the whole file, or an error): used instead of
+ * asking again. Only for an attempt that does not resume.
+ */
+export async function download(req: DownloadRequest, cb: DownloadCallbacks, first?: FinalResponse): Promise<DownloadResult> {
   const lineage = partPlanOf(req);
   // What is on disk for the next attempt if this one fails: the resume point until the body is being
   // written, then what has been fsync'd.
@@ -214,7 +219,8 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks): Pro
     const dir = req.output ? path.dirname(req.output) : req.dir;
     if (dir && req.minFreeSpace) await checkFreeSpace(dir, 0, null, req.minFreeSpace);
     const userRange = req.headers.find(([n]) => n.toLowerCase() === 'range')?.[1] ?? null;
-    let final = await perform(req, cb, plan);
+    let final = first && !plan ? first : await perform(req, cb, plan);
+    if (first && final !== first) await first.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
     let verdict = judgeResponse(final.response.statusCode, final.response.headers, plan, final.hop.method, userRange);
     if (verdict.kind === 'restart') {
       await final.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
@@ -231,6 +237,7 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks): Pro
     if (verdict.kind === 'no-body') return await noBody(req, final);
     return await receive(req, cb, final, verdict, plan, state, lineage);
   } catch (err) {
+    if (first && !first.response.body.destroyed) first.response.body.destroy();
     throw settle(err, cb.signal, state.partial);
   }
 }
@@ -253,7 +260,7 @@ async function noBody(req: DownloadRequest, final: FinalResponse): Promise<Downl
  * Only a regular file (or nothing) at the destination is ever replaced: a device, FIFO, socket or
  * directory that is there (put there after add, say) fails the task and is left alone.
  */
-async function refuseNonRegular(output: string): Promise<void> {
+export async function refuseNonRegular(output: string): Promise<void> {
   let st;
   try {
     st = await fsp.lstat(output);
@@ -286,7 +293,7 @@ const FREE_SPACE_REUSE_MS = 1000;
  * --expect-receive), above the reserve. Returns the free space and reserve it saw (for the checks
  * while writing), or null when there is nothing to check or no answer (the write itself will tell).
  */
-async function checkFreeSpace(dir: string, needed: number | null, partial: KeptPart | null, rule: FreeSpaceRule | null): Promise<{ free: number; reserve: number } | null> {
+export async function checkFreeSpace(dir: string, needed: number | null, partial: KeptPart | null, rule: FreeSpaceRule | null): Promise<{ free: number; reserve: number } | null> {
   const want = Math.max(0, needed ?? 0);
   if (want === 0 && !rule) return null;
   const seen = freeSpaceSeen.get(dir);

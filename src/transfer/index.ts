@@ -4,6 +4,7 @@
 export * from './types.js';
 export { download, judgeResponse, parseContentRange, rangeHeaders, type Verdict } from './download.js';
 export { upload } from './upload.js';
+export { downloadSplit, type SplitCallbacks, type SplitOptions } from './split.js';
 export { TokenBucket } from './throttle.js';
 export { backoffDelay, classifyError, classifyStatus, parseRetryAfter } from './classify.js';
 export { closeDispatchers, dispatcherFor } from './dispatch.js';

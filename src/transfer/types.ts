@@ -92,6 +92,8 @@ export interface PartInUse {
   id: string;
   /** Bytes it holds that the attempt keeps (fsync'd). */
   offset: number;
+  /** A split download's segment table for this file (recorded with it); null or absent: not split. */
+  segments?: string | null;
 }
 
 /** What the final response said, before its body is written. */
@@ -199,6 +201,10 @@ export class TransferError extends Error {
       waitFor?: WaitKind;
       /** What survives on disk for the next attempt (absent: nothing to resume from). */
       partial?: ResumePoint & { output: string };
+      /** A split download's segment table as last made durable (what survives of each segment). */
+      segments?: string;
+      /** The durable bytes of all its segments together (`partial.offset` is only the first contiguous run). */
+      bytesKept?: number;
     } = {},
   ) {
     super(message);

@@ -14,8 +14,8 @@ import { redactUrl } from '../shared/redact.js';
 import type { Task } from '../shared/model.js';
 import { partPathFor } from '../shared/paths.js';
 import type { ResponseInfo, Store, TaskFence } from '../store/index.js';
-import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
-import type { DownloadRequest, ResponseMeta } from '../transfer/index.js';
+import { backoffDelay, classifyError, download, downloadSplit, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
+import type { DownloadCallbacks, DownloadRequest, ResponseMeta } from '../transfer/index.js';
 import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
 import { formatPartBoot, planPart } from './ownership.js';
 
@@ -42,6 +42,10 @@ export interface Active {
   dirty: boolean;
   /** The transfer's bandwidth limit; the worker sets its rate (see applyRates in worker.ts). */
   bucket: TokenBucket;
+  /** A split download's segment table as last made durable, for the next progress flush. */
+  segments: string | null;
+  /** Connections to its origin beyond the first that a split download holds (perHost counts them). */
+  extra: number;
 }
 
 export interface AttemptContext {
@@ -50,6 +54,8 @@ export interface AttemptContext {
   config: () => Config;
   /** Paths chosen by attempts still in flight, so two tasks never derive the same name. */
   reserved: Set<string>;
+  /** More connections for a split download, within perHost across every task (absent: none). */
+  connections?: { acquire(a: Active): boolean; release(a: Active): void };
 }
 
 /** A task waiting for disk space looks again this often. */
@@ -82,7 +88,8 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     }
     const part = planPart(t, { boot: bootId(), pid: process.pid, alive: pidAlive });
     const resume = t.output && part.recorded ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
-    if (resume) log.write(t.session, `task ${t.id}: resuming from ${part.trustLength ? 'the bytes in' : `byte ${t.resumeOffset} of`} ${part.recorded!.path}${part.copy ? ' (copied: its previous worker may still be running)' : ''}`);
+    // (A split file's resume is logged by the split download: segment by segment.)
+    if (resume && !t.segments) log.write(t.session, `task ${t.id}: resuming from ${part.trustLength ? 'the bytes in' : `byte ${t.resumeOffset} of`} ${part.recorded!.path}${part.copy ? ' (copied: its previous worker may still be running)' : ''}`);
     // --skip-existing / --if-changed decide before a request when the destination is known (a resume
     // has decided already: an earlier attempt of it found something to fetch).
     if (!resume && t.skipExisting && t.output && existingFile(t.output)) return void (await finishUnfetched(ctx, fence, t, 'skipped', t.output, null));
@@ -98,13 +105,28 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       insecure: t.insecure, caFile: t.caFile, proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
       maxSize: t.maxSize ?? cfg.maxFileSize, minFreeSpace: cfg.minFreeSpace, dir: t.dir,
     };
-    const r = await download(
+    // --split (or a split file to continue): several range connections, else one.
+    const split = t.split ?? cfg.split;
+    const fetchFile = !conditional && t.method === 'GET' && (split !== 1 || t.segments != null)
+      ? (rq: DownloadRequest, cb: DownloadCallbacks) => downloadSplit(rq, {
+        ...cb,
+        extraConnection: () => ctx.connections?.acquire(a) ?? false,
+        releaseConnection: () => ctx.connections?.release(a),
+        onSegments: (table) => {
+          a.segments = table;
+          a.dirty = true;
+        },
+        log: (message) => log.write(t.session, `task ${t.id}: ${message}`),
+      }, { split, minSplitSize: cfg.minSplitSize, perHost: cfg.perHost, table: t.segments })
+      : download;
+    const r = await fetchFile(
       req,
       {
         signal: a.abort.signal,
         throttle: (n) => a.bucket.take(n, Date.now()),
         chooseOutput: async (meta: ResponseMeta) => {
-          chosen = t.output ?? (await deriveOutput(ctx, t, meta));
+          // Asked again when a split download starts the file over: the name chosen first stays.
+          chosen = t.output ?? chosen ?? (await deriveOutput(ctx, t, meta));
           // A derived name's line of --checksums applies once the name is known (verified after the body).
           req.sha256Expected = expectedSha256(t, chosen);
           a.total = meta.totalBytes;
@@ -119,10 +141,14 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         },
         onPartFile: async (p, meta) => {
           // The kept prefix is fsync'd when the part file is opened or copied: it is the durable offset now.
-          const info: ResponseInfo = { ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid), resumeOffset: p.offset };
+          // The segment table goes with its file (null: not a split download's file, an older table no longer applies).
+          const info: ResponseInfo = {
+            ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid), resumeOffset: p.offset, segments: p.segments ?? null,
+          };
           if (!meta) info.bytesReceived = p.offset;
           if (!(await store.recordResponse(fence, info))) return false;
           a.part = { path: p.path, id: p.id };
+          a.segments = p.segments ?? null;
           a.durable = p.offset;
           a.bytes = p.offset;
           return true;
@@ -207,7 +233,9 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
   const partial = err.extra.partial;
   const offset = partial?.offset ?? 0;
   const error = { code: err.code, message: err.message };
-  const kept = partial ? { resumeOffset: offset, bytesReceived: offset } : { resumeOffset: 0, bytesReceived: 0 };
+  const splitKept = err.extra.bytesKept != null ? ` (${err.extra.bytesKept} bytes kept over its segments)` : '';
+  // A split file keeps more than its first contiguous bytes: every segment's durable part counts as received.
+  const kept = partial ? { resumeOffset: offset, bytesReceived: err.extra.bytesKept ?? offset } : { resumeOffset: 0, bytesReceived: 0 };
   const fenced = (applied: boolean) => {
     if (!applied) log.write(t.session, `task ${t.id}: not recorded: the task was taken over or changed meanwhile`);
     return applied;
@@ -218,17 +246,18 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
     log.write(t.session, `task ${t.id}: canceled; partial file removed`);
     return;
   }
-  if (partial && !fenced(await store.recordResponse(fence, { etag: partial.etag, lastModified: partial.lastModified, output: partial.output }))) return;
+  const segments = err.extra.segments !== undefined ? { segments: err.extra.segments } : {};
+  if (partial && !fenced(await store.recordResponse(fence, { etag: partial.etag, lastModified: partial.lastModified, output: partial.output, ...segments }))) return;
   switch (a.stopReason) {
     case 'pause':
-      if (fenced(await store.recordStopped(fence, kept))) log.write(t.session, `task ${t.id}: paused at byte ${offset}`);
+      if (fenced(await store.recordStopped(fence, kept))) log.write(t.session, `task ${t.id}: paused at byte ${offset}${splitKept}`);
       return;
     case 'shutdown':
-      if (fenced(await store.requeue(fence, { notBefore: null, reason: null, ...kept }))) log.write(t.session, `task ${t.id}: stopped by worker shutdown at byte ${offset}`);
+      if (fenced(await store.requeue(fence, { notBefore: null, reason: null, ...kept }))) log.write(t.session, `task ${t.id}: stopped by worker shutdown at byte ${offset}${splitKept}`);
       return;
     case 'conditions':
       if (fenced(await store.requeue(fence, { notBefore: null, reason: 'conditions', ...kept }))) {
-        log.write(t.session, `task ${t.id}: paused until conditions allow discretionary transfers (byte ${offset})`);
+        log.write(t.session, `task ${t.id}: paused until conditions allow discretionary transfers (byte ${offset}${splitKept})`);
       }
       return;
     case 'timeout':

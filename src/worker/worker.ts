@@ -328,7 +328,8 @@ class Worker {
     const cfg = this.config;
     if (this.active.size >= cfg.maxConcurrent && this.conditions.ok) return;
     const byOrigin = new Map<string, number>();
-    for (const a of this.active.values()) byOrigin.set(a.origin, (byOrigin.get(a.origin) ?? 0) + 1);
+    // perHost counts connections: a split download's extra ones too.
+    for (const a of this.active.values()) byOrigin.set(a.origin, (byOrigin.get(a.origin) ?? 0) + 1 + a.extra);
     const slots = { running: this.active.size, runningByOrigin: byOrigin, maxConcurrent: cfg.maxConcurrent, perHost: cfg.perHost };
     const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
     const read = async (limit: number): Promise<QueueView> => {
@@ -401,11 +402,13 @@ class Worker {
       dirty: false,
       // Until applyRates runs (before the first byte can arrive), the task's own limit holds.
       bucket: new TokenBucket(task.limitRate, Date.now()),
+      segments: null,
+      extra: 0,
     };
     this.ratesStale = true;
     this.active.set(task.id, a);
     this.log.write(task.session, `task ${task.id}: attempt ${task.attempts} ${task.method} ${redactUrl(task.url)}`);
-    const p = runAttempt({ store: this.store, log: this.log, config: () => this.config, reserved: this.reserved }, a)
+    const p = runAttempt({ store: this.store, log: this.log, config: () => this.config, reserved: this.reserved, connections: this.connections }, a)
       .catch(async (err) => {
         if (this.noteStoreFailure(err)) return; // the worker stops; the next one re-queues the task
         // A bug must not leave the task marked running with nobody running it.
@@ -423,6 +426,26 @@ class Worker {
       });
     this.attempts.add(p);
   }
+
+  /**
+   * Extra connections of split downloads: granted while the origin's connections (one a running
+   * transfer, plus the extra ones each holds) stay below perHost; a released one may let a queued
+   * transfer to that origin start.
+   */
+  private readonly connections = {
+    acquire: (a: Active): boolean => {
+      let used = 0;
+      for (const b of this.active.values()) if (b.origin === a.origin) used += 1 + b.extra;
+      if (used >= this.config.perHost) return false;
+      a.extra++;
+      return true;
+    },
+    release: (a: Active): void => {
+      if (a.extra > 0) a.extra--;
+      this.needSchedule = true;
+      this.wake();
+    },
+  };
 
   /**
    * Bandwidth: each running transfer gets the tightest of its own limit, its session's and its fair
@@ -458,7 +481,7 @@ class Worker {
       a.dirty = false;
       const speed = a.sample.speed == null ? null : Math.round(a.sample.speed);
       if (a.task.kind === 'upload') updates.push({ id: a.task.id, claim: a.fence.claim, bytesSent: a.bytes, speed });
-      else updates.push({ id: a.task.id, claim: a.fence.claim, bytesReceived: a.bytes, bytesExpected: a.total ?? a.task.bytesExpected, resumeOffset: a.durable, speed });
+      else updates.push({ id: a.task.id, claim: a.fence.claim, bytesReceived: a.bytes, bytesExpected: a.total ?? a.task.bytesExpected, resumeOffset: a.durable, speed, segments: a.segments ?? undefined });
     }
     const refused = await this.store.recordProgress(updates);
     if (refused.length === 0) return;

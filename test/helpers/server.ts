@@ -61,6 +61,11 @@ export interface RouteOptions {
   delayMs?: number;
   /** Send the body at about this many bytes per second. */
   throttle?: number;
+  /**
+   * Limit each connection (socket) to about this many bytes per second, across the keep-alive
+   * requests it carries (nginx's limit_rate): several connections together go faster.
+   */
+  connectionRate?: number;
   /** Answer If-None-Match (the ETag) and If-Modified-Since (Last-Modified) with 304, as web servers do. */
   conditional?: boolean;
   /** Answer a request without Range with 206 and this `Content-Range` slice of the body (a broken cache). */
@@ -93,6 +98,8 @@ export interface TestServer {
   requests: RecordedRequest[];
   requestsTo(p: string): RecordedRequest[];
   hits(p: string): number;
+  /** The most requests answered at once (from the first response byte until done), over every route. */
+  peakInFlight(): number;
   /** The bytes a route sends as its full body (gzip-encoded when `gzip`). */
   wireBody(p: string): Buffer;
   close(): Promise<void>;
@@ -126,6 +133,9 @@ export function bodyFor(size: number, seed = 'bgdl'): Buffer {
 }
 
 export const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
+
+/** When each socket may send its next byte under `connectionRate`. */
+const socketFree = new WeakMap<object, number>();
 
 interface Route {
   options: RouteOptions;
@@ -171,10 +181,10 @@ function notModified(h: http.IncomingHttpHeaders, etag: string | null, lastModif
   return !Number.isNaN(since) && Date.parse(lastModified) <= since;
 }
 
-function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closing: AbortSignal) {
+function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closing: AbortSignal, load: { now: number; peak: number }) {
   const pause = (ms: number) => sleep(ms, undefined, { signal: closing, ref: false }).catch(() => {});
 
-  async function send(res: http.ServerResponse, data: Buffer, route: Route, n: number, record: RecordedRequest): Promise<void> {
+  async function send(res: http.ServerResponse, data: Buffer, route: Route, n: number, record: RecordedRequest, release: () => void): Promise<void> {
     const o = route.options;
     const drop = applies(o.dropAfter, n) ? o.dropAfter!.bytes : Infinity;
     const short = applies(o.shortBody, n) ? o.shortBody!.bytes : Infinity;
@@ -190,6 +200,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       if (stall && !stalled && pos < stall.bytes) size = Math.min(size, stall.bytes - pos);
       if (hold && !held && pos < hold.bytes) size = Math.min(size, hold.bytes - pos);
       if (o.throttle) size = Math.min(size, Math.max(1, Math.floor(o.throttle / 20)));
+      if (o.connectionRate) size = Math.min(size, Math.max(1, Math.floor(o.connectionRate / 20)));
       const chunk = data.subarray(pos, pos + size);
       pos += size;
       record.bytesSent += size;
@@ -210,9 +221,16 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
         await Promise.race([hold.until.catch(() => {}), new Promise((r) => closing.addEventListener('abort', r, { once: true }))]);
       }
       if (o.throttle) await pause((size / o.throttle) * 1000);
+      if (o.connectionRate && res.socket && pos < end) {
+        const now = Date.now();
+        const from = Math.max(now, socketFree.get(res.socket) ?? now);
+        socketFree.set(res.socket, from + (size / o.connectionRate) * 1000);
+        await pause(from + (size / o.connectionRate) * 1000 - now);
+      }
       if (o.endless && pos >= end) pos = 0; // round again, forever
     }
     if (res.destroyed) return;
+    release();
     if (end === drop) res.socket?.destroy();
     else if (end === short) res.socket?.end();
     else res.end();
@@ -296,7 +314,16 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       res.end();
       return;
     }
-    await send(res, data, route, n, record);
+    // In flight until the response is done or its connection is gone (a client that stops reading).
+    load.now++;
+    load.peak = Math.max(load.peak, load.now);
+    let released = false;
+    const release = () => {
+      if (!released) load.now--;
+      released = true;
+    };
+    res.once('close', release);
+    await send(res, data, route, n, record, release);
   };
 }
 
@@ -304,7 +331,8 @@ function makeServer(create: (handler: http.RequestListener) => http.Server, sche
   const routes = new Map<string, Route>();
   const requests: RecordedRequest[] = [];
   const closing = new AbortController();
-  const handle = createHandler(routes, requests, closing.signal);
+  const load = { now: 0, peak: 0 };
+  const handle = createHandler(routes, requests, closing.signal, load);
   const server = create((req, res) => {
     handle(req, res).catch(() => res.destroy());
   });
@@ -320,6 +348,7 @@ function makeServer(create: (handler: http.RequestListener) => http.Server, sche
         requests,
         requestsTo: (p) => requests.filter((r) => r.path === p),
         hits: (p) => requests.filter((r) => r.path === p).length,
+        peakInFlight: () => load.peak,
         wireBody: (p) => {
           const r = routes.get(p);
           if (!r) throw new Error(`no route ${p}`);

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseChecksums } from '../../shared/checksums.js';
-import { loadConfig, positiveCount, positiveSize } from '../../shared/config.js';
+import { loadConfig, parseSplit, positiveCount, positiveSize } from '../../shared/config.js';
 import { parseRate } from '../../shared/bandwidth.js';
 import { UsageError } from '../../shared/errors.js';
 import { readCookieFile } from '../../shared/cookies.js';
@@ -42,6 +42,7 @@ export interface AddOptions {
   netrcFile?: string;
   cookies?: string;
   maxSize?: string;
+  split?: string;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -271,6 +272,7 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
   if (o.output && o.dir) throw new UsageError('-o and -d cannot be used together: -o names the file, -d the directory for derived names');
   const sha = o.sha256 !== undefined ? parseSha256(o.sha256) : null;
   const maxSize = o.maxSize !== undefined ? positiveSize(o.maxSize, '--max-size') : null;
+  const split = o.split !== undefined ? parseSplit(o.split, '--split') : null;
   const items: { url: string; output: string | null; line?: number }[] = urls.map((u) => ({ url: parseHttpUrl(u), output: null }));
   if (o.inputFile !== undefined) items.push(...parseInputList(await readInput(o.inputFile), o.inputFile === '-' ? 'stdin' : o.inputFile));
   if (items.length === 0) throw new UsageError('no URL given: bgdl add URL… or bgdl add -i FILE');
@@ -308,6 +310,7 @@ export async function planAdd(ctx: Ctx, urls: string[], o: AddOptions): Promise<
       // Only a derived name needs the whole map (a known one has its sum above): one big file, many tasks.
       checksums: fixed ? null : batch.checksums,
       maxSize,
+      split,
       ...common,
     };
   });
