@@ -13,7 +13,7 @@ import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
 import type { Task } from '../shared/model.js';
 import { partPathFor } from '../shared/paths.js';
-import type { ResponseInfo, Store, TaskFence } from '../store/index.js';
+import type { ResponseInfo, TaskStore, TaskFence } from '../store/index.js';
 import { backoffDelay, classifyError, download, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
 import type { DownloadRequest, ResponseMeta } from '../transfer/index.js';
 import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
@@ -45,7 +45,7 @@ export interface Active {
 }
 
 export interface AttemptContext {
-  store: Store;
+  store: TaskStore;
   log: Logger;
   config: () => Config;
   /** Paths chosen by attempts still in flight, so two tasks never derive the same name. */

@@ -3,7 +3,7 @@
 // store (a NotFoundError, a bug in a statement) pass through unchanged.
 
 import path from 'node:path';
-import { StoreError } from '../shared/errors.js';
+import { StoreError } from '../../shared/errors.js';
 
 /** What kind of failure an error code is (better-sqlite3's SqliteError `.code`, or a Node errno). */
 export type StoreFailureKind = 'full' | 'damaged' | 'io' | 'busy';
