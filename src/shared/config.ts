@@ -35,6 +35,8 @@ export interface Config {
   /** Free space a download never writes below (see reserveBytes). */
   minFreeSpace: FreeSpaceRule;
   leaseTimeout: number;
+  /** A shared PostgreSQL store's URL (null: the local SQLite store under BGDL_HOME); BGDL_STORE wins. */
+  store: string | null;
 }
 
 type Key = keyof Config;
@@ -134,7 +136,34 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
       return ms;
     },
   },
+  store: {
+    describe: 'a shared PostgreSQL store, postgres://USER@HOST:PORT/DB, drained by the workers of many hosts (local: the store under BGDL_HOME)',
+    defaultText: () => 'local',
+    parse: (text, key) => parseStoreUrl(text, key),
+  },
 };
+
+/** `local`, or a postgres:// URL (checked for its form here; the store says whether it can be reached). */
+export function parseStoreUrl(text: string, what: string): string | null {
+  if (text === 'local') return null;
+  let u: URL | null = null;
+  try {
+    u = new URL(text);
+  } catch {
+    /* reported below */
+  }
+  if (!u || (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') || !u.hostname) {
+    throw new UsageError(`invalid value for ${what}: use postgres://USER@HOST:PORT/DB for a shared store, or local`);
+  }
+  return text;
+}
+
+/** The store this environment points at: BGDL_STORE, else config `store`; null for the local store. */
+export function storeUrl(env: NodeJS.ProcessEnv = process.env): string | null {
+  const fromEnv = env.BGDL_STORE?.trim();
+  if (fromEnv) return parseStoreUrl(fromEnv, 'BGDL_STORE');
+  return loadConfig(env).store;
+}
 
 /** A size of at least one byte (`--max-size`, maxFileSize). */
 export function positiveSize(text: string, what: string): number {

@@ -1,6 +1,8 @@
 // The store as the CLI and the worker see it: the TaskStore interface (types.ts) and `openStore`,
-// which picks the backend. The shared rules live in rules/, each backend in its own folder.
+// which picks the backend: the local SQLite store under BGDL_HOME, or a shared PostgreSQL store
+// (BGDL_STORE or config `store`). The shared rules live in rules/, each backend in its own folder.
 
+import { loadConfig, storeUrl } from '../shared/config.js';
 import { SqliteStore } from './sqlite/store.js';
 import type { TaskStore } from './types.js';
 
@@ -8,7 +10,11 @@ export type * from './types.js';
 export { ACTION_FROM } from './rules/transitions.js';
 export { SqliteStore } from './sqlite/store.js';
 
-/** Open the store of `home` (created when missing). Throws StoreError (exit 4) when it cannot be opened. */
-export async function openStore(home: string, _env: NodeJS.ProcessEnv = process.env): Promise<TaskStore> {
-  return SqliteStore.open(home);
+/** Open the store of `home` (created when missing). Throws StoreError (exit 4) when it cannot be opened, UsageError (2) for a malformed BGDL_STORE. */
+export async function openStore(home: string, env: NodeJS.ProcessEnv = process.env): Promise<TaskStore> {
+  const url = storeUrl(env);
+  if (!url) return SqliteStore.open(home);
+  // Loaded only for a shared store: the local one never pays for the PostgreSQL client.
+  const { PgStore } = await import('./postgres/store.js');
+  return PgStore.open(url, { home, staleMs: loadConfig(env).leaseTimeout });
 }

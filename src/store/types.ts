@@ -183,7 +183,15 @@ export interface EventQuery {
   limit?: number;
 }
 
+export type HookStart = 'run' | 'busy' | 'lease-lost';
+
 export type HookResult = { ok: true } | { ok: false; error: string; nextAt: number };
+
+/** What a claim must respect across every worker of a shared store. */
+export interface ClaimLimits {
+  /** Transfers at once to one origin, counted over the whole cluster. */
+  perHost: number;
+}
 
 /** Is a process alive (on this host)? Passed in so lease rules stay testable. */
 export type IsAlive = (pid: number) => boolean;
@@ -249,8 +257,11 @@ export interface TaskStore {
   runnableCandidates(now: number, limit: number): Promise<Candidate[]>;
   queueFacts(): Promise<{ held: boolean; discretionary: boolean }>;
   nextWakeAt(now: number): Promise<number | null>;
-  /** Claim a queued task (its claim raised: the attempt's fencing token); null when it changed or the lease is lost. */
-  markRunning(id: number, now: number, lease: LeaseFence): Promise<Task | null>;
+  /**
+   * Claim a queued task (its claim raised: the attempt's fencing token); null when it changed, another
+   * worker is claiming it, `limits` would be exceeded across the workers sharing the store, or the lease is lost.
+   */
+  markRunning(id: number, now: number, lease: LeaseFence, limits?: ClaimLimits): Promise<Task | null>;
   setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[], lease: LeaseFence): Promise<boolean>;
   statesOf(ids: number[]): Promise<Map<number, TaskState>>;
   /** Progress of many running tasks in one transaction; returns the ids whose claim has moved on. */
@@ -270,6 +281,11 @@ export interface TaskStore {
   ackEvents(ids: number[], now?: number): Promise<number>;
   lastEventId(): Promise<number>;
   sessionsAwaitingHook(now?: number): Promise<{ session: Session; active: number; runnable: number }[]>;
-  recordHookStart(name: string, now: number, rateLimit: RateLimitConfig, lease?: LeaseFence): Promise<boolean>;
+  /**
+   * A hook run starts for these events: count it for the rate limiter and take the session's hook
+   * lease. 'busy': another worker runs this session's hook, or delivered some of these events
+   * meanwhile (do not run it); 'lease-lost': this worker's lease is gone.
+   */
+  recordHookStart(name: string, now: number, rateLimit: RateLimitConfig, lease?: LeaseFence, eventIds?: number[]): Promise<HookStart>;
   recordHookResult(name: string, eventIds: number[], result: HookResult, now?: number, lease?: LeaseFence): Promise<boolean>;
 }

@@ -371,7 +371,7 @@ class Worker {
     if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
     for (const t of d.start) {
       if (this.lost) return;
-      const claimed = await this.store.markRunning(t.id, now, this.lease);
+      const claimed = await this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost });
       if (claimed) this.start(claimed);
     }
   }
@@ -473,9 +473,9 @@ class Worker {
       if (this.hooksRunning.has(session.name) || !hookDue(session, { active, runnable }, now)) continue;
       const events = await this.store.listEvents({ session: session.name, undeliveredOnly: true });
       if (events.length === 0) continue;
-      if (!(await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax }, this.lease))) {
-        return this.leaseLost();
-      }
+      const start = await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax }, this.lease, events.map((e) => e.id));
+      if (start === 'lease-lost') return this.leaseLost();
+      if (start === 'busy') continue; // another worker of a shared store runs it
       this.hooksRunning.add(session.name);
       const plan = planHook(this.opts.home, session, events, this.env, this.config.downloadDir, now);
       this.log.write(session.name, `hook: running for ${events.length} event(s)`);

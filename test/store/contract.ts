@@ -138,7 +138,7 @@ export function storeContract(name: string, makeFixture: () => Promise<StoreFixt
       expect(await store.markRunning(b!.id, 10_001, stale)).toBeNull();
       expect(await store.requeueOrphans(stale)).toBeNull();
       expect(await store.setHeld([{ id: b!.id, reason: 'conditions', detail: null }], [], stale)).toBe(false);
-      expect(await store.recordHookStart('default', 10_001, rl, stale)).toBe(false);
+      expect(await store.recordHookStart('default', 10_001, rl, stale)).toBe('lease-lost');
       expect(await store.recordHookResult('default', [], { ok: true }, 10_001, stale)).toBe(false);
       expect(await store.expireTask(b!.id, stale, { state: 'failed' })).toBe(false);
       expect((await store.getTask(b!.id))!.state).toBe('queued');
@@ -281,12 +281,14 @@ export function storeContract(name: string, makeFixture: () => Promise<StoreFixt
       const [a] = await store.enqueue([newTask({ session: 'h' })], rl);
       await store.transition([a!.id], 'cancel');
       const events = await store.listEvents({ session: 'h', undeliveredOnly: true });
-      expect(await store.recordHookStart('h', 1000, rl)).toBe(true);
+      expect(await store.recordHookStart('h', 1000, rl, undefined, events.map((e) => e.id))).toBe('run');
       expect(await store.recordHookResult('h', [], { ok: false, error: 'exit 1', nextAt: 5000 })).toBe(true);
       expect(await store.getSession('h')).toMatchObject({ hookFailures: 1, hookNextAt: 5000, hookLastError: 'exit 1', hookRuns: 1, rateLimitCount: 1 });
       expect(await store.recordHookResult('h', events.map((e) => e.id), { ok: true })).toBe(true);
       expect(await store.listEvents({ undeliveredOnly: true })).toEqual([]);
       expect(await store.getSession('h')).toMatchObject({ hookFailures: 0, hookNextAt: null });
+      // A worker that listed the same events before they were delivered does not run the hook again.
+      expect(await store.recordHookStart('h', 2000, rl, undefined, events.map((e) => e.id))).toBe('busy');
       expect(await store.lastEventId()).toBe(events[0]!.id);
     });
 

@@ -28,10 +28,12 @@ import type {
   CanceledPart,
   Candidate,
   ChangeToken,
+  ClaimLimits,
   DownloadRecord,
   EventQuery,
   FinishInfo,
   HookResult,
+  HookStart,
   Lease,
   LeaseFence,
   ProgressUpdate,
@@ -48,124 +50,13 @@ import type {
   TransitionResult,
   WorkSummary,
 } from '../types.js';
+import { BRIEF_COLUMNS, briefTaskFrom, CANDIDATE_COLUMNS, candidateFrom, emptyCounts, rowToEvent, rowToSession, taskFrom } from '../rows.js';
 import { guardMethods, storeFailure } from './failure.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
 
 type Row = Record<string, any>;
 
 const LEASE_ID = 1;
-/** What the scheduler needs of a candidate (see scheduler.ts). */
-const CANDIDATE_COLUMNS = 'id, session, kind, url, state, priority, discretionary, expect_send, expect_receive, upload_size, wait_reason, wait_detail';
-/** What the status table shows (the URL only for uploads: a download shows its destination). */
-const BRIEF_COLUMNS = `id, session, kind, CASE kind WHEN 'upload' THEN url END AS url, output, dir, state, wait_reason, wait_detail,
-  not_before, begin_at, bytes_received, bytes_expected, bytes_sent, upload_size, speed, error_code, error_message, attempts, http_status`;
-
-function taskFrom(v: any[], ix: Record<string, number>): Task {
-  return {
-    id: v[ix.id!],
-    session: v[ix.session!],
-    kind: v[ix.kind!],
-    url: v[ix.url!],
-    finalUrl: v[ix.final_url!],
-    method: v[ix.method!],
-    headers: ix.headers === undefined ? [] : JSON.parse(v[ix.headers]),
-    output: v[ix.output!],
-    outputFixed: !!v[ix.output_fixed!],
-    dir: v[ix.dir!],
-    uploadFile: v[ix.upload_file!],
-    uploadSize: v[ix.upload_size!],
-    state: v[ix.state!],
-    waitReason: v[ix.wait_reason!],
-    waitDetail: v[ix.wait_detail!],
-    notBefore: v[ix.not_before!],
-    beginAt: v[ix.begin_at!],
-    discretionary: !!v[ix.discretionary!],
-    priority: PRIORITIES[v[ix.priority!]] ?? 'normal',
-    expectSend: v[ix.expect_send!],
-    expectReceive: v[ix.expect_receive!],
-    sha256Expected: v[ix.sha256_expected!],
-    sha256: v[ix.sha256!],
-    bytesReceived: v[ix.bytes_received!],
-    bytesExpected: v[ix.bytes_expected!],
-    bytesSent: v[ix.bytes_sent!],
-    httpStatus: v[ix.http_status!],
-    attempts: v[ix.attempts!],
-    error: v[ix.error_code!] ? { code: v[ix.error_code!], message: v[ix.error_message!] ?? '' } : null,
-    etag: v[ix.etag!],
-    lastModified: v[ix.last_modified!],
-    resumeOffset: v[ix.resume_offset!],
-    responseBody: v[ix.response_body!],
-    insecure: !!v[ix.insecure!],
-    caFile: v[ix.ca_file!],
-    allowDowngrade: !!v[ix.allow_downgrade!],
-    fromHook: !!v[ix.from_hook!],
-    speed: v[ix.speed!],
-    createdAt: v[ix.created_at!],
-    startedAt: v[ix.started_at!],
-    finishedAt: v[ix.finished_at!],
-    claim: v[ix.claim!],
-    partPath: v[ix.part_path!],
-    partId: v[ix.part_id!],
-    partBoot: v[ix.part_boot!],
-    maxSize: v[ix.max_size!],
-    proxy: v[ix.proxy!] ? JSON.parse(v[ix.proxy!]) : null,
-    netrcFile: v[ix.netrc_file!],
-    cookiesFile: v[ix.cookies_file!],
-    skipExisting: !!v[ix.skip_existing!],
-    ifChanged: !!v[ix.if_changed!],
-    checksums: v[ix.checksums!] ? JSON.parse(v[ix.checksums!]) : null,
-    maxAttempts: v[ix.max_attempts!],
-    outcome: v[ix.outcome!],
-    protocol: v[ix.protocol!],
-    limitRate: v[ix.limit_rate!],
-  };
-}
-
-/**
- * A task with only the BRIEF_COLUMNS fields (the rest left out, not just empty): ten thousand of
- * them are all alive while `bgdl status` renders, and their size is what garbage collection costs.
- */
-function briefTaskFrom(v: any[], ix: Record<string, number>): TaskBrief {
-  return {
-    id: v[ix.id!],
-    session: v[ix.session!],
-    kind: v[ix.kind!],
-    url: v[ix.url!],
-    output: v[ix.output!],
-    dir: v[ix.dir!],
-    state: v[ix.state!],
-    waitReason: v[ix.wait_reason!],
-    waitDetail: v[ix.wait_detail!],
-    notBefore: v[ix.not_before!],
-    beginAt: v[ix.begin_at!],
-    bytesReceived: v[ix.bytes_received!],
-    bytesExpected: v[ix.bytes_expected!],
-    bytesSent: v[ix.bytes_sent!],
-    uploadSize: v[ix.upload_size!],
-    speed: v[ix.speed!],
-    error: v[ix.error_code!] ? { code: v[ix.error_code!], message: v[ix.error_message!] ?? '' } : null,
-    attempts: v[ix.attempts!],
-    httpStatus: v[ix.http_status!],
-    finishedAt: v[ix.finished_at!],
-  };
-}
-
-function candidateFrom(v: any[], ix: Record<string, number>): Candidate {
-  return {
-    id: v[ix.id!],
-    session: v[ix.session!],
-    kind: v[ix.kind!],
-    url: v[ix.url!],
-    state: v[ix.state!],
-    priority: PRIORITIES[v[ix.priority!]] ?? 'normal',
-    discretionary: !!v[ix.discretionary!],
-    expectSend: v[ix.expect_send!],
-    expectReceive: v[ix.expect_receive!],
-    uploadSize: v[ix.upload_size!],
-    waitReason: v[ix.wait_reason!],
-    waitDetail: v[ix.wait_detail!],
-  };
-}
 
 /**
  * Read tasks through raw rows, one at a time: better-sqlite3 builds a keyed object per row slowly
@@ -193,28 +84,6 @@ function readTasks<T = Task>(stmt: Database.Statement, args: unknown[], decode: 
 
 const columnIndexes = new WeakMap<Database.Statement, Record<string, number>>();
 
-function rowToSession(r: Row): Session {
-  return {
-    name: r.name,
-    hook: r.hook,
-    launchEvents: !!r.launch_events,
-    discretionary: !!r.discretionary,
-    createdAt: r.created_at,
-    hookFailures: r.hook_failures,
-    hookNextAt: r.hook_next_at,
-    hookLastError: r.hook_last_error,
-    hookLastRunAt: r.hook_last_run_at,
-    hookRuns: r.hook_runs,
-    rateLimitCount: r.rl_count,
-    rateLimitLastRunAt: r.rl_last_run_at,
-    limitRate: r.limit_rate ?? null,
-  };
-}
-
-function rowToEvent(r: Row): BgdlEvent {
-  return { id: r.id, ...JSON.parse(r.data), deliveredAt: iso(r.delivered_at) };
-}
-
 /** The SQL condition of a TaskFilter (the one place a selection becomes a query). */
 function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
   const where: string[] = [];
@@ -233,8 +102,6 @@ function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
   }
   return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', args };
 }
-
-const emptyCounts = (): Record<TaskState, number> => ({ queued: 0, running: 0, paused: 0, completed: 0, failed: 0, canceled: 0 });
 
 /** Prepared statements kept per store; past this many distinct texts (IN lists of varying length) the cache starts over. */
 const STATEMENT_CACHE_MAX = 256;
@@ -899,7 +766,8 @@ export class SqliteStore implements TaskStore {
    * Claim a queued task for a transfer attempt, raising its claim (the attempt's fencing token, in the
    * task returned); null when it changed meanwhile (paused, canceled) or the lease is no longer ours.
    */
-  async markRunning(id: number, now: number, lease: LeaseFence): Promise<Task | null> {
+  async markRunning(id: number, now: number, lease: LeaseFence, _limits?: ClaimLimits): Promise<Task | null> {
+    // One worker per SQLite store: the scheduler's own count of running transfers is already the whole truth.
     return this.db.transaction(() => {
       if (!this.leaseHeld(lease)) return null;
       const info = this
@@ -1145,14 +1013,16 @@ export class SqliteStore implements TaskStore {
   }
 
   /** A hook run starts: count it for the relaunch rate limiter. False: the lease is no longer ours, do not run it. */
-  async recordHookStart(name: string, now: number, rateLimit: RateLimitConfig, lease?: LeaseFence): Promise<boolean> {
-    return this.db.transaction(() => {
-      if (lease && !this.leaseHeld(lease)) return false;
+  async recordHookStart(name: string, now: number, rateLimit: RateLimitConfig, lease?: LeaseFence, eventIds: number[] = []): Promise<HookStart> {
+    const delivered = this.prepare('SELECT delivered_at FROM events WHERE id = ?').pluck();
+    return this.db.transaction((): HookStart => {
+      if (lease && !this.leaseHeld(lease)) return 'lease-lost';
+      if (eventIds.some((id) => delivered.get(id) != null)) return 'busy';
       const s = this.sessionRow(name);
-      if (!s) return true; // removed meanwhile: nothing to count
+      if (!s) return 'run'; // removed meanwhile: nothing to count
       const step = hookRunStep({ rateLimitCount: s.rl_count, rateLimitLastRunAt: s.rl_last_run_at }, now, rateLimit);
       this.prepare('UPDATE sessions SET hook_runs = hook_runs + 1, hook_last_run_at = ?, rl_count = ?, rl_last_run_at = ? WHERE name = ?').run(now, step.rateLimitCount, step.rateLimitLastRunAt, name);
-      return true;
+      return 'run';
     }).immediate();
   }
 
