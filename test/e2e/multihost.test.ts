@@ -1,0 +1,90 @@
+// Many hosts, one queue: three worker homes (each its own BGDL_HOME, as three hosts would have)
+// share one PostgreSQL store and drain a batch together; one is killed with SIGKILL mid-transfer and
+// its tasks finish elsewhere, resumed, with the right bytes and one event each; the session's hook
+// runs once for the whole batch.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, expect, it } from 'vitest';
+import { alive, testdir, waitUntil, type TestDir } from '../helpers/cli.js';
+import { freshSchema, pgQuery, withPostgres } from '../helpers/pg.js';
+import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
+
+withPostgres('many hosts, one PostgreSQL store', (base) => {
+  let db: ReturnType<typeof freshSchema>;
+  let s: TestServer;
+  let hosts: TestDir[] = [];
+  const q = (sql: string, args: unknown[] = []) => pgQuery(base, db.schema, sql, args);
+  /** The worker pid of a home, as its lease row says (pid 0: released). */
+  const workerOf = async (t: TestDir): Promise<number | null> => {
+    const [r] = await q('SELECT pid FROM workers WHERE id = $1', [`${os.hostname()}:${t.home}`]);
+    return r?.pid || null;
+  };
+
+  beforeEach(async () => {
+    db = freshSchema(base);
+    s = await startServer();
+    hosts = [];
+    for (let i = 0; i < 3; i++) {
+      const t = await testdir({ BGDL_STORE: db.url });
+      t.setConfig({ maxConcurrent: '2', leaseTimeout: '2s', retryBaseDelay: '100ms', retryMaxDelay: '500ms' });
+      hosts.push(t);
+    }
+  });
+  afterEach(async () => {
+    for (const t of hosts) {
+      const pid = await workerOf(t).catch(() => null);
+      if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
+      await t.cleanup();
+    }
+    await s.close();
+    await db.drop();
+  });
+
+  it('three workers drain one batch; a worker killed mid-transfer loses nothing: resumed elsewhere, right bytes, one event each, one hook run', { timeout: 90_000 }, async () => {
+    const [a, b, c] = hosts as [TestDir, TestDir, TestDir];
+    const size = 300_000;
+    const names = Array.from({ length: 6 }, (_, i) => `f${i}.bin`);
+    // Slow enough that every worker is mid-transfer when one is killed; ranges honoured for the resume.
+    for (const n of names) s.route(`/${n}`, { body: { size, seed: n }, throttle: 150_000, etag: `"${n}"` });
+    const shared = path.join(a.dir, 'shared');
+    fs.mkdirSync(shared);
+    const hookRuns = path.join(a.dir, 'hook-runs');
+    expect((await a.bgdl(['session', 'create', 'multi', '--hook', `echo ran >> "${hookRuns}"`])).code).toBe(0);
+    const add = await a.bgdl(['add', '-s', 'multi', '-d', shared, ...names.map((n) => s.url(`/${n}`))]);
+    expect(add.code, add.stderr).toBe(0);
+    for (const t of [b, c]) expect((await t.bgdl(['worker', '--ensure'])).code).toBe(0);
+
+    // Every home's worker holds tasks at once (maxConcurrent 2 each, six tasks).
+    const owners = async () => new Set((await q("SELECT owner FROM tasks WHERE state = 'running' AND bytes_received > 0")).map((r) => r.owner as string));
+    await waitUntil(async () => (await owners()).size === 3, 20_000, 'all three workers transferring');
+
+    // Kill b's worker mid-transfer.
+    const victim = (await workerOf(b))!;
+    const theirs = (await q("SELECT id FROM tasks WHERE state = 'running' AND owner = $1", [`${os.hostname()}:${b.home}`])).map((r) => Number(r.id));
+    expect(theirs.length).toBeGreaterThan(0);
+    process.kill(victim, 'SIGKILL');
+    await waitUntil(() => !alive(victim), 10_000, 'the killed worker to be gone');
+
+    const w = await a.bgdl(['wait', '-s', 'multi', '--timeout', '40s'], { timeoutMs: 50_000 });
+    expect(w.code, w.stderr).toBe(0);
+    for (const n of names) expect(sha256(fs.readFileSync(path.join(shared, n)))).toBe(sha256(bodyFor(size, n)));
+    expect(fs.readdirSync(shared).filter((f) => f.endsWith('.bgdl-part'))).toEqual([]);
+
+    // The killed worker's tasks finished on another worker, resuming with a Range request.
+    const done = await q('SELECT id, url, attempts FROM tasks WHERE id = ANY($1)', [theirs]);
+    for (const r of done) {
+      expect(r.attempts).toBeGreaterThanOrEqual(2);
+      const p = new URL(r.url).pathname;
+      expect(s.requestsTo(p).some((req) => /^bytes=[1-9]/.test(String(req.headers.range ?? ''))), `${p} resumed`).toBe(true);
+    }
+
+    // One event per task; the hook ran once for the batch and delivered them all.
+    const events = await q('SELECT task_id, count(*) AS n FROM events GROUP BY task_id');
+    expect(events.length).toBe(names.length);
+    expect(events.every((e) => Number(e.n) === 1)).toBe(true);
+    await waitUntil(async () => (await q('SELECT count(*) AS n FROM events WHERE delivered_at IS NULL'))[0].n === '0', 20_000, 'the hook to deliver every event');
+    expect(fs.readFileSync(hookRuns, 'utf8')).toBe('ran\n');
+  });
+});
