@@ -136,6 +136,8 @@ export interface RequeueInfo {
   error?: TaskError | null;
   resumeOffset?: number;
   bytesReceived?: number;
+  /** This worker cannot do the task (it cannot write its directory): on a shared store, leave it to the other workers. */
+  leave?: boolean;
 }
 
 export interface WorkSummary {
@@ -199,6 +201,8 @@ export type IsAlive = (pid: number) => boolean;
 export interface TaskStore {
   /** Where the store lives, for messages (a file path, or a database URL without its password). */
   readonly location: string;
+  /** Several hosts' workers drain this store (their processes cannot be seen from here). */
+  readonly shared: boolean;
   close(): Promise<void>;
 
   // ---- change signal

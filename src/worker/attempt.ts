@@ -3,6 +3,7 @@
 // Every write carries the attempt's claim: once another worker has taken the task over, or the task
 // was canceled, they are refused and the attempt stops without changing anything more.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../shared/config.js';
 import { bootId } from '../shared/boot.js';
@@ -54,6 +55,25 @@ export interface AttemptContext {
 
 /** A task waiting for disk space looks again this often. */
 const DISK_RECHECK_MS = 5_000;
+/** A task this host cannot write is left to the other workers of a shared store for at least this long. */
+const LEAVE_MS = 5_000;
+
+/**
+ * A destination error on a shared store, where this host cannot write the task's directory (a share
+ * not mounted here, say): another host's worker may well can. The task is left to them, not failed.
+ */
+export function leaveToOthers(shared: boolean, code: string, dirWritable: boolean): boolean {
+  return shared && code === 'E_DEST' && !dirWritable;
+}
+
+function writableDir(dir: string): boolean {
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+    return fs.statSync(dir).isDirectory();
+  } catch {
+    return false;
+  }
+}
 
 export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> {
   const { store, log } = ctx;
@@ -80,7 +100,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       else fencedOut();
       return;
     }
-    const part = planPart(t, { boot: bootId(), pid: process.pid, alive: pidAlive });
+    const part = planPart(t, { boot: bootId(), pid: process.pid, alive: pidAlive, shared: store.shared });
     const resume = t.output && part.recorded ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
     if (resume) log.write(t.session, `task ${t.id}: resuming from ${part.trustLength ? 'the bytes in' : `byte ${t.resumeOffset} of`} ${part.recorded!.path}${part.copy ? ' (copied: its previous worker may still be running)' : ''}`);
     // --skip-existing / --if-changed decide before a request when the destination is known (a resume
@@ -241,6 +261,12 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
   }
   if (err.extra.waitFor === 'disk-space') {
     if (fenced(await store.requeue(fence, { notBefore: now + DISK_RECHECK_MS, reason: 'disk-space', error, ...kept }))) log.write(t.session, `task ${t.id}: waiting for disk space: ${err.message}`);
+    return;
+  }
+  if (leaveToOthers(store.shared, err.code, writableDir(t.dir))) {
+    if (fenced(await store.requeue(fence, { notBefore: now + LEAVE_MS, reason: 'retry', error, leave: true, ...kept }))) {
+      log.write(t.session, `task ${t.id}: this host cannot write ${t.dir} (${err.message}); left to another worker of the shared store`);
+    }
     return;
   }
   if ((err.extra.finalUrl || err.extra.httpStatus) && !fenced(await store.recordResponse(fence, { finalUrl: err.extra.finalUrl, httpStatus: err.extra.httpStatus }))) return;

@@ -83,6 +83,21 @@ withPostgres('postgres store', (base) => {
       expect((await a.listEvents({})).map((e) => e.sha256)).toEqual(['good']);
     });
 
+    it('a task one worker leaves (it cannot write the directory) goes to the others, not back to it', async () => {
+      const a = await open('/hosts/a');
+      const b = await open('/hosts/b');
+      const now = Date.now();
+      const la = (await a.takeLease(1001, now, 5_000, alive))!;
+      const lb = (await b.takeLease(1002, now, 5_000, alive))!;
+      const [t] = await a.enqueue([newTask()], rl, now);
+      const run = (await a.markRunning(t!.id, now, la))!;
+      expect(await a.requeue({ id: t!.id, claim: run.claim }, { notBefore: null, reason: 'retry', error: { code: 'E_DEST', message: 'cannot write' }, leave: true })).toBe(true);
+      expect(await a.runnableCandidates(now, 10)).toEqual([]);
+      expect(await a.markRunning(t!.id, now, la)).toBeNull();
+      expect((await b.runnableCandidates(now, 10)).map((c) => c.id)).toEqual([t!.id]);
+      expect(await b.markRunning(t!.id, now, lb)).toMatchObject({ state: 'running' });
+    });
+
     it("a session's hook runs on one worker per batch", async () => {
       const a = await open('/hosts/a');
       const b = await open('/hosts/b');

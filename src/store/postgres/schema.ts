@@ -1,7 +1,8 @@
 // The PostgreSQL schema, by version number (kept in bgdl_meta). Each entry upgrades from the
 // previous version, applied under an advisory lock on first use; a newer schema is refused. The
 // columns are those of the SQLite store (so both decode rows the same way), plus what many workers
-// sharing one store need: per-task lease owners, origins for perHost across the cluster, hook leases.
+// sharing one store need: per-task lease owners, origins for perHost across the cluster, hook leases, and the worker a task
+// avoids (one that could not write its directory).
 
 export const PG_MIGRATIONS: string[] = [
   // 1: everything of SQLite's schema 4, and the cluster's columns.
@@ -84,7 +85,8 @@ export const PG_MIGRATIONS: string[] = [
     protocol TEXT,
     limit_rate BIGINT,
     owner TEXT,
-    owner_token BIGINT
+    owner_token BIGINT,
+    avoid TEXT
   );
   CREATE INDEX tasks_by_state ON tasks(state, priority DESC, id);
   CREATE INDEX tasks_by_session ON tasks(session, id);

@@ -125,6 +125,7 @@ export class PgStore implements TaskStore {
   private listening: Promise<void> | null = null;
   private readonly waiters = new Set<() => void>();
   private closed = false;
+  readonly shared = true;
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -705,8 +706,9 @@ export class PgStore implements TaskStore {
   async runnableCandidates(now: number, limit: number): Promise<Candidate[]> {
     return this.tasks(
       `SELECT ${CANDIDATE_COLUMNS} FROM tasks WHERE state = 'queued' AND (begin_at IS NULL OR begin_at <= $1) AND (not_before IS NULL OR not_before <= $1)
+         AND avoid IS DISTINCT FROM $3
        ORDER BY priority DESC, id LIMIT $2`,
-      [now, limit],
+      [now, limit, this.workerId],
       candidateFrom,
     );
   }
@@ -732,7 +734,7 @@ export class PgStore implements TaskStore {
   async markRunning(id: number, now: number, lease: LeaseFence, limits?: ClaimLimits): Promise<Task | null> {
     return this.tx(async (db) => {
       if (!(await this.leaseHeld(db, lease))) return null;
-      const [row] = await this.rows("SELECT origin FROM tasks WHERE id = $1 AND state = 'queued' FOR UPDATE SKIP LOCKED", [id], db);
+      const [row] = await this.rows("SELECT origin FROM tasks WHERE id = $1 AND state = 'queued' AND avoid IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED", [id, this.workerId], db);
       if (!row) return null;
       if (limits) {
         await db.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS + LOCK_ORIGIN, row.origin]);
@@ -821,11 +823,12 @@ export class PgStore implements TaskStore {
       const r = await db.query(
         `UPDATE tasks SET state = 'queued', not_before = $1, wait_reason = $2, wait_detail = $3,
            error_code = CASE WHEN $4 THEN $5 ELSE error_code END, error_message = CASE WHEN $4 THEN $6 ELSE error_message END,
-           resume_offset = coalesce($7, resume_offset), bytes_received = coalesce($8, bytes_received), speed = NULL, owner = NULL, owner_token = NULL
+           resume_offset = coalesce($7, resume_offset), bytes_received = coalesce($8, bytes_received), speed = NULL, owner = NULL, owner_token = NULL,
+           avoid = $11
          WHERE id = $9 AND claim = $10 AND state = 'running'`,
         [
           info.notBefore, info.reason, info.detail ?? null, info.error !== undefined, info.error?.code ?? null, info.error?.message ?? null,
-          info.resumeOffset ?? null, info.bytesReceived ?? null, f.id, f.claim,
+          info.resumeOffset ?? null, info.bytesReceived ?? null, f.id, f.claim, info.leave ? this.workerId : null,
         ],
       );
       return r.rowCount === 1;

@@ -119,6 +119,8 @@ export class SqliteStore implements TaskStore {
     readonly file: string,
   ) {}
 
+  readonly shared = false;
+
   get location(): string {
     return this.file;
   }
