@@ -159,6 +159,12 @@ export type Candidate = Pick<
   'id' | 'session' | 'kind' | 'url' | 'state' | 'priority' | 'discretionary' | 'expectSend' | 'expectReceive' | 'uploadSize' | 'waitReason' | 'waitDetail'
 >;
 
+/** A task's state and claim: the attempt holding an older claim was canceled or taken over. */
+export interface TaskControl {
+  state: TaskState;
+  claim: number;
+}
+
 /** A canceled task whose partial file is still recorded (the worker removes it). */
 export interface CanceledPart {
   id: number;
@@ -267,7 +273,8 @@ export interface TaskStore {
    */
   markRunning(id: number, now: number, lease: LeaseFence, limits?: ClaimLimits): Promise<Task | null>;
   setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[], lease: LeaseFence): Promise<boolean>;
-  statesOf(ids: number[]): Promise<Map<number, TaskState>>;
+  /** Where these tasks stand (the worker watches for pause, cancel and takeovers). */
+  statesOf(ids: number[]): Promise<Map<number, TaskControl>>;
   /** Progress of many running tasks in one transaction; returns the ids whose claim has moved on. */
   recordProgress(updates: ProgressUpdate[]): Promise<number[]>;
   holdsClaim(f: TaskFence): Promise<boolean>;

@@ -275,8 +275,13 @@ class Worker {
     const states = await this.store.statesOf([...this.active.keys()]);
     for (const [id, a] of this.active) {
       const s = states.get(id);
-      if (s === 'running' || a.stopReason) continue;
-      this.stop(a, s === 'canceled' ? 'cancel' : s && isFinal(s) ? 'cancel' : 'pause');
+      if (a.stopReason) continue;
+      // Canceled: the attempt removes its partial file. Claimed again (by another worker of a shared
+      // store, after this one was silent past leaseTimeout): it touches nothing more.
+      if (s?.state === 'canceled') this.stop(a, 'cancel');
+      else if (s && s.claim !== a.fence.claim) this.stop(a, 'fenced');
+      else if (s?.state === 'running') continue;
+      else this.stop(a, s && isFinal(s.state) ? 'cancel' : 'pause');
     }
   }
 
@@ -463,7 +468,7 @@ class Worker {
     const states = await this.store.statesOf(refused);
     for (const id of refused) {
       const a = this.active.get(id);
-      if (a) this.stop(a, states.get(id) === 'canceled' ? 'cancel' : 'fenced');
+      if (a) this.stop(a, states.get(id)?.state === 'canceled' ? 'cancel' : 'fenced');
     }
   }
 

@@ -1,7 +1,7 @@
 // Many hosts, one queue: three worker homes (each its own BGDL_HOME, as three hosts would have)
 // share one PostgreSQL store and drain a batch together; one is killed with SIGKILL mid-transfer and
 // its tasks finish elsewhere, resumed, with the right bytes and one event each; the session's hook
-// runs once for the whole batch.
+// runs once for the whole batch; a worker frozen past leaseTimeout and woken changes nothing.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -86,5 +86,35 @@ withPostgres('many hosts, one PostgreSQL store', (base) => {
     expect(events.every((e) => Number(e.n) === 1)).toBe(true);
     await waitUntil(async () => (await q('SELECT count(*) AS n FROM events WHERE delivered_at IS NULL'))[0].n === '0', 20_000, 'the hook to deliver every event');
     expect(fs.readFileSync(hookRuns, 'utf8')).toBe('ran\n');
+  });
+
+  it('a worker frozen past leaseTimeout loses its task to another host; woken, it changes nothing: right file, one event', { timeout: 90_000 }, async () => {
+    const [a, b] = hosts as [TestDir, TestDir, TestDir];
+    const size = 600_000;
+    s.route('/big.bin', { body: { size, seed: 'big' }, throttle: 150_000, etag: '"big"' });
+    const add = await a.bgdl(['add', '--json', '-d', a.downloads, s.url('/big.bin')]);
+    expect(add.code, add.stderr).toBe(0);
+    const [task] = JSON.parse(add.stdout);
+    const out = path.join(a.downloads, 'big.bin');
+    await waitUntil(async () => (await q('SELECT resume_offset FROM tasks WHERE id = $1', [task.id]))[0]?.resume_offset > 0, 20_000, 'a durable offset on a');
+    const frozen = (await workerOf(a))!;
+    process.kill(frozen, 'SIGSTOP');
+    try {
+      expect((await b.bgdl(['worker', '--ensure'])).code).toBe(0);
+      const w = await b.bgdl(['wait', '--timeout', '40s', String(task.id)], { timeoutMs: 50_000 });
+      expect(w.code, w.stderr).toBe(0);
+    } finally {
+      process.kill(frozen, 'SIGCONT');
+    }
+    expect(sha256(fs.readFileSync(out))).toBe(sha256(bodyFor(size, 'big')));
+    // Woken, a's attempt finds its claim gone: nothing it does reaches the file or the store.
+    const logOfA = () => fs.readFileSync(path.join(a.home, 'bgdl.log'), 'utf8');
+    await waitUntil(() => logOfA().includes(`task ${task.id}: taken over by another worker`), 20_000, 'the woken attempt to stand down').catch((err) => {
+      throw new Error(`${err.message}; a's log:\n${logOfA()}`);
+    });
+    expect(sha256(fs.readFileSync(out))).toBe(sha256(bodyFor(size, 'big')));
+    expect(fs.readdirSync(a.downloads).filter((f) => f.endsWith('.bgdl-part'))).toEqual([]);
+    expect((await q('SELECT type FROM events WHERE task_id = $1', [task.id])).map((e) => e.type)).toEqual(['completed']);
+    expect((await q('SELECT attempts, state FROM tasks WHERE id = $1', [task.id]))[0]).toMatchObject({ attempts: 2, state: 'completed' });
   });
 });

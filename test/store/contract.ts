@@ -322,7 +322,7 @@ export function storeContract(name: string, makeFixture: () => Promise<StoreFixt
       ]);
       expect(refused).toEqual([b!.id]);
       expect(await store.getTask(a!.id)).toMatchObject({ bytesReceived: 10, bytesExpected: 100, resumeOffset: 8, speed: 5 });
-      expect((await store.statesOf([a!.id, b!.id])).get(b!.id)).toBe('canceled');
+      expect((await store.statesOf([a!.id, b!.id])).get(b!.id)).toEqual({ state: 'canceled', claim: rb.claim + 1 });
       const [totals] = await store.taskTotals({});
       expect(totals).toMatchObject({ session: 'default', bytesDone: 10, speed: 5 });
       expect(totals!.counts).toMatchObject({ running: 1, canceled: 1 });

@@ -40,6 +40,7 @@ import type {
   SessionPatch,
   SessionSummary,
   TaskBrief,
+  TaskControl,
   TaskFence,
   TaskFilter,
   TaskStore,
@@ -762,10 +763,10 @@ export class PgStore implements TaskStore {
     });
   }
 
-  async statesOf(ids: number[]): Promise<Map<number, TaskState>> {
+  async statesOf(ids: number[]): Promise<Map<number, TaskControl>> {
     if (ids.length === 0) return new Map();
-    const rows = await this.rows('SELECT id, state FROM tasks WHERE id = ANY($1)', [ids]);
-    return new Map(rows.map((r) => [r.id, r.state]));
+    const rows = await this.rows('SELECT id, state, claim FROM tasks WHERE id = ANY($1)', [ids]);
+    return new Map(rows.map((r) => [r.id, { state: r.state, claim: r.claim }]));
   }
 
   /** Progress of many tasks in one statement; not announced (nobody waits on progress but `wait`, which polls). */

@@ -43,6 +43,7 @@ import type {
   SessionPatch,
   SessionSummary,
   TaskBrief,
+  TaskControl,
   TaskFence,
   TaskFilter,
   TaskStore,
@@ -795,10 +796,10 @@ export class SqliteStore implements TaskStore {
   }
 
   /** Current states of these tasks (the worker watches for pause and cancel). */
-  async statesOf(ids: number[]): Promise<Map<number, TaskState>> {
+  async statesOf(ids: number[]): Promise<Map<number, TaskControl>> {
     if (ids.length === 0) return new Map();
-    const rows = this.prepare(`SELECT id, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`).all(...ids) as Row[];
-    return new Map(rows.map((r) => [r.id, r.state]));
+    const rows = this.prepare(`SELECT id, state, claim FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`).all(...ids) as Row[];
+    return new Map(rows.map((r) => [r.id, { state: r.state, claim: r.claim }]));
   }
 
   /** Progress of many running tasks in one transaction. Returns the ids whose claim has moved on (refused). */
