@@ -1,9 +1,11 @@
 // Many hosts, one queue: three worker homes (each its own BGDL_HOME, as three hosts would have)
 // share one PostgreSQL store and drain a batch together; one is killed with SIGKILL mid-transfer and
 // its tasks finish elsewhere, resumed, with the right bytes and one event each; the session's hook
-// runs once for the whole batch; a worker frozen past leaseTimeout and woken changes nothing.
+// runs once for the whole batch; a worker frozen past leaseTimeout and woken changes nothing; a worker
+// that loses its connection stops its transfers and carries on once the database answers again.
 
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
@@ -116,5 +118,51 @@ withPostgres('many hosts, one PostgreSQL store', (base) => {
     expect(fs.readdirSync(a.downloads).filter((f) => f.endsWith('.bgdl-part'))).toEqual([]);
     expect((await q('SELECT type FROM events WHERE task_id = $1', [task.id])).map((e) => e.type)).toEqual(['completed']);
     expect((await q('SELECT attempts, state FROM tasks WHERE id = $1', [task.id]))[0]).toMatchObject({ attempts: 2, state: 'completed' });
+  });
+
+  it('a worker that loses its connection stops its transfers, reconnects with backoff and finishes the task, resumed', { timeout: 90_000 }, async () => {
+    const [a] = hosts as [TestDir, TestDir, TestDir];
+    // A TCP relay to the database that the test can cut and restore.
+    const target = new URL(base);
+    const sockets = new Set<net.Socket>();
+    let cut = false;
+    const relay = net.createServer((client) => {
+      if (cut) return void client.destroy();
+      const upstream = net.connect(Number(target.port), target.hostname);
+      for (const sock of [client, upstream]) {
+        sockets.add(sock);
+        sock.on('close', () => sockets.delete(sock));
+        sock.on('error', () => {});
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    try {
+      const via = new URL(db.url);
+      via.port = String((relay.address() as net.AddressInfo).port);
+      via.hostname = '127.0.0.1';
+      const env = { BGDL_STORE: via.toString() };
+      const size = 600_000;
+      s.route('/cut.bin', { body: { size, seed: 'cut' }, throttle: 150_000, etag: '"cut"' });
+      const add = await a.bgdl(['add', '--json', '-d', a.downloads, s.url('/cut.bin')], { env });
+      expect(add.code, add.stderr).toBe(0);
+      const [task] = JSON.parse(add.stdout);
+      await waitUntil(async () => (await q('SELECT resume_offset FROM tasks WHERE id = $1', [task.id]))[0]?.resume_offset > 0, 20_000, 'a durable offset');
+      const pid = (await workerOf(a))!;
+      cut = true;
+      for (const sock of sockets) sock.destroy();
+      const log = () => fs.readFileSync(path.join(a.home, 'bgdl.log'), 'utf8');
+      await waitUntil(() => /cannot be reached .*trying again in/.test(log()), 30_000, 'the worker to notice the lost connection');
+      expect(alive(pid)).toBe(true);
+      cut = false;
+      await waitUntil(async () => (await q('SELECT state FROM tasks WHERE id = $1', [task.id]))[0]?.state === 'completed', 40_000, 'the task to complete after the reconnect');
+      expect(sha256(fs.readFileSync(path.join(a.downloads, 'cut.bin')))).toBe(sha256(bodyFor(size, 'cut')));
+      expect(s.requestsTo('/cut.bin').some((r) => /^bytes=[1-9]/.test(String(r.headers.range ?? '')))).toBe(true);
+      expect((await q('SELECT type FROM events WHERE task_id = $1', [task.id])).map((e) => e.type)).toEqual(['completed']);
+    } finally {
+      cut = true;
+      for (const sock of sockets) sock.destroy();
+      relay.close();
+    }
   });
 });
