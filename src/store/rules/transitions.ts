@@ -13,9 +13,6 @@ export const ACTION_FROM: Record<TaskAction, readonly TaskState[]> = {
   retry: ['failed', 'canceled'],
 };
 
-/** The state a task is in after `action` applied to it. */
-export const ACTION_TO: Record<TaskAction, TaskState> = { pause: 'paused', resume: 'queued', cancel: 'canceled', retry: 'queued' };
-
 /** Why `action` leaves a task in `state` alone, or null when it applies. */
 export function transitionRefusal(state: TaskState, action: TaskAction): string | null {
   switch (action) {
@@ -40,12 +37,3 @@ export function retryOutputRefusal(taskId: number, output: string | null, owner:
   if (!output || !owner || owner.id === taskId) return null;
   return `its output ${output} is now the output of task ${owner.id} (${owner.state})`;
 }
-
-/** Does the action record an event (a final state)? Only cancel, of the control actions. */
-export const actionRecordsEvent = (action: TaskAction): boolean => action === 'cancel';
-
-/**
- * Does the action move the task's claim on (so a late write of an attempt still running, or of a
- * worker long gone, is refused)? Cancel does; pause keeps it so the stopping attempt can record its offset.
- */
-export const actionMovesClaim = (action: TaskAction): boolean => action === 'cancel';

@@ -8,7 +8,6 @@ import Database from 'better-sqlite3';
 import { NotFoundError, StoreError, UsageError } from '../../shared/errors.js';
 import {
   FINAL_STATES,
-  iso,
   isFinal,
   PRIORITIES,
   type BgdlEvent,
