@@ -2,14 +2,16 @@
 // share one PostgreSQL store and drain a batch together; one is killed with SIGKILL mid-transfer and
 // its tasks finish elsewhere, resumed, with the right bytes and one event each; the session's hook
 // runs once for the whole batch; a worker frozen past leaseTimeout and woken changes nothing; a worker
-// that loses its connection stops its transfers and carries on once the database answers again.
+// that loses its connection stops its transfers and carries on once the database answers again; a
+// worker that cannot write a task's directory leaves it to another.
 
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { alive, testdir, waitUntil, type TestDir } from '../helpers/cli.js';
+import { alive, BIN, testdir, waitUntil, type TestDir } from '../helpers/cli.js';
 import { freshSchema, pgQuery, withPostgres } from '../helpers/pg.js';
 import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
 
@@ -164,5 +166,36 @@ withPostgres('many hosts, one PostgreSQL store', (base) => {
       for (const sock of sockets) sock.destroy();
       relay.close();
     }
+  });
+
+  it('a worker that cannot write the download directory (read-only on its host) leaves the task to another worker instead of failing it', { timeout: 90_000 }, async (ctx) => {
+    const [a, b] = hosts as [TestDir, TestDir, TestDir];
+    const shared = path.join(a.dir, 'shared-ro');
+    fs.mkdirSync(shared);
+    // b's "host" sees the shared directory read-only: its commands run in a mount namespace of their own.
+    const onB = (args: string[]) =>
+      spawnSync('unshare', ['-m', 'sh', '-c', `mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && shift && exec "$@"`, shared, 'x', process.execPath, BIN, ...args], {
+        env: b.env, encoding: 'utf8', timeout: 20_000,
+      });
+    const probe = spawnSync('unshare', ['-m', 'sh', '-c', `mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"`, shared], { encoding: 'utf8' });
+    if (probe.status !== 0) {
+      console.warn(`notice: cannot make a private read-only mount here (${probe.stderr.trim() || 'unshare failed'}); skipping the read-only directory case`);
+      return ctx.skip();
+    }
+    s.route('/ro.bin', { body: { size: 50_000, seed: 'ro' } });
+    // Added suspended on a (no worker starts), resumed on b (b's worker starts, inside b's view).
+    const add = await a.bgdl(['add', '--json', '--suspended', '-d', shared, s.url('/ro.bin')]);
+    expect(add.code, add.stderr).toBe(0);
+    const [task] = JSON.parse(add.stdout);
+    const resumed = onB(['resume', String(task.id)]);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    const logOfB = () => fs.readFileSync(path.join(b.home, 'bgdl.log'), 'utf8');
+    await waitUntil(() => logOfB().includes(`task ${task.id}: this host cannot write ${shared}`), 20_000, "b's worker to leave the task");
+    expect((await q('SELECT state FROM tasks WHERE id = $1', [task.id]))[0].state).toBe('queued');
+    expect((await a.bgdl(['worker', '--ensure'])).code).toBe(0);
+    const w = await a.bgdl(['wait', '--timeout', '40s', String(task.id)], { timeoutMs: 50_000 });
+    expect(w.code, w.stderr).toBe(0);
+    expect(sha256(fs.readFileSync(path.join(shared, 'ro.bin')))).toBe(sha256(bodyFor(50_000, 'ro')));
+    expect((await q('SELECT type FROM events WHERE task_id = $1', [task.id])).map((e) => e.type)).toEqual(['completed']);
   });
 });
