@@ -51,14 +51,26 @@ function report(name, value, bar, ok) {
  */
 const SERVER = `
 const http = require('node:http'), fs = require('node:fs'), path = require('node:path');
-const [root, delayMs] = [process.argv[1], Number(process.argv[2])];
+const [root, delayMs, rate] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3] || 0)];
 const server = http.createServer((req, res) => {
   const file = path.join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
   fs.stat(file, (err, st) => {
     if (err || !st.isFile()) return void res.writeHead(404).end();
     const send = () => {
       res.writeHead(200, { 'Content-Length': st.size, ETag: '"' + st.size + '-' + st.mtimeMs + '"', 'Accept-Ranges': 'bytes' });
-      fs.createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res);
+      if (!rate) return void fs.createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res);
+      // Each connection at most \`rate\` bytes a second (a server that limits each client connection).
+      const body = fs.readFileSync(file);
+      let at = 0;
+      const tick = () => {
+        if (res.destroyed) return;
+        const n = Math.ceil(rate / 10);
+        res.write(body.subarray(at, at + n));
+        at += n;
+        if (at < body.length) setTimeout(tick, 100);
+        else res.end();
+      };
+      tick();
     };
     delayMs ? setTimeout(send, delayMs) : send();
   });
@@ -67,8 +79,8 @@ server.keepAliveTimeout = 30000;
 server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
 `;
 
-function startServer(root, { delayMs = 0 } = {}) {
-  const child = spawn(process.execPath, ['-e', SERVER, root, String(delayMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+function startServer(root, { delayMs = 0, rate = 0 } = {}) {
+  const child = spawn(process.execPath, ['-e', SERVER, root, String(delayMs), String(rate)], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.on('error', reject);
     child.stdout.once('data', (d) => {
@@ -521,6 +533,55 @@ async function benchSplit() {
   }
 }
 
+/**
+ * Many hosts, one queue: 1, 2 and 3 worker homes on one PostgreSQL store (--pg=URL or BGDL_TEST_PG)
+ * drain the same batch from a server that limits each connection; the speed-up against one worker, and
+ * the store's own cost per claimed task (scripts/bench-pg-store.mjs).
+ */
+async function benchScaleOut() {
+  const pgUrl = args.pg ?? process.env.BGDL_TEST_PG;
+  if (!pgUrl) return report('scale-out over one PostgreSQL store', 'skipped: give --pg=postgres://USER@HOST:PORT/DB (or set BGDL_TEST_PG)');
+  const root = path.join(work, 'scale-src');
+  fs.mkdirSync(root);
+  const files = Array.from({ length: 12 }, (_, i) => `s${i}.bin`);
+  for (const f of files) fs.writeFileSync(path.join(root, f), crypto.randomBytes(1_000_000));
+  const { server, base } = await startServer(root, { rate: 500_000 });
+  const { default: pg } = await import('pg');
+  const seconds = {};
+  try {
+    for (const workers of [1, 2, 3]) {
+      const schema = `bench_scale_${workers}_${process.pid}`;
+      const url = new URL(pgUrl);
+      url.searchParams.set('schema', schema);
+      const homes = Array.from({ length: workers }, (_, i) => envFor(`scale-${workers}-${i}`, { BGDL_STORE: url.toString() }));
+      for (const e of homes) {
+        fs.mkdirSync(path.join(e.env.XDG_CONFIG_HOME, 'bgdl'), { recursive: true });
+        fs.writeFileSync(path.join(e.env.XDG_CONFIG_HOME, 'bgdl', 'config.json'), JSON.stringify({ maxConcurrent: '2', perHost: '100' }));
+      }
+      const out = homes[0].out;
+      const start = process.hrtime.bigint();
+      await bgdl(homes[0], ['add', '-d', out, ...files.map((f) => `${base}/${f}`)]);
+      await Promise.all(homes.slice(1).map((e) => bgdl(e, ['worker', '--ensure'])));
+      seconds[workers] = await until(start, () => files.every((f) => fs.existsSync(path.join(out, f))), 300_000);
+      for (const e of homes) await stopWorker(e);
+      const c = new pg.Client({ connectionString: pgUrl });
+      await c.connect();
+      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await c.end();
+    }
+  } finally {
+    server.close();
+  }
+  report('scale-out: 12 files of 1 MB at 500 KB/s a connection, 2 transfers per worker, 1 worker', `${seconds[1].toFixed(2)} s`);
+  for (const w of [2, 3]) {
+    const speedup = seconds[1] / seconds[w];
+    report(`scale-out: ${w} workers on one PostgreSQL store`, `${seconds[w].toFixed(2)} s, speed-up ${speedup.toFixed(2)}x`, `>= ${(0.8 * w).toFixed(1)}x`, speedup >= 0.8 * w);
+  }
+  const cost = await run(process.execPath, [fileURLToPath(new URL('./bench-pg-store.mjs', import.meta.url)), pgUrl, '1000', '1']);
+  const r = JSON.parse(cost.stdout);
+  report("the shared store's cost per claimed task (claim, progress, finish; one worker)", `${r.perTaskMs} ms, ${r.tasksPerSecond} tasks/s`);
+}
+
 const benches = {
   status: benchStatus,
   many: benchMany,
@@ -530,6 +591,7 @@ const benches = {
   status100k: benchStatus100k,
   json10k: benchJson10k,
   split: benchSplit,
+  scaleout: benchScaleOut,
 };
 try {
   for (const [name, fn] of Object.entries(benches)) if (!only || only.has(name)) await fn();

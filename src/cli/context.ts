@@ -8,7 +8,7 @@ import { loadConfig } from '../shared/config.js';
 import { pidAlive } from '../shared/lease.js';
 import { DEFAULT_SESSION, bgdlHome } from '../shared/paths.js';
 import { parseSessionName } from '../shared/parse.js';
-import { Store } from '../store/index.js';
+import { openStore as openBackend, type TaskStore } from '../store/index.js';
 
 
 export const BIN_PATH = fileURLToPath(new URL('../../bin/bgdl.js', import.meta.url));
@@ -41,10 +41,10 @@ export function sessionName(ctx: Ctx, given: string | undefined): string {
   return parseSessionName(given ?? (ctx.env.BGDL_SESSION || DEFAULT_SESSION));
 }
 
-let opened: Store | null = null;
+let opened: TaskStore | null = null;
 
-export async function openStore(ctx: Ctx): Promise<Store> {
-  opened ??= await Store.open(ctx.home);
+export async function openStore(ctx: Ctx): Promise<TaskStore> {
+  opened ??= await openBackend(ctx.home, ctx.env);
   return opened;
 }
 
@@ -54,12 +54,12 @@ export async function closeStore(): Promise<void> {
 }
 
 /** A session that must exist (status -s, session show, …): exit 3 otherwise. */
-export async function requireSession(store: Store, name: string): Promise<void> {
+export async function requireSession(store: TaskStore, name: string): Promise<void> {
   if (!(await store.getSession(name))) throw new NotFoundError(`no session named '${name}': see bgdl session list`);
 }
 
 /** A person touched this session at a terminal: its hook relaunch delay starts over. */
-export async function touchSession(ctx: Ctx, store: Store, name: string): Promise<void> {
+export async function touchSession(ctx: Ctx, store: TaskStore, name: string): Promise<void> {
   if (ctx.interactive) await store.resetRateLimit(name);
 }
 
@@ -69,7 +69,7 @@ export function leaseTimeout(ctx: Ctx): number {
 }
 
 /** Start a detached worker when there is work and none is alive. Cheap when one is. */
-export async function ensureWorker(ctx: Ctx, store: Store): Promise<'running' | 'started' | 'idle'> {
+export async function ensureWorker(ctx: Ctx, store: TaskStore): Promise<'running' | 'started' | 'idle'> {
   return store.ensureWorker(Date.now(), leaseTimeout(ctx), pidAlive, () => {
     const child = spawn(process.execPath, [BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env: ctx.env, cwd: '/' });
     child.unref();

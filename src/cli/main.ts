@@ -114,9 +114,9 @@ export function buildProgram(ctx: Ctx): Command {
       /** Shows the tasks once; true when every task is final. */
       const show = async (): Promise<boolean> => {
         if (o.json || list.length > 0 || o.state) {
-          const tasks = await status(ctx, ids(list), { ...o, brief: !o.json && list.length !== 1 });
-          if (o.json) json(tasks.map((t) => render.taskJson(t)));
-          else if (list.length === 1 && tasks.length === 1) out(render.taskDetail(tasks[0]!));
+          const tasks = o.json || list.length === 1 ? await status(ctx, ids(list), { ...o, brief: false }) : await status(ctx, ids(list), { ...o, brief: true });
+          if (o.json) json((tasks as Task[]).map((t) => render.taskJson(t)));
+          else if (list.length === 1 && tasks.length === 1) out(render.taskDetail(tasks[0] as Task));
           else out(render.bandwidthLine(loadConfig(ctx.env)) + (render.statusTable(tasks) || 'no tasks\n'));
           return tasks.every((t) => isFinal(t.state));
         }

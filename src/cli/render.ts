@@ -3,7 +3,7 @@
 
 import { formatRate, scheduledRate, tightest, type Rate, type ScheduleEntry } from '../shared/bandwidth.js';
 import { effectiveWaitingFor, iso, type BgdlEvent, type Session, type Task, type TaskState } from '../shared/model.js';
-import type { SessionSummary, TaskTotals } from '../store/index.js';
+import type { SessionSummary, TaskBrief, TaskTotals } from '../store/index.js';
 import { formatBytes, formatDuration } from '../shared/parse.js';
 import { describeProxy } from '../shared/proxy.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
@@ -103,12 +103,12 @@ export function localIso(ms: number | null | undefined): string {
 }
 
 /** Why a queued task is not running, as `status` and `wait` show it (`begin-at: starts in 9m53s (…)`). */
-export function waitingText(t: Task, now = Date.now()): string | null {
+export function waitingText(t: TaskBrief, now = Date.now()): string | null {
   const w = effectiveWaitingFor(t, now);
   return w ? `${w}: ${waitDetail(t, now)}` : null;
 }
 
-function waitDetail(t: Task, now: number): string | null {
+function waitDetail(t: TaskBrief, now: number): string | null {
   const w = effectiveWaitingFor(t, now);
   const until = (at: number | null) => (at && at > now ? `in ${formatDuration(at - now)}` : 'soon');
   switch (w) {
@@ -129,7 +129,7 @@ function waitDetail(t: Task, now: number): string | null {
   }
 }
 
-function progressText(t: Task): string {
+function progressText(t: TaskBrief): string {
   const done = t.kind === 'upload' ? t.bytesSent : t.bytesReceived;
   const total = t.bytesExpected;
   if (t.state === 'completed') return '100%';
@@ -137,7 +137,7 @@ function progressText(t: Task): string {
   return done > 0 ? formatBytes(done) : '-';
 }
 
-function infoText(t: Task, now: number): string {
+function infoText(t: TaskBrief, now: number): string {
   switch (t.state) {
     case 'running':
       return t.speed != null ? `${formatBytes(t.speed)}/s` : 'starting';
@@ -156,7 +156,7 @@ function infoText(t: Task, now: number): string {
   }
 }
 
-function sizeText(t: Task): string {
+function sizeText(t: TaskBrief): string {
   if (t.kind === 'upload') return formatBytes(t.uploadSize);
   return t.bytesExpected != null ? formatBytes(t.bytesExpected) : t.state === 'completed' ? formatBytes(t.bytesReceived) : '-';
 }
@@ -176,7 +176,7 @@ export function table(header: string[], rows: string[][]): string {
   return out;
 }
 
-export function statusTable(tasks: Task[], now = Date.now()): string {
+export function statusTable(tasks: TaskBrief[], now = Date.now()): string {
   if (tasks.length === 0) return '';
   const rows = tasks.map((t) => [
     String(t.id),
@@ -208,7 +208,7 @@ export function totalsLine(t: TaskTotals): string {
 }
 
 /** The status summary view: a line a session, the chosen rows, and what was left out. */
-export function statusSummary(totals: TaskTotals[], tasks: Task[], hidden: Record<TaskState, number>, now = Date.now()): string {
+export function statusSummary(totals: TaskTotals[], tasks: TaskBrief[], hidden: Record<TaskState, number>, now = Date.now()): string {
   let out = totals.map(totalsLine).join('\n') + '\n\n' + statusTable(tasks, now);
   const left = Object.values(hidden).reduce((a, b) => a + b, 0);
   if (left > 0) out += `… ${left} more not shown (${countsText(hidden)}): bgdl status --all lists every task\n`;

@@ -40,6 +40,8 @@ export interface Config {
   split: Split;
   /** The smallest segment a split download makes (bytes). */
   minSplitSize: number;
+  /** A shared PostgreSQL store's URL (null: the local SQLite store under BGDL_HOME); BGDL_STORE wins. */
+  store: string | null;
 }
 
 type Key = keyof Config;
@@ -149,6 +151,11 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
       return ms;
     },
   },
+  store: {
+    describe: 'a shared PostgreSQL store, postgres://USER@HOST:PORT/DB, drained by the workers of many hosts (local: the store under BGDL_HOME)',
+    defaultText: () => 'local',
+    parse: (text, key) => parseStoreUrl(text, key),
+  },
 };
 
 /** `--split N` / `split`: 1 to 16 connections for one file, or `auto`. */
@@ -164,6 +171,28 @@ function minSplit(text: string, key: string): number {
   const n = parseSize(text, `value for ${key}`);
   if (n < 1024) throw new UsageError(`invalid value '${text}' for ${key}: use a size of at least 1KiB, such as 4MiB`);
   return n;
+}
+
+/** `local`, or a postgres:// URL (checked for its form here; the store says whether it can be reached). */
+export function parseStoreUrl(text: string, what: string): string | null {
+  if (text === 'local') return null;
+  let u: URL | null = null;
+  try {
+    u = new URL(text);
+  } catch {
+    /* reported below */
+  }
+  if (!u || (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') || !u.hostname) {
+    throw new UsageError(`invalid value for ${what}: use postgres://USER@HOST:PORT/DB for a shared store, or local`);
+  }
+  return text;
+}
+
+/** The store this environment points at: BGDL_STORE, else config `store`; null for the local store. */
+export function storeUrl(env: NodeJS.ProcessEnv = process.env): string | null {
+  const fromEnv = env.BGDL_STORE?.trim();
+  if (fromEnv) return parseStoreUrl(fromEnv, 'BGDL_STORE');
+  return loadConfig(env).store;
 }
 
 /** A size of at least one byte (`--max-size`, maxFileSize). */

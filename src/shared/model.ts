@@ -199,7 +199,7 @@ export const iso = (ms: number | null): string | null => {
 };
 
 /** What a queued task is waiting for right now, derived from the stored fields and the clock. */
-export function effectiveWaitingFor(t: Task, now: number): WaitingFor | null {
+export function effectiveWaitingFor(t: Pick<Task, 'state' | 'beginAt' | 'notBefore' | 'waitReason'>, now: number): WaitingFor | null {
   if (t.state !== 'queued') return null;
   if (t.beginAt != null && t.beginAt > now) return 'begin-at';
   if (t.notBefore != null && t.notBefore > now && t.waitReason) return t.waitReason;

@@ -3,6 +3,7 @@
 // Every write carries the attempt's claim: once another worker has taken the task over, or the task
 // was canceled, they are refused and the attempt stops without changing anything more.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../shared/config.js';
 import { bootId } from '../shared/boot.js';
@@ -13,7 +14,7 @@ import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
 import type { Task } from '../shared/model.js';
 import { partPathFor } from '../shared/paths.js';
-import type { ResponseInfo, Store, TaskFence } from '../store/index.js';
+import type { ResponseInfo, TaskStore, TaskFence } from '../store/index.js';
 import { backoffDelay, classifyError, download, downloadSplit, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
 import type { DownloadCallbacks, DownloadRequest, ResponseMeta } from '../transfer/index.js';
 import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
@@ -49,7 +50,7 @@ export interface Active {
 }
 
 export interface AttemptContext {
-  store: Store;
+  store: TaskStore;
   log: Logger;
   config: () => Config;
   /** Paths chosen by attempts still in flight, so two tasks never derive the same name. */
@@ -60,6 +61,25 @@ export interface AttemptContext {
 
 /** A task waiting for disk space looks again this often. */
 const DISK_RECHECK_MS = 5_000;
+/** A task this host cannot write is left to the other workers of a shared store for at least this long. */
+const LEAVE_MS = 5_000;
+
+/**
+ * A destination error on a shared store, where this host cannot write the task's directory (a share
+ * not mounted here, say): another host's worker may well can. The task is left to them, not failed.
+ */
+export function leaveToOthers(shared: boolean, code: string, dirWritable: boolean): boolean {
+  return shared && code === 'E_DEST' && !dirWritable;
+}
+
+function writableDir(dir: string): boolean {
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+    return fs.statSync(dir).isDirectory();
+  } catch {
+    return false;
+  }
+}
 
 export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> {
   const { store, log } = ctx;
@@ -86,7 +106,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       else fencedOut();
       return;
     }
-    const part = planPart(t, { boot: bootId(), pid: process.pid, alive: pidAlive });
+    const part = planPart(t, { boot: bootId(), pid: process.pid, alive: pidAlive, shared: store.shared });
     const resume = t.output && part.recorded ? { offset: t.resumeOffset, etag: t.etag, lastModified: t.lastModified } : null;
     // (A split file's resume is logged by the split download: segment by segment.)
     if (resume && !t.segments) log.write(t.session, `task ${t.id}: resuming from ${part.trustLength ? 'the bytes in' : `byte ${t.resumeOffset} of`} ${part.recorded!.path}${part.copy ? ' (copied: its previous worker may still be running)' : ''}`);
@@ -270,6 +290,12 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
   }
   if (err.extra.waitFor === 'disk-space') {
     if (fenced(await store.requeue(fence, { notBefore: now + DISK_RECHECK_MS, reason: 'disk-space', error, ...kept }))) log.write(t.session, `task ${t.id}: waiting for disk space: ${err.message}`);
+    return;
+  }
+  if (leaveToOthers(store.shared, err.code, writableDir(t.dir))) {
+    if (fenced(await store.requeue(fence, { notBefore: now + LEAVE_MS, reason: 'retry', error, leave: true, ...kept }))) {
+      log.write(t.session, `task ${t.id}: this host cannot write ${t.dir} (${err.message}); left to another worker of the shared store`);
+    }
     return;
   }
   if ((err.extra.finalUrl || err.extra.httpStatus) && !fenced(await store.recordResponse(fence, { finalUrl: err.extra.finalUrl, httpStatus: err.extra.httpStatus }))) return;

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Header, Task } from '../shared/model.js';
-import type { DownloadRecord, Store, TaskFence } from '../store/index.js';
+import type { DownloadRecord, TaskStore, TaskFence } from '../store/index.js';
 import { nameFromResponse, TransferError } from '../transfer/index.js';
 import type { AttemptContext } from './attempt.js';
 
@@ -82,7 +82,7 @@ export interface Conditional {
 }
 
 /** --if-changed: the file to compare (the destination, or where this URL last landed in its directory, or its URL's name) and the headers. */
-export async function conditionalFor(store: Store, t: Task): Promise<Conditional | null> {
+export async function conditionalFor(store: TaskStore, t: Task): Promise<Conditional | null> {
   if (hasConditionalHeader(t.headers)) return null;
   const output = t.output ?? (await store.lastOutputOf(t.url, t.dir)) ?? path.join(path.resolve(t.dir), nameFromResponse(null, t.url));
   const headers = conditionalHeaders(existingFile(output), await store.lastDownloadOf(output), t.url);

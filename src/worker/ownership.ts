@@ -10,6 +10,11 @@ export interface Here {
   boot: string;
   pid: number;
   alive(pid: number): boolean;
+  /**
+   * The store is shared by the workers of several hosts: a file written under another boot id may be
+   * another host's, whose worker (frozen past its lease) may still write to it.
+   */
+  shared?: boolean;
 }
 
 /** `part_boot` as stored: the boot id and the pid of the worker writing the file. */
@@ -27,7 +32,8 @@ export function parsePartBoot(value: string | null): { boot: string; pid: number
  * kept (a process crash loses none), else only the fsync'd offset. Its last writer provably gone (a
  * dead pid of this boot, a previous boot, this very worker) or unknown (a store of an older bgdl): the
  * file is adopted in place. Its last writer a live process of this boot (a frozen worker whose lease
- * lapsed, say): the kept bytes are copied to a fresh file, so that writer cannot reach ours.
+ * lapsed, say), or on a shared store any writer under another boot (another host's worker, which no
+ * pid check here can see): the kept bytes are copied to a fresh file, so that writer cannot reach ours.
  */
 export function planPart(t: Pick<Task, 'output' | 'partPath' | 'partId' | 'partBoot' | 'resumeOffset' | 'claim'>, here: Here): PartPlan {
   const recorded = recordedPart(t);
@@ -35,6 +41,6 @@ export function planPart(t: Pick<Task, 'output' | 'partPath' | 'partId' | 'partB
   if (!recorded) return { recorded: null, trustLength: false, copy: false, tag };
   const owner = parsePartBoot(t.partBoot);
   const sameBoot = !!owner && owner.boot === here.boot;
-  const mayStillWrite = sameBoot && owner!.pid !== here.pid && here.alive(owner!.pid);
+  const mayStillWrite = sameBoot ? owner!.pid !== here.pid && here.alive(owner!.pid) : !!owner && !!here.shared;
   return { recorded, trustLength: sameBoot, copy: mayStillWrite, tag };
 }

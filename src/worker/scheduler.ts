@@ -1,6 +1,7 @@
 // Which queued tasks start now: a pure function of the candidates, what is running and the limits.
 
-import { priorityRank, type Task } from '../shared/model.js';
+import { priorityRank } from '../shared/model.js';
+import type { Candidate } from '../store/index.js';
 import type { Verdict } from './conditions.js';
 
 export interface SlotState {
@@ -11,7 +12,7 @@ export interface SlotState {
 }
 
 export interface Decision {
-  start: Task[];
+  start: Candidate[];
   /** Discretionary tasks held by conditions (with the reason shown in status). */
   hold: { id: number; reason: 'conditions'; detail: string | null }[];
   /** Tasks previously held by conditions that no longer are. */
@@ -26,13 +27,13 @@ export function originOf(url: string): string {
   }
 }
 
-const expected = (t: Task) => (t.kind === 'upload' ? (t.expectSend ?? t.uploadSize) : t.expectReceive) ?? Number.MAX_SAFE_INTEGER;
+const expected = (t: Candidate) => (t.kind === 'upload' ? (t.expectSend ?? t.uploadSize) : t.expectReceive) ?? Number.MAX_SAFE_INTEGER;
 
 /**
  * Highest priority first; within a priority, ordinary tasks oldest first, then discretionary tasks
  * smallest expected transfer first (the seed: prefer small transfers when a window opens).
  */
-export function orderCandidates(tasks: Task[]): Task[] {
+export function orderCandidates<T extends Candidate>(tasks: T[]): T[] {
   return [...tasks].sort((a, b) => {
     const p = priorityRank(b.priority) - priorityRank(a.priority);
     if (p) return p;
@@ -45,7 +46,7 @@ export function orderCandidates(tasks: Task[]): Task[] {
   });
 }
 
-export function schedule(candidates: Task[], slots: SlotState, conditions: Verdict): Decision {
+export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict): Decision {
   const decision: Decision = { start: [], hold: [], release: [] };
   const byOrigin = new Map(slots.runningByOrigin);
   let running = slots.running;

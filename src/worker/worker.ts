@@ -12,7 +12,7 @@ import { Logger } from '../shared/log.js';
 import { isFinal, type Task } from '../shared/model.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
-import { Store, type LeaseFence } from '../store/index.js';
+import { openStore, type Candidate, type LeaseFence, type TaskStore } from '../store/index.js';
 import { closeDispatchers, TokenBucket } from '../transfer/index.js';
 import { resourceTimeoutError, runAttempt, type Active, type StopReason } from './attempt.js';
 import { evaluateConditions, nearlyDone, readMachine, type Verdict } from './conditions.js';
@@ -32,7 +32,7 @@ export interface WorkerOptions {
 interface QueueView {
   key: string;
   whole: boolean;
-  rows: Task[];
+  rows: Candidate[];
 }
 
 export type WorkerExit = 'done' | 'another-worker' | 'lease-lost' | 'stopped';
@@ -63,7 +63,7 @@ export function napLength(o: { now: number; busy: boolean; nextWake: number | nu
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
   const env = opts.env ?? process.env;
   const log = new Logger(opts.home);
-  const store = await Store.open(opts.home);
+  const store = await openStore(opts.home, env);
   const fence = await store.takeLease(process.pid, Date.now(), loadConfig(env).leaseTimeout, pidAlive);
   if (!fence) {
     const lease = await store.readLease();
@@ -89,7 +89,8 @@ class Worker {
   private config: Config;
   private conditions: Verdict = { ok: true, reason: null };
   private wakeUp: (() => void) | null = null;
-  private lastDataVersion = -1;
+  /** Other processes' commits as last seen (ChangeToken.others). */
+  private lastSeen = -1;
   private timers = { heartbeat: 0, config: 0, flush: 0, conditions: 0, control: 0, expire: 0, rates: 0 };
   /** The global cap last applied, to log when it changes. */
   private globalRate: Rate = null;
@@ -100,11 +101,11 @@ class Worker {
   private needSchedule = true;
   /** The earliest begin-at / retry time seen when going to sleep: reaching it means schedule again. */
   private nextWake: number | null = null;
-  /** The store state `nextWake` was read in (data version and queue epoch): it holds until either moves. */
+  /** The store state `nextWake` was read in (queueKey): it holds until either part moves. */
   private nextWakeKey = '';
   /** The head of the queue as last read for scheduling (see schedule). */
   private queueView: QueueView | null = null;
-  /** What `queueFacts` last found, and in which store state (data version and queue epoch). */
+  /** What `queueFacts` last found, and in which store state (queueKey). */
   private facts: { key: string; held: boolean; discretionary: boolean } | null = null;
   private readonly lingerMs: number;
   /** The store failed under an attempt or a hook (full disk, damaged file): the loop stops the worker. */
@@ -113,7 +114,7 @@ class Worker {
   private lost = false;
 
   constructor(
-    private readonly store: Store,
+    private readonly store: TaskStore,
     private readonly log: Logger,
     private readonly env: NodeJS.ProcessEnv,
     private readonly opts: WorkerOptions,
@@ -226,10 +227,15 @@ class Worker {
 
   /** True when another process committed to the store since the last look (cheap: no I/O). */
   private storeChanged(): boolean {
-    const v = this.store.dataVersion();
-    const changed = v !== this.lastDataVersion;
-    this.lastDataVersion = v;
+    const v = this.store.changes().others;
+    const changed = v !== this.lastSeen;
+    this.lastSeen = v;
     return changed;
+  }
+
+  /** The state of the queue as this loop turn saw it: others' commits as last seen, and our own queue writes. */
+  private queueKey(): string {
+    return `${this.lastSeen}:${this.store.changes().mine}`;
   }
 
   private wake(): void {
@@ -239,7 +245,7 @@ class Worker {
   private async sleep(now: number): Promise<void> {
     // Reading the next begin-at/retry time scans the queue: do it only when the queue may have
     // changed (another process committed, or this one requeued or held a task) or the time came.
-    const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
+    const key = this.queueKey();
     if (key !== this.nextWakeKey || (this.nextWake != null && now >= this.nextWake)) {
       this.nextWake = await this.store.nextWakeAt(now);
       this.nextWakeKey = key;
@@ -250,26 +256,17 @@ class Worker {
       nextWake: this.nextWake,
       heartbeatDue: this.timers.heartbeat + heartbeatInterval(this.config.leaseTimeout),
     });
-    // Between full ticks, look at the store's data version often so a pause or an add acts at once.
-    await new Promise<void>((resolve) => {
-      const poll = setInterval(() => {
-        try {
-          if (this.store.dataVersion() !== this.lastDataVersion) done();
-        } catch (err) {
-          this.noteStoreFailure(err);
-          done();
-        }
-      }, 100);
-      const timer = setTimeout(() => done(), ms);
-      const done = () => {
-        clearInterval(poll);
-        clearTimeout(timer);
-        this.wakeUp = null;
-        resolve();
-      };
-      this.wakeUp = done;
-      if (this.opts.signal?.aborted) done();
-    });
+    // Between full ticks, the store's change signal wakes the loop so a pause or an add acts at once.
+    const nap = new AbortController();
+    this.wakeUp = () => nap.abort();
+    if (this.opts.signal?.aborted) nap.abort();
+    try {
+      await this.store.waitForChange({ others: this.lastSeen, mine: 0 }, ms, nap.signal);
+    } catch (err) {
+      if (!this.noteStoreFailure(err)) throw err;
+    } finally {
+      this.wakeUp = null;
+    }
   }
 
   /** Pause and cancel act on running transfers: the CLI changes the state, the worker stops the attempt. */
@@ -278,8 +275,13 @@ class Worker {
     const states = await this.store.statesOf([...this.active.keys()]);
     for (const [id, a] of this.active) {
       const s = states.get(id);
-      if (s === 'running' || a.stopReason) continue;
-      this.stop(a, s === 'canceled' ? 'cancel' : s && isFinal(s) ? 'cancel' : 'pause');
+      if (a.stopReason) continue;
+      // Canceled: the attempt removes its partial file. Claimed again (by another worker of a shared
+      // store, after this one was silent past leaseTimeout): it touches nothing more.
+      if (s?.state === 'canceled') this.stop(a, 'cancel');
+      else if (s && s.claim !== a.fence.claim) this.stop(a, 'fenced');
+      else if (s?.state === 'running') continue;
+      else this.stop(a, s && isFinal(s.state) ? 'cancel' : 'pause');
     }
   }
 
@@ -331,9 +333,9 @@ class Worker {
     // perHost counts connections: a split download's extra ones too.
     for (const a of this.active.values()) byOrigin.set(a.origin, (byOrigin.get(a.origin) ?? 0) + 1 + a.extra);
     const slots = { running: this.active.size, runningByOrigin: byOrigin, maxConcurrent: cfg.maxConcurrent, perHost: cfg.perHost };
-    const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
+    const key = this.queueKey();
     const read = async (limit: number): Promise<QueueView> => {
-      const rows = await this.store.runnableCandidates(now, limit, { brief: true });
+      const rows = await this.store.runnableCandidates(now, limit);
       return { key, whole: rows.length < limit, rows };
     };
     const fresh = (v: QueueView) => v.rows.filter((t) => !this.active.has(t.id));
@@ -375,14 +377,14 @@ class Worker {
     if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
     for (const t of d.start) {
       if (this.lost) return;
-      const claimed = await this.store.markRunning(t.id, now, this.lease);
+      const claimed = await this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost });
       if (claimed) this.start(claimed);
     }
   }
 
   /** Held and discretionary tasks in the queue, asked again only when the queue may have changed. */
   private async queueFacts(): Promise<{ held: boolean; discretionary: boolean }> {
-    const key = `${this.lastDataVersion}:${this.store.queueEpoch}`;
+    const key = this.queueKey();
     if (!this.facts || this.facts.key !== key) this.facts = { key, ...(await this.store.queueFacts()) };
     return this.facts;
   }
@@ -489,7 +491,7 @@ class Worker {
     const states = await this.store.statesOf(refused);
     for (const id of refused) {
       const a = this.active.get(id);
-      if (a) this.stop(a, states.get(id) === 'canceled' ? 'cancel' : 'fenced');
+      if (a) this.stop(a, states.get(id)?.state === 'canceled' ? 'cancel' : 'fenced');
     }
   }
 
@@ -499,9 +501,9 @@ class Worker {
       if (this.hooksRunning.has(session.name) || !hookDue(session, { active, runnable }, now)) continue;
       const events = await this.store.listEvents({ session: session.name, undeliveredOnly: true });
       if (events.length === 0) continue;
-      if (!(await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax }, this.lease))) {
-        return this.leaseLost();
-      }
+      const start = await this.store.recordHookStart(session.name, now, { base: this.config.rateLimitBase, max: this.config.rateLimitMax }, this.lease, events.map((e) => e.id));
+      if (start === 'lease-lost') return this.leaseLost();
+      if (start === 'busy') continue; // another worker of a shared store runs it
       this.hooksRunning.add(session.name);
       const plan = planHook(this.opts.home, session, events, this.env, this.config.downloadDir, now);
       this.log.write(session.name, `hook: running for ${events.length} event(s)`);

@@ -10,7 +10,7 @@ import { controlTarget, parseStates } from '../../src/cli/selection.js';
 import { parseChecksums } from '../../src/shared/checksums.js';
 import { UsageError } from '../../src/shared/errors.js';
 import type { NewTask } from '../../src/shared/model.js';
-import { Store, type DownloadRecord } from '../../src/store/index.js';
+import { SqliteStore as Store, type DownloadRecord } from '../../src/store/index.js';
 import { conditionalHeaders, derivedDecision, expectedSha256, hasConditionalHeader } from '../../src/worker/batch.js';
 
 const A = 'a'.repeat(64);

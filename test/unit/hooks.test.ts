@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { BgdlEvent, Session } from '../../src/shared/model.js';
-import { nextRateLimitCount, rateLimitDelay } from '../../src/shared/ratelimit.js';
+import { nextRateLimitCount, rateLimitDelay } from '../../src/store/rules/ratelimit.js';
 import { hookDue, hookRetryDelay, planHook } from '../../src/worker/hooks.js';
 
 const session = (p: Partial<Session> = {}): Session => ({

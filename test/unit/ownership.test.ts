@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CONFIG_KEYS } from '../../src/shared/config.js';
 import { heartbeatInterval } from '../../src/shared/lease.js';
+import { leaveToOthers } from '../../src/worker/attempt.js';
 import { formatPartBoot, parsePartBoot, planPart } from '../../src/worker/ownership.js';
 import { napLength } from '../../src/worker/worker.js';
 
@@ -24,6 +25,13 @@ describe('planPart: who may touch the partial file', () => {
     if (want.recorded !== null) expect(plan.recorded).toEqual({ path: '/d/f.bin.bgdl-part', id: '1:2' });
   });
 
+  it('on a shared store, a file written under another boot may be a live host\'s: copied, only the fsync\'d offset kept', () => {
+    const shared = { ...here, shared: true };
+    expect(planPart(task({ ...recorded, partBoot: 'boot-B/200' }), shared)).toMatchObject({ trustLength: false, copy: true });
+    expect(planPart(task({ ...recorded, partBoot: 'boot-A/300' }), shared)).toMatchObject({ trustLength: true, copy: false });
+    expect(planPart(task({ ...recorded }), shared)).toMatchObject({ trustLength: false, copy: false });
+  });
+
   it('a task stored by an older bgdl (no recorded file, a resume offset) owns <output>.bgdl-part by name', () => {
     expect(planPart(task({ resumeOffset: 500 }), here)).toMatchObject({ recorded: { path: '/d/f.bin.bgdl-part', id: null }, trustLength: false, copy: false });
     expect(planPart(task({ output: null, resumeOffset: 500 }), here).recorded).toBeNull();
@@ -34,6 +42,15 @@ describe('planPart: who may touch the partial file', () => {
     expect(parsePartBoot('nonsense')).toBeNull();
     expect(parsePartBoot(null)).toBeNull();
   });
+});
+
+describe('leaveToOthers: a host that cannot write a directory leaves the task to the others', () => {
+  it.each([
+    [true, 'E_DEST', false, true],
+    [true, 'E_DEST', true, false],
+    [false, 'E_DEST', false, false],
+    [true, 'E_HTTP_STATUS', false, false],
+  ])('shared %s, %s, directory writable %s: leave %s', (shared, code, writable, leave) => expect(leaveToOthers(shared, code, writable)).toBe(leave));
 });
 
 describe('leaseTimeout', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { NotFoundError, StoreError } from '../../src/shared/errors.js';
-import { failureKind, guardMethods, storeFailure } from '../../src/store/failure.js';
+import { failureKind, guardMethods, storeFailure } from '../../src/store/sqlite/failure.js';
 
 describe('failureKind', () => {
   it.each([

@@ -2,6 +2,7 @@
 // them within a couple of seconds.
 
 import { CONFIG_KEYS, checkKey, readRawConfig, setConfig, unsetConfig } from '../../shared/config.js';
+import { redactUrl } from '../../shared/redact.js';
 import type { Ctx } from '../context.js';
 
 export interface ConfigEntry {
@@ -15,7 +16,8 @@ export function configList(ctx: Ctx): ConfigEntry[] {
   const raw = readRawConfig(ctx.env);
   return Object.entries(CONFIG_KEYS).map(([key, spec]) => ({
     key,
-    value: raw[key] ?? spec.defaultText(),
+    // A store URL may carry a password: never print it.
+    value: key === 'store' && raw[key] ? redactUrl(raw[key]!)! : (raw[key] ?? spec.defaultText()),
     isDefault: raw[key] === undefined,
     describe: spec.describe,
   }));

@@ -3,7 +3,7 @@
 // screenful of rows.
 
 import { FINAL_STATES, type Task, type TaskState } from '../../shared/model.js';
-import type { TaskTotals } from '../../store/index.js';
+import type { TaskBrief, TaskTotals } from '../../store/index.js';
 import { ensureWorker, openStore, requireSession, touchSession, type Ctx } from '../context.js';
 import { filterOf } from '../selection.js';
 
@@ -15,10 +15,12 @@ export interface StatusOptions {
   brief?: boolean;
 }
 
-export async function status(ctx: Ctx, ids: number[], o: StatusOptions): Promise<Task[]> {
+export async function status(ctx: Ctx, ids: number[], o: StatusOptions & { brief: true }): Promise<TaskBrief[]>;
+export async function status(ctx: Ctx, ids: number[], o: StatusOptions & { brief?: false }): Promise<Task[]>;
+export async function status(ctx: Ctx, ids: number[], o: StatusOptions): Promise<Task[] | TaskBrief[]> {
   const filter = filterOf(o);
   const store = await openStore(ctx);
-  let tasks: Task[];
+  let tasks: Task[] | TaskBrief[];
   if (ids.length) {
     tasks = await store.getTasks(ids);
     tasks = tasks.filter((t) => (!filter.session || t.session === filter.session) && (!filter.states || filter.states.includes(t.state)));
@@ -27,7 +29,7 @@ export async function status(ctx: Ctx, ids: number[], o: StatusOptions): Promise
       await requireSession(store, filter.session);
       await touchSession(ctx, store, filter.session);
     }
-    tasks = await store.listTasks({ ...filter, brief: o.brief });
+    tasks = o.brief ? await store.listBriefTasks(filter) : await store.listTasks(filter);
   }
   await ensureWorker(ctx, store);
   return tasks;
@@ -38,7 +40,7 @@ export interface StatusView {
   /** Per-session totals; null when every task is listed. */
   totals: TaskTotals[] | null;
   /** The rows to show: every task, or the chosen screenful (recently finished, running, queued, paused). */
-  tasks: Task[];
+  tasks: TaskBrief[];
   /** Tasks left out of the rows, by state (all zero when every task is listed). */
   hidden: Record<TaskState, number>;
 }
@@ -83,14 +85,14 @@ export async function statusView(ctx: Ctx, o: { session?: string; all?: boolean;
   const total = totals?.reduce((n, t) => n + Object.values(t.counts).reduce((a, b) => a + b, 0), 0) ?? 0;
   // The table is a header and a row a task; keep a line for the prompt.
   if (!totals || total <= o.screenRows - 2) {
-    view = { totals: null, tasks: await store.listTasks({ session: o.session, brief: true }), hidden: none };
+    view = { totals: null, tasks: await store.listBriefTasks({ session: o.session }), hidden: none };
   } else {
     const counts = { ...none };
     for (const t of totals) for (const s of Object.keys(counts) as TaskState[]) counts[s] += t.counts[s];
     // Summary lines (one a session), a blank line, the header, the "not shown" line and the prompt.
     const rows = Math.max(10, o.screenRows - totals.length - 4);
     const quota = rowQuota(counts, rows);
-    let finished: Task[] = [];
+    let finished: TaskBrief[] = [];
     if (quota.completed > 0) {
       for (const state of FINAL_STATES) finished.push(...(await store.briefTasksPage({ session: o.session, state, limit: quota.completed })));
       finished = finished.sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0) || b.id - a.id).slice(0, quota.completed).reverse();

@@ -15,3 +15,24 @@ export function nextRateLimitCount(prevCount: number, prevRunAt: number | null, 
   const window = 2 * rateLimitDelay(prevCount, base, max) + base;
   return now - prevRunAt > window ? 1 : prevCount + 1;
 }
+
+/** The rate-limiter state a session keeps. */
+export interface RateLimitState {
+  rateLimitCount: number;
+  rateLimitLastRunAt: number | null;
+}
+
+export interface RateLimitConfig {
+  base: number;
+  max: number;
+}
+
+/** The start delay of a task added now (from a hook or not) to a session in this state. */
+export function enqueueDelay(s: RateLimitState, fromHook: boolean, rl: RateLimitConfig): number {
+  return fromHook ? rateLimitDelay(s.rateLimitCount, rl.base, rl.max) : 0;
+}
+
+/** The state after a hook run starts at `now` (the step every backend stores). */
+export function hookRunStep(s: RateLimitState, now: number, rl: RateLimitConfig): RateLimitState {
+  return { rateLimitCount: nextRateLimitCount(s.rateLimitCount, s.rateLimitLastRunAt, now, rl.base, rl.max), rateLimitLastRunAt: now };
+}

@@ -1,280 +1,62 @@
-// The store: one SQLite database (WAL) shared by every bgdl process of a BGDL_HOME. Its interface is
-// a set of coarse domain operations, each one transaction and async at the boundary, so that another
-// backend could stand behind it without touching the CLI or the worker. No SQL outside this folder.
+// The SQLite backend of the store: one database (WAL) shared by every bgdl process of a BGDL_HOME.
+// It implements TaskStore (../types.ts) by mapping the shared rules (../rules/) to its SQL; every
+// operation is one transaction. No SQL outside src/store.
 
 import fs from 'node:fs';
 import os from 'node:os';
 import Database from 'better-sqlite3';
-import { NotFoundError, StoreError, UsageError } from '../shared/errors.js';
+import { NotFoundError, StoreError, UsageError } from '../../shared/errors.js';
 import {
   FINAL_STATES,
-  iso,
   isFinal,
   PRIORITIES,
   type BgdlEvent,
   type EventType,
   type NewTask,
-  type Outcome,
   type Session,
   type Task,
-  type TaskError,
   type TaskState,
   type WaitingFor,
-} from '../shared/model.js';
-import { storePath } from '../shared/paths.js';
-import { nextRateLimitCount, rateLimitDelay } from '../shared/ratelimit.js';
-import { redactUrl } from '../shared/redact.js';
+} from '../../shared/model.js';
+import { storePath } from '../../shared/paths.js';
+import { eventFor } from '../rules/events.js';
+import { leaseIsStale, nextToken, type LeaseRow } from '../rules/leases.js';
+import { enqueueDelay, hookRunStep } from '../rules/ratelimit.js';
+import { ACTION_FROM, retryOutputRefusal, transitionRefusal, type TaskAction } from '../rules/transitions.js';
+import type {
+  CanceledPart,
+  Candidate,
+  ChangeToken,
+  ClaimLimits,
+  DownloadRecord,
+  EventQuery,
+  FinishInfo,
+  HookResult,
+  HookStart,
+  Lease,
+  LeaseFence,
+  ProgressUpdate,
+  RateLimitConfig,
+  RequeueInfo,
+  ResponseInfo,
+  SessionPatch,
+  SessionSummary,
+  TaskBrief,
+  TaskControl,
+  TaskFence,
+  TaskFilter,
+  TaskStore,
+  TaskTotals,
+  TransitionResult,
+  WorkSummary,
+} from '../types.js';
+import { BRIEF_COLUMNS, briefTaskFrom, CANDIDATE_COLUMNS, candidateFrom, emptyCounts, rowToEvent, rowToSession, taskFrom } from '../rows.js';
 import { guardMethods, storeFailure } from './failure.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
 
 type Row = Record<string, any>;
 
-export type TaskAction = 'pause' | 'resume' | 'cancel' | 'retry';
-
-/** The states each control action applies to (a bulk selection takes only these). */
-export const ACTION_FROM: Record<TaskAction, readonly TaskState[]> = {
-  pause: ['queued', 'running'],
-  resume: ['paused'],
-  cancel: ['queued', 'running', 'paused'],
-  retry: ['failed', 'canceled'],
-};
-
-/**
- * Which tasks a command means when it names no IDs: the one selection rule of `status`, the control
- * commands and `prune`. Every field narrows; an empty filter is every task.
- */
-export interface TaskFilter {
-  session?: string;
-  states?: readonly TaskState[];
-  /** Only tasks that finished at or before this time (prune --older-than). */
-  finishedBefore?: number;
-}
-
-export interface TransitionResult {
-  changed: Task[];
-  /** Tasks left as they were, with the reason (e.g. "already completed"). */
-  skipped: { task: Task; reason: string }[];
-  /** The state each changed task was in before (a canceled task that was running is cleaned up by the worker). */
-  previous: Map<number, TaskState>;
-}
-
-/** What the latest real download of an output recorded: the validators --if-changed sends. */
-export interface DownloadRecord {
-  url: string;
-  output: string;
-  etag: string | null;
-  lastModified: string | null;
-  bytes: number;
-  finishedAt: number;
-}
-
-export interface SessionSummary extends Session {
-  counts: Record<TaskState, number>;
-  undeliveredEvents: number;
-}
-
-/** One session's tasks at a glance (the status summary line): counts by state, bytes, speed. */
-export interface TaskTotals {
-  session: string;
-  counts: Record<TaskState, number>;
-  /** Bytes received (downloads) or sent (uploads) so far, over every task. */
-  bytesDone: number;
-  /** Sum of the known expected sizes. */
-  bytesExpected: number;
-  /** Summed speed of the running tasks, bytes a second. */
-  speed: number;
-}
-
-export interface SessionPatch {
-  hook?: string | null;
-  launchEvents?: boolean;
-  discretionary?: boolean;
-  /** Bytes per second for each transfer of the session; null removes the limit. */
-  limitRate?: number | null;
-}
-
-export interface Lease {
-  pid: number;
-  host: string;
-  heartbeat: number;
-  startedAt: number;
-  token: number;
-}
-
-/** A worker's hold on the lease: its writes apply only while the lease still has this pid and token. */
-export interface LeaseFence {
-  pid: number;
-  token: number;
-}
-
-/** An attempt's hold on its task: its writes apply only while the task's claim is still this one. */
-export interface TaskFence {
-  id: number;
-  claim: number;
-}
-
-export interface ProgressUpdate {
-  id: number;
-  claim: number;
-  bytesReceived?: number;
-  bytesSent?: number;
-  bytesExpected?: number | null;
-  resumeOffset?: number;
-  speed?: number | null;
-  /** A split download's segment table as last made durable. */
-  segments?: string;
-}
-
-/** What the worker learned from a response, kept so a later attempt can resume. */
-export interface ResponseInfo {
-  finalUrl?: string | null;
-  httpStatus?: number | null;
-  bytesExpected?: number | null;
-  etag?: string | null;
-  lastModified?: string | null;
-  output?: string | null;
-  resumeOffset?: number;
-  bytesReceived?: number;
-  /** The sum a derived name's --checksums line expects, once the name is known. */
-  sha256Expected?: string | null;
-  protocol?: string | null;
-  /** The partial file this attempt writes (its lineage's file), its `dev:ino`, and the boot and pid writing it. */
-  partPath?: string | null;
-  partId?: string | null;
-  partBoot?: string | null;
-  /** The segment table of the partial file (null: not a split download's file). */
-  segments?: string | null;
-}
-
-export interface FinishInfo {
-  state: 'completed' | 'failed';
-  /** How a completed task ended when it wrote no new file (skipped, not-modified, no-body). */
-  outcome?: Outcome | null;
-  etag?: string | null;
-  lastModified?: string | null;
-  error?: TaskError | null;
-  httpStatus?: number | null;
-  finalUrl?: string | null;
-  output?: string | null;
-  sha256?: string | null;
-  bytesReceived?: number;
-  bytesSent?: number;
-  responseBody?: string | null;
-}
-
-export interface RequeueInfo {
-  notBefore: number | null;
-  reason: WaitingFor | null;
-  detail?: string | null;
-  error?: TaskError | null;
-  resumeOffset?: number;
-  bytesReceived?: number;
-}
-
-export interface WorkSummary {
-  queued: number;
-  running: number;
-  pendingHooks: number;
-}
-
 const LEASE_ID = 1;
-/** What the scheduler needs of a candidate (see scheduler.ts). */
-const CANDIDATE_COLUMNS = 'id, session, kind, url, state, priority, discretionary, expect_send, expect_receive, upload_size, wait_reason, wait_detail';
-/** What the status table shows (the URL only for uploads: a download shows its destination). */
-const BRIEF_COLUMNS = `id, session, kind, CASE kind WHEN 'upload' THEN url END AS url, output, dir, state, wait_reason, wait_detail,
-  not_before, begin_at, bytes_received, bytes_expected, bytes_sent, upload_size, speed, error_code, error_message, attempts, http_status`;
-
-function taskFrom(v: any[], ix: Record<string, number>): Task {
-  return {
-    id: v[ix.id!],
-    session: v[ix.session!],
-    kind: v[ix.kind!],
-    url: v[ix.url!],
-    finalUrl: v[ix.final_url!],
-    method: v[ix.method!],
-    headers: ix.headers === undefined ? [] : JSON.parse(v[ix.headers]),
-    output: v[ix.output!],
-    outputFixed: !!v[ix.output_fixed!],
-    dir: v[ix.dir!],
-    uploadFile: v[ix.upload_file!],
-    uploadSize: v[ix.upload_size!],
-    state: v[ix.state!],
-    waitReason: v[ix.wait_reason!],
-    waitDetail: v[ix.wait_detail!],
-    notBefore: v[ix.not_before!],
-    beginAt: v[ix.begin_at!],
-    discretionary: !!v[ix.discretionary!],
-    priority: PRIORITIES[v[ix.priority!]] ?? 'normal',
-    expectSend: v[ix.expect_send!],
-    expectReceive: v[ix.expect_receive!],
-    sha256Expected: v[ix.sha256_expected!],
-    sha256: v[ix.sha256!],
-    bytesReceived: v[ix.bytes_received!],
-    bytesExpected: v[ix.bytes_expected!],
-    bytesSent: v[ix.bytes_sent!],
-    httpStatus: v[ix.http_status!],
-    attempts: v[ix.attempts!],
-    error: v[ix.error_code!] ? { code: v[ix.error_code!], message: v[ix.error_message!] ?? '' } : null,
-    etag: v[ix.etag!],
-    lastModified: v[ix.last_modified!],
-    resumeOffset: v[ix.resume_offset!],
-    responseBody: v[ix.response_body!],
-    insecure: !!v[ix.insecure!],
-    caFile: v[ix.ca_file!],
-    allowDowngrade: !!v[ix.allow_downgrade!],
-    fromHook: !!v[ix.from_hook!],
-    speed: v[ix.speed!],
-    createdAt: v[ix.created_at!],
-    startedAt: v[ix.started_at!],
-    finishedAt: v[ix.finished_at!],
-    claim: v[ix.claim!],
-    partPath: v[ix.part_path!],
-    partId: v[ix.part_id!],
-    partBoot: v[ix.part_boot!],
-    maxSize: v[ix.max_size!],
-    proxy: v[ix.proxy!] ? JSON.parse(v[ix.proxy!]) : null,
-    netrcFile: v[ix.netrc_file!],
-    cookiesFile: v[ix.cookies_file!],
-    skipExisting: !!v[ix.skip_existing!],
-    ifChanged: !!v[ix.if_changed!],
-    checksums: v[ix.checksums!] ? JSON.parse(v[ix.checksums!]) : null,
-    maxAttempts: v[ix.max_attempts!],
-    outcome: v[ix.outcome!],
-    protocol: v[ix.protocol!],
-    limitRate: v[ix.limit_rate!],
-    split: v[ix.split!] == null ? null : v[ix.split!] === 0 ? 'auto' : v[ix.split!],
-    segments: v[ix.segments!] ?? null,
-  };
-}
-
-/**
- * A task with only the BRIEF_COLUMNS fields (the rest left out, not just empty): ten thousand of
- * them are all alive while `bgdl status` renders, and their size is what garbage collection costs.
- */
-function briefTaskFrom(v: any[], ix: Record<string, number>): Task {
-  return {
-    id: v[ix.id!],
-    session: v[ix.session!],
-    kind: v[ix.kind!],
-    url: v[ix.url!],
-    output: v[ix.output!],
-    dir: v[ix.dir!],
-    state: v[ix.state!],
-    waitReason: v[ix.wait_reason!],
-    waitDetail: v[ix.wait_detail!],
-    notBefore: v[ix.not_before!],
-    beginAt: v[ix.begin_at!],
-    bytesReceived: v[ix.bytes_received!],
-    bytesExpected: v[ix.bytes_expected!],
-    bytesSent: v[ix.bytes_sent!],
-    uploadSize: v[ix.upload_size!],
-    speed: v[ix.speed!],
-    error: v[ix.error_code!] ? { code: v[ix.error_code!], message: v[ix.error_message!] ?? '' } : null,
-    attempts: v[ix.attempts!],
-    httpStatus: v[ix.http_status!],
-    finishedAt: v[ix.finished_at!],
-  } as Task;
-}
 
 /**
  * Read tasks through raw rows, one at a time: better-sqlite3 builds a keyed object per row slowly
@@ -282,14 +64,14 @@ function briefTaskFrom(v: any[], ix: Record<string, number>): Task {
  * young instead of all of them living until the last is read (half the CPU of `.all()` at 10,000
  * rows, most of it garbage collection). `bgdl status` must stay fast.
  */
-function readTasks(stmt: Database.Statement, args: unknown[], decode: (v: any[], ix: Record<string, number>) => Task = taskFrom): Task[] {
+function readTasks<T = Task>(stmt: Database.Statement, args: unknown[], decode: (v: any[], ix: Record<string, number>) => T = taskFrom as never): T[] {
   let ix = columnIndexes.get(stmt);
   if (!ix) {
     ix = {};
     for (const [i, c] of stmt.columns().entries()) ix[c.name] = i;
     columnIndexes.set(stmt, ix);
   }
-  const out: Task[] = [];
+  const out: T[] = [];
   // Statements are cached and shared: leave this one in its default (object) mode afterwards.
   stmt.raw(true);
   try {
@@ -301,48 +83,6 @@ function readTasks(stmt: Database.Statement, args: unknown[], decode: (v: any[],
 }
 
 const columnIndexes = new WeakMap<Database.Statement, Record<string, number>>();
-
-function rowToSession(r: Row): Session {
-  return {
-    name: r.name,
-    hook: r.hook,
-    launchEvents: !!r.launch_events,
-    discretionary: !!r.discretionary,
-    createdAt: r.created_at,
-    hookFailures: r.hook_failures,
-    hookNextAt: r.hook_next_at,
-    hookLastError: r.hook_last_error,
-    hookLastRunAt: r.hook_last_run_at,
-    hookRuns: r.hook_runs,
-    rateLimitCount: r.rl_count,
-    rateLimitLastRunAt: r.rl_last_run_at,
-    limitRate: r.limit_rate ?? null,
-  };
-}
-
-function rowToEvent(r: Row): BgdlEvent {
-  return { id: r.id, ...JSON.parse(r.data), deliveredAt: iso(r.delivered_at) };
-}
-
-/** The event a final state records, with credentials redacted. */
-function eventFor(t: Task, type: EventType, at: number): Omit<BgdlEvent, 'id'> {
-  const ev: Omit<BgdlEvent, 'id'> = {
-    session: t.session,
-    taskId: t.id,
-    type,
-    url: redactUrl(t.url)!,
-    finalUrl: redactUrl(t.finalUrl),
-    output: t.output,
-    bytes: t.kind === 'upload' ? t.bytesSent : t.bytesReceived,
-    httpStatus: t.httpStatus,
-    sha256: t.sha256,
-    error: t.error,
-    outcome: type === 'completed' ? (t.outcome ?? null) : null,
-    at: new Date(at).toISOString(),
-  };
-  if (t.kind === 'upload') ev.responseBody = t.responseBody;
-  return ev;
-}
 
 /** The SQL condition of a TaskFilter (the one place a selection becomes a query). */
 function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
@@ -363,27 +103,27 @@ function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
   return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', args };
 }
 
-const emptyCounts = (): Record<TaskState, number> => ({ queued: 0, running: 0, paused: 0, completed: 0, failed: 0, canceled: 0 });
-
 /** Prepared statements kept per store; past this many distinct texts (IN lists of varying length) the cache starts over. */
 const STATEMENT_CACHE_MAX = 256;
 
-export class Store {
+export class SqliteStore implements TaskStore {
   private readonly statements = new Map<string, Database.Statement>();
   /** Outputs of unfinished tasks as last read, and the data version they were read at (see outputsInUse). */
   private outputs: { version: number; byId: Map<number, { dir: string; output: string }> } | null = null;
   private dataVersionStmt: Database.Statement | null = null;
-  /**
-   * Counts this connection's writes that can change which queued tasks are runnable or when
-   * (requeue, holds, tasks leaving the queue other than by being claimed). Other connections' writes
-   * show in `dataVersion()`; together they tell the worker when what it read about the queue is stale.
-   */
-  queueEpoch = 0;
+  /** This connection's writes that can change which queued tasks are runnable or when (ChangeToken.mine). */
+  private queueEpoch = 0;
 
   private constructor(
     private readonly db: Database.Database,
     readonly file: string,
   ) {}
+
+  readonly shared = false;
+
+  get location(): string {
+    return this.file;
+  }
 
   /** A prepared statement, compiled once per distinct SQL text (preparing costs more than most queries). */
   private prepare(sql: string): Database.Statement {
@@ -397,7 +137,7 @@ export class Store {
   }
 
   /** Open (creating when missing) the store of `home`. Throws StoreError naming the file. */
-  static async open(home: string): Promise<Store> {
+  static async open(home: string): Promise<SqliteStore> {
     const file = storePath(home);
     try {
       fs.mkdirSync(home, { recursive: true, mode: 0o700 });
@@ -424,8 +164,8 @@ export class Store {
           `the store ${file} was written by a newer bgdl (schema ${version}, this bgdl knows ${SCHEMA_VERSION}): upgrade bgdl; it does not downgrade stores`,
         );
       }
-      if (version < SCHEMA_VERSION) Store.migrate(db, file, version);
-      else Store.checkForeign(db, file);
+      if (version < SCHEMA_VERSION) SqliteStore.migrate(db, file, version);
+      else SqliteStore.checkForeign(db, file);
     } catch (err) {
       db?.close();
       const failure = storeFailure(err, file);
@@ -440,7 +180,7 @@ export class Store {
         /* not there yet */
       }
     }
-    return new Store(db, file);
+    return new SqliteStore(db, file);
   }
 
   private static migrate(db: Database.Database, file: string, from: number): void {
@@ -464,9 +204,37 @@ export class Store {
   }
 
   /** Changes whenever another connection commits: a cheap way for the worker to notice commands. */
-  dataVersion(): number {
+  private dataVersion(): number {
     this.dataVersionStmt ??= this.db.prepare('PRAGMA data_version').pluck();
     return this.dataVersionStmt.get() as number;
+  }
+
+  changes(): ChangeToken {
+    return { others: this.dataVersion(), mine: this.queueEpoch };
+  }
+
+  /** SQLite has no notifications: look at the data version every 100 ms (a read of a counter, no I/O). */
+  async waitForChange(since: ChangeToken, ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return;
+    await new Promise<void>((resolve, reject) => {
+      const finish = (err?: unknown) => {
+        clearInterval(poll);
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (err) reject(storeFailure(err, this.file));
+        else resolve();
+      };
+      const onAbort = () => finish();
+      const poll = setInterval(() => {
+        try {
+          if (this.dataVersion() !== since.others) finish();
+        } catch (err) {
+          finish(err);
+        }
+      }, 100);
+      const timer = setTimeout(() => finish(), ms);
+      signal?.addEventListener('abort', onAbort);
+    });
   }
 
   async close(): Promise<void> {
@@ -560,7 +328,7 @@ export class Store {
    * Store a batch of new tasks in one transaction, creating sessions on first use. Tasks from a hook
    * take the session's rate-limit delay and are discretionary unless the caller said otherwise.
    */
-  async enqueue(tasks: NewTask[], rateLimit: { base: number; max: number }, now = Date.now()): Promise<Task[]> {
+  async enqueue(tasks: NewTask[], rateLimit: RateLimitConfig, now = Date.now()): Promise<Task[]> {
     this.queueEpoch++;
     this.outputs = null;
     const insert = this.prepare(`
@@ -587,7 +355,7 @@ export class Store {
           s = rowToSession(this.sessionRow(t.session)!);
           sessions.set(t.session, s);
         }
-        const delay = t.fromHook ? rateLimitDelay(s.rateLimitCount, rateLimit.base, rateLimit.max) : 0;
+        const delay = enqueueDelay(s, t.fromHook, rateLimit);
         const discretionary = t.discretionary ?? (s.discretionary || t.fromHook);
         // Each parameter named, not `{ ...t, … }`: V8 copies a spread object with added keys very
         // slowly (a third of `add -i` of 100,000 URLs).
@@ -691,14 +459,16 @@ export class Store {
     return readTasks(this.prepare('SELECT * FROM tasks WHERE id = ?'), [id])[0] ?? null;
   }
 
-  /**
-   * Tasks in id order. `brief` reads only the columns a status table shows (the other fields are left
-   * out), which keeps `bgdl status` fast with tens of thousands of tasks.
-   */
-  async listTasks(filter: TaskFilter & { brief?: boolean } = {}): Promise<Task[]> {
+  /** Tasks in id order. */
+  async listTasks(filter: TaskFilter = {}): Promise<Task[]> {
     const where = whereOf(filter);
-    const cols = filter.brief ? BRIEF_COLUMNS : '*';
-    return readTasks(this.prepare(`SELECT ${cols} FROM tasks ${where.sql} ORDER BY id`), where.args, filter.brief ? briefTaskFrom : taskFrom);
+    return readTasks(this.prepare(`SELECT * FROM tasks ${where.sql} ORDER BY id`), where.args);
+  }
+
+  /** Status rows in id order: only the columns a status table shows, which keeps `bgdl status` fast with tens of thousands of tasks. */
+  async listBriefTasks(filter: TaskFilter = {}): Promise<TaskBrief[]> {
+    const where = whereOf(filter);
+    return readTasks(this.prepare(`SELECT ${BRIEF_COLUMNS} FROM tasks ${where.sql} ORDER BY id`), where.args, briefTaskFrom);
   }
 
   /** Per session (in name order): counts by state, bytes and speed, for the status summary line. */
@@ -724,7 +494,7 @@ export class Store {
    * order the worker takes them (priority, then id), finished ones most recently finished first. The
    * status summary view reads a screenful this way instead of every task.
    */
-  async briefTasksPage(filter: { session?: string; state: TaskState; limit: number }): Promise<Task[]> {
+  async briefTasksPage(filter: { session?: string; state: TaskState; limit: number }): Promise<TaskBrief[]> {
     const order = isFinal(filter.state) ? 'finished_at DESC, id DESC' : 'priority DESC, id';
     const sql = `SELECT ${BRIEF_COLUMNS}, finished_at FROM tasks WHERE state = ? ${filter.session ? 'AND session = ?' : ''} ORDER BY ${order} LIMIT ?`;
     const args = filter.session ? [filter.state, filter.session, filter.limit] : [filter.state, filter.limit];
@@ -802,39 +572,31 @@ export class Store {
     return r?.output ?? null;
   }
 
-  /** Returns why the task was left alone, or null when it changed. */
+  /** Returns why the task was left alone (rules/transitions.ts), or null when it changed. */
   private applyTransition(t: Task, action: TaskAction, now: number, liveOutputs: () => Map<string, { id: number; state: string }>): string | null {
+    const refusal = transitionRefusal(t.state, action);
+    if (refusal) return refusal;
     const set = (sql: string, ...args: unknown[]) => this.prepare(`UPDATE tasks SET ${sql} WHERE id = ?`).run(...args, t.id);
     switch (action) {
       case 'pause':
-        if (t.state === 'paused') return 'already paused';
-        if (t.state !== 'queued' && t.state !== 'running') return `already ${t.state}`;
         set("state = 'paused', speed = NULL");
         return null;
       case 'resume':
-        if (t.state === 'queued' || t.state === 'running') return `already ${t.state}`;
-        if (t.state !== 'paused') return `already ${t.state} (use bgdl retry for failed or canceled tasks)`;
         set("state = 'queued', wait_reason = NULL, wait_detail = NULL, not_before = NULL");
         return null;
-      case 'cancel': {
-        if (t.state === 'completed' || t.state === 'failed' || t.state === 'canceled') return `already ${t.state}`;
-        // The claim moves on: a late write of an attempt still running (or of a worker long gone) is refused.
+      case 'cancel':
         set("state = 'canceled', finished_at = ?, speed = NULL, wait_reason = NULL, not_before = NULL, claim = claim + 1", now);
         this.insertEvent({ ...t, state: 'canceled', finishedAt: now }, 'canceled', now);
         return null;
-      }
-      case 'retry':
-        if (t.state !== 'failed' && t.state !== 'canceled') return `is ${t.state} (only failed or canceled tasks can be retried)`;
-        if (t.output) {
-          // Two live tasks never share an output: one added since may have taken it.
-          const owner = liveOutputs().get(t.output);
-          if (owner && owner.id !== t.id) return `its output ${t.output} is now the output of task ${owner.id} (${owner.state})`;
-          liveOutputs().set(t.output, { id: t.id, state: 'queued' });
-        }
+      case 'retry': {
+        const conflict = retryOutputRefusal(t.id, t.output, t.output ? liveOutputs().get(t.output) : undefined);
+        if (conflict) return conflict;
+        if (t.output) liveOutputs().set(t.output, { id: t.id, state: 'queued' });
         set(`state = 'queued', attempts = 0, error_code = NULL, error_message = NULL, wait_reason = NULL, wait_detail = NULL,
              not_before = NULL, finished_at = NULL, started_at = NULL, timeout_from = ?, bytes_received = resume_offset, sha256 = NULL,
              outcome = NULL`, now);
         return null;
+      }
     }
   }
 
@@ -854,7 +616,7 @@ export class Store {
   /** Is a live worker holding the lease (its pid alive here, its heartbeat recent)? */
   async liveWorker(now: number, staleMs: number, isAlive: (pid: number) => boolean): Promise<boolean> {
     const cur = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
-    return !!cur && !leaseIsStale(cur, now, staleMs, isAlive);
+    return !!cur && !leaseIsStale(cur as LeaseRow, now, staleMs, isAlive, os.hostname());
   }
 
   /**
@@ -863,7 +625,7 @@ export class Store {
    * (release clears the pid), so tokens only grow.
    */
   private writeLease(cur: Row | undefined, pid: number, now: number): LeaseFence {
-    const token = (cur?.token ?? 0) + 1;
+    const token = nextToken(cur?.token);
     this.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at, token) VALUES (?, ?, ?, ?, ?, ?)').run(LEASE_ID, pid, os.hostname(), now, now, token);
     return { pid, token };
   }
@@ -876,7 +638,7 @@ export class Store {
   async takeLease(pid: number, now: number, staleMs: number, isAlive: (pid: number) => boolean): Promise<LeaseFence | null> {
     return this.db.transaction(() => {
       const cur = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
-      if (cur && cur.pid !== pid && !leaseIsStale(cur, now, staleMs, isAlive)) return null;
+      if (cur && cur.pid !== pid && !leaseIsStale(cur as LeaseRow, now, staleMs, isAlive, os.hostname())) return null;
       return this.writeLease(cur, pid, now);
     }).immediate();
   }
@@ -903,11 +665,11 @@ export class Store {
    */
   async ensureWorker(now: number, staleMs: number, isAlive: (pid: number) => boolean, spawn: () => number | undefined): Promise<'running' | 'started' | 'idle'> {
     const quick = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
-    if (quick && !leaseIsStale(quick, now, staleMs, isAlive)) return 'running';
+    if (quick && !leaseIsStale(quick as LeaseRow, now, staleMs, isAlive, os.hostname())) return 'running';
     if (!this.hasWorkSync(now)) return 'idle';
     return this.db.transaction(() => {
       const cur = this.prepare('SELECT * FROM lease WHERE id = ?').get(LEASE_ID) as Row | undefined;
-      if (cur && !leaseIsStale(cur, now, staleMs, isAlive)) return 'running' as const;
+      if (cur && !leaseIsStale(cur as LeaseRow, now, staleMs, isAlive, os.hostname())) return 'running' as const;
       const pid = spawn();
       if (!pid) return 'idle' as const;
       this.writeLease(cur, pid, now);
@@ -960,7 +722,7 @@ export class Store {
    * Canceled tasks whose partial file is still recorded: cancel left it to a worker that then lost
    * its lease (frozen), or the command stopped before removing it. The worker removes them on start.
    */
-  async canceledParts(): Promise<{ id: number; session: string; partPath: string; partId: string | null }[]> {
+  async canceledParts(): Promise<CanceledPart[]> {
     const rows = this.prepare("SELECT id, session, part_path, part_id FROM tasks WHERE state = 'canceled' AND part_path IS NOT NULL").all() as Row[];
     return rows.map((r) => ({ id: r.id, session: r.session, partPath: r.part_path, partId: r.part_id }));
   }
@@ -976,15 +738,14 @@ export class Store {
   }
 
   /**
-   * Queued tasks whose begin-at and not-before times have passed, best first (priority, then age).
-   * `brief` reads only what the scheduler looks at (the rest of each task comes back empty): the
-   * worker asks after every finished transfer, so this is its most frequent query.
+   * Queued tasks whose begin-at and not-before times have passed (rules/runnable.ts `isCandidate`),
+   * best first (priority, then age), with only what the scheduler looks at: the worker asks after
+   * every finished transfer, so this is its most frequent query.
    */
-  async runnableCandidates(now: number, limit: number, opts: { brief?: boolean } = {}): Promise<Task[]> {
-    const cols = opts.brief ? CANDIDATE_COLUMNS : '*';
-    const stmt = this.prepare(`SELECT ${cols} FROM tasks WHERE state = 'queued' AND (begin_at IS NULL OR begin_at <= ?) AND (not_before IS NULL OR not_before <= ?)
+  async runnableCandidates(now: number, limit: number): Promise<Candidate[]> {
+    const stmt = this.prepare(`SELECT ${CANDIDATE_COLUMNS} FROM tasks WHERE state = 'queued' AND (begin_at IS NULL OR begin_at <= ?) AND (not_before IS NULL OR not_before <= ?)
                 ORDER BY priority DESC, id LIMIT ?`);
-    return readTasks(stmt, [now, now, limit]);
+    return readTasks(stmt, [now, now, limit], candidateFrom);
   }
 
   /** Whether any queued task is held by conditions, and whether any is discretionary (what makes scheduling subtle). */
@@ -1008,7 +769,8 @@ export class Store {
    * Claim a queued task for a transfer attempt, raising its claim (the attempt's fencing token, in the
    * task returned); null when it changed meanwhile (paused, canceled) or the lease is no longer ours.
    */
-  async markRunning(id: number, now: number, lease: LeaseFence): Promise<Task | null> {
+  async markRunning(id: number, now: number, lease: LeaseFence, _limits?: ClaimLimits): Promise<Task | null> {
+    // One worker per SQLite store: the scheduler's own count of running transfers is already the whole truth.
     return this.db.transaction(() => {
       if (!this.leaseHeld(lease)) return null;
       const info = this
@@ -1034,10 +796,10 @@ export class Store {
   }
 
   /** Current states of these tasks (the worker watches for pause and cancel). */
-  async statesOf(ids: number[]): Promise<Map<number, TaskState>> {
+  async statesOf(ids: number[]): Promise<Map<number, TaskControl>> {
     if (ids.length === 0) return new Map();
-    const rows = this.prepare(`SELECT id, state FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`).all(...ids) as Row[];
-    return new Map(rows.map((r) => [r.id, r.state]));
+    const rows = this.prepare(`SELECT id, state, claim FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`).all(...ids) as Row[];
+    return new Map(rows.map((r) => [r.id, { state: r.state, claim: r.claim }]));
   }
 
   /** Progress of many running tasks in one transaction. Returns the ids whose claim has moved on (refused). */
@@ -1217,7 +979,7 @@ export class Store {
 
   // ---- events and hooks ----------------------------------------------------------------------
 
-  async listEvents(filter: { session?: string; undeliveredOnly?: boolean; afterId?: number; limit?: number } = {}): Promise<BgdlEvent[]> {
+  async listEvents(filter: EventQuery = {}): Promise<BgdlEvent[]> {
     const where: string[] = ['id > ?'];
     const args: unknown[] = [filter.afterId ?? 0];
     if (filter.session) {
@@ -1257,14 +1019,16 @@ export class Store {
   }
 
   /** A hook run starts: count it for the relaunch rate limiter. False: the lease is no longer ours, do not run it. */
-  async recordHookStart(name: string, now: number, rateLimit: { base: number; max: number }, lease?: LeaseFence): Promise<boolean> {
-    return this.db.transaction(() => {
-      if (lease && !this.leaseHeld(lease)) return false;
+  async recordHookStart(name: string, now: number, rateLimit: RateLimitConfig, lease?: LeaseFence, eventIds: number[] = []): Promise<HookStart> {
+    const delivered = this.prepare('SELECT delivered_at FROM events WHERE id = ?').pluck();
+    return this.db.transaction((): HookStart => {
+      if (lease && !this.leaseHeld(lease)) return 'lease-lost';
+      if (eventIds.some((id) => delivered.get(id) != null)) return 'busy';
       const s = this.sessionRow(name);
-      if (!s) return true; // removed meanwhile: nothing to count
-      const count = nextRateLimitCount(s.rl_count, s.rl_last_run_at, now, rateLimit.base, rateLimit.max);
-      this.prepare('UPDATE sessions SET hook_runs = hook_runs + 1, hook_last_run_at = ?, rl_count = ?, rl_last_run_at = ? WHERE name = ?').run(now, count, now, name);
-      return true;
+      if (!s) return 'run'; // removed meanwhile: nothing to count
+      const step = hookRunStep({ rateLimitCount: s.rl_count, rateLimitLastRunAt: s.rl_last_run_at }, now, rateLimit);
+      this.prepare('UPDATE sessions SET hook_runs = hook_runs + 1, hook_last_run_at = ?, rl_count = ?, rl_last_run_at = ? WHERE name = ?').run(now, step.rateLimitCount, step.rateLimitLastRunAt, name);
+      return 'run';
     }).immediate();
   }
 
@@ -1272,7 +1036,7 @@ export class Store {
    * A hook run ended: on success its events are delivered; on failure the next attempt is scheduled.
    * False (nothing recorded) when the lease is no longer ours: the next worker runs the hook again.
    */
-  async recordHookResult(name: string, eventIds: number[], result: { ok: true } | { ok: false; error: string; nextAt: number }, now = Date.now(), lease?: LeaseFence): Promise<boolean> {
+  async recordHookResult(name: string, eventIds: number[], result: HookResult, now = Date.now(), lease?: LeaseFence): Promise<boolean> {
     return this.db.transaction(() => {
       if (lease && !this.leaseHeld(lease)) return false;
       if (result.ok) {
@@ -1288,10 +1052,4 @@ export class Store {
 }
 
 // A full disk, a damaged file or an I/O error in any operation is a StoreError naming the file (exit 4).
-guardMethods(Store.prototype, (store) => store.file);
-
-function leaseIsStale(r: Row, now: number, staleMs: number, isAlive: (pid: number) => boolean): boolean {
-  if (r.pid === 0) return true; // released
-  if (now - r.heartbeat > staleMs) return true;
-  return r.host === os.hostname() && !isAlive(r.pid);
-}
+guardMethods(SqliteStore.prototype, (store) => store.file);

@@ -3,7 +3,7 @@
 // store (a NotFoundError, a bug in a statement) pass through unchanged.
 
 import path from 'node:path';
-import { StoreError } from '../shared/errors.js';
+import { StoreError } from '../../shared/errors.js';
 
 /** What kind of failure an error code is (better-sqlite3's SqliteError `.code`, or a Node errno). */
 export type StoreFailureKind = 'full' | 'damaged' | 'io' | 'busy';
@@ -49,10 +49,11 @@ export function storeFailure(err: unknown, file: string): unknown {
 }
 
 /**
- * Make every method of a store class report its failures as StoreError (see storeFailure): sync
- * methods when they throw, async ones when their promise rejects. `fileOf` gives the store's file.
+ * Make every method of a store class report its failures as StoreError (see storeFailure, or the
+ * backend's own `map`): sync methods when they throw, async ones when their promise rejects.
+ * `fileOf` gives the store's file (or location).
  */
-export function guardMethods<T extends object>(proto: T, fileOf: (self: T) => string): void {
+export function guardMethods<T extends object>(proto: T, fileOf: (self: T) => string, map: (err: unknown, file: string) => unknown = storeFailure): void {
   for (const name of Object.getOwnPropertyNames(proto)) {
     const desc = Object.getOwnPropertyDescriptor(proto, name);
     if (name === 'constructor' || !desc || typeof desc.value !== 'function') continue;
@@ -62,9 +63,9 @@ export function guardMethods<T extends object>(proto: T, fileOf: (self: T) => st
       try {
         r = fn.apply(this, args);
       } catch (err) {
-        throw storeFailure(err, fileOf(this));
+        throw map(err, fileOf(this));
       }
-      return r instanceof Promise ? r.catch((err: unknown) => Promise.reject(storeFailure(err, fileOf(this)))) : r;
+      return r instanceof Promise ? r.catch((err: unknown) => Promise.reject(map(err, fileOf(this)))) : r;
     };
     Object.defineProperty(proto, name, { ...desc, value: guarded });
   }

@@ -1,0 +1,65 @@
+// The SQLite backend: the store contract, and what only a file-backed store has (modes, WAL, refusing
+// foreign, damaged and newer files).
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { StoreError } from '../../src/shared/errors.js';
+import { SqliteStore as Store } from '../../src/store/index.js';
+import { storeContract } from './contract.js';
+
+storeContract('sqlite', async () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-store-'));
+  return {
+    open: () => Store.open(path.join(home, 'h')),
+    cleanup: async () => fs.rmSync(home, { recursive: true, force: true }),
+  };
+});
+
+let home: string;
+let store: Store;
+beforeEach(async () => {
+  home = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-store-'));
+  store = await Store.open(path.join(home, 'h'));
+});
+afterEach(async () => {
+  await store.close();
+  fs.rmSync(home, { recursive: true, force: true });
+});
+
+describe('sqlite store', () => {
+  it('creates BGDL_HOME 0700 and the database 0600 in WAL mode', () => {
+    expect(fs.statSync(path.join(home, 'h')).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(store.file).mode & 0o777).toBe(0o600);
+    const db = new Database(store.file, { readonly: true });
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    db.close();
+  });
+
+});
+
+describe('store files', () => {
+  it('a corrupt file is a StoreError naming the file', async () => {
+    const h = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-bad-'));
+    fs.writeFileSync(path.join(h, 'bgdl.db'), 'this is not a database at all'.repeat(200));
+    await expect(Store.open(h)).rejects.toThrow(StoreError);
+    await expect(Store.open(h)).rejects.toThrow(path.join(h, 'bgdl.db'));
+  });
+  it('a store from a newer bgdl is refused', async () => {
+    const h = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-new-'));
+    (await Store.open(h)).close();
+    const db = new Database(path.join(h, 'bgdl.db'));
+    db.pragma('user_version = 99');
+    db.close();
+    await expect(Store.open(h)).rejects.toThrow(/newer bgdl/);
+  });
+  it('a foreign SQLite database is refused', async () => {
+    const h = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-foreign-'));
+    const db = new Database(path.join(h, 'bgdl.db'));
+    db.exec('CREATE TABLE photos (id INTEGER)');
+    db.close();
+    await expect(Store.open(h)).rejects.toThrow(/not a bgdl store/);
+  });
+});
