@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
 import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
 
 let t: TestDir;
@@ -143,6 +143,22 @@ describe('bandwidth limits', () => {
     expect(JSON.parse(show.stdout).limitRate).toBe(400_000);
     const unset = await t.bgdl(['session', 'set', 'slow', '--no-limit-rate', '--json']);
     expect(JSON.parse(unset.stdout).limitRate).toBeNull();
+  });
+
+  it('a task keeps its limit across pause and resume (it is stored with the task)', async () => {
+    s.route('/p.bin', { body: { size: 1_600_000 }, etag: '"p"' });
+    const [id] = await add(['--limit-rate', '300K', '-o', 'p.bin', s.url('/p.bin')]);
+    const p = new Progress(t.home, [id!]);
+    await waitUntil(() => p.samples.get(id!)!.some((x) => x.bytes >= 300_000), 20_000, 'under way');
+    expect((await t.bgdl(['pause', String(id)])).code).toBe(0);
+    await waitUntil(async () => (await statusJson(t, [id!]))[0].state === 'paused' && (await t.bgdl(['log'])).stdout.includes('paused at byte'), 20_000, 'paused');
+    const kept = (await statusJson(t, [id!]))[0].bytesReceived as number;
+    expect((await t.bgdl(['resume', String(id)])).code).toBe(0);
+    const [done] = await waitFinal(t, [id!], 30_000);
+    p.stop();
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(path.join(t.downloads, 'p.bin')))).toBe(sha256(bodyFor(1_600_000)));
+    within(p.rate(id!, kept + 100_000, 2500), 300_000, 0.15);
   });
 
   it('an upload is held to its limit too', async () => {
