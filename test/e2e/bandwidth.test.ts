@@ -101,8 +101,8 @@ describe('bandwidth limits', () => {
 
   it('maxRate is shared fairly by running transfers, and a change acts within seconds', async () => {
     t.setConfig({ maxRate: '600K' });
-    s.route('/b.bin', { body: { size: 4_000_000 }, etag: '"b"' });
-    s.route('/c.bin', { body: { size: 4_000_000 }, etag: '"c"' });
+    s.route('/b.bin', { body: { size: 6_000_000 }, etag: '"b"' });
+    s.route('/c.bin', { body: { size: 6_000_000 }, etag: '"c"' });
     const ids = await add(['-d', t.downloads, s.url('/b.bin'), s.url('/c.bin')]);
     const p = new Progress(t.home, ids);
     await waitUntil(() => p.samples.get(ids[1]!)!.some((x) => x.bytes >= 300_000), 20_000, 'both transfers under way');
@@ -111,20 +111,15 @@ describe('bandwidth limits', () => {
     const first = [p.rate(ids[0]!, 300_000, 2000), p.rate(ids[1]!, 300_000, 2000)];
     within(first[0]! + first[1]!, 600_000, 0.15);
     for (const r of first) within(r, 300_000, 0.25);
-    // Raise the cap while they run: within two seconds both go faster.
-    t.setConfig({ maxRate: '3M' });
+    // Raise the cap while they run: within two seconds each goes at its new, doubled share.
+    t.setConfig({ maxRate: '1200K' });
     const changedAt = Date.now();
-    await new Promise((r) => setTimeout(r, 2500));
-    const after = p.samples.get(ids[0]!)!.filter((x) => x.at >= changedAt + 2000);
-    expect(after.length).toBeGreaterThan(0);
-    const done = await waitFinal(t, ids, 30_000);
+    await waitUntil(() => p.samples.get(ids[0]!)!.some((x) => x.at >= changedAt + 4000), 15_000, 'samples after the change');
     p.stop();
-    expect(done.map((d) => d.state)).toEqual(['completed', 'completed']);
-    const xs = p.samples.get(ids[0]!)!;
-    const a = xs.find((x) => x.at >= changedAt + 2000)!;
-    const b = xs.find((x) => x.at >= a.at + 500 && x.bytes < 4_000_000);
-    if (b) expect(((b.bytes - a.bytes) * 1000) / (b.at - a.at)).toBeGreaterThan(600_000);
-    else expect(a.bytes).toBeGreaterThan(first[0]! * 4); // it finished within half a second of the change taking hold
+    const atTwoSeconds = p.samples.get(ids[0]!)!.find((x) => x.at >= changedAt + 2000)!.bytes;
+    within(p.rate(ids[0]!, atTwoSeconds, 1200), 600_000, 0.25);
+    // The files are large enough to still be running: end them here (other tests check completion).
+    expect((await t.bgdl(['cancel', ...ids.map(String)])).code).toBe(0);
   });
 
   it("a session's --limit-rate applies to its tasks; the tightest limit wins", async () => {
