@@ -1,0 +1,39 @@
+// Every tuning constant of the body path, in one block, each with the reason for its value. The
+// figures quoted were measured with `npm run bench -- --only=big` on the 2-core development machine
+// (Linux 6.18, ext4); see docs/ARCHITECTURE.md, "The body path".
+
+export const TUNING = {
+  /**
+   * Body bytes held in memory while the output is still being chosen (before the partial file is
+   * open); past this the connection is paused. One MiB covers what a fast server sends during the
+   * few milliseconds of naming and creating the file.
+   */
+  earlyBytes: 1024 * 1024,
+  /**
+   * Chunks are gathered and written with one writev() of about this much: fewer system calls and
+   * thread-pool hops than one write per 64 KiB chunk, small enough that the kernel keeps using small
+   * page-cache folios (larger single writes cost more system time per byte on this kernel).
+   */
+  writeBatchBytes: 512 * 1024,
+  /**
+   * Bytes taken and not yet written (the batch being gathered plus the one being written) above
+   * which the body is paused: bounds memory at a few batches however slow the disk is.
+   */
+  highWaterBytes: 2 * 1024 * 1024,
+  /** A slow transfer still reaches the disk this often, so a crash keeps what had arrived. */
+  flushIntervalMs: 250,
+  /**
+   * The durable offset (what a resume after a reboot starts from) lags the written one by at most
+   * about this long: an fdatasync() starts when it is due. Syncing while writes go on makes the
+   * writes wait for writeback; fewer, larger syncs cost less (each sync of a once-a-second schedule
+   * stalled the writer) and a process crash loses nothing anyway (the bytes are in the page cache).
+   */
+  durableLagMs: 5000,
+  /** Reading a partial file back to hash its kept prefix: one read of this size at a time. */
+  prefixReadBytes: 1024 * 1024,
+  /** A statfs() answer for a directory is reused this long for the free-space check of the next file. */
+  freeSpaceReuseMs: 1000,
+  /** While writing, free space is asked again after this many bytes or this long, whichever first. */
+  freeSpaceLookBytes: 4 * 1024 * 1024,
+  freeSpaceLookMs: 1000,
+} as const;
