@@ -16,6 +16,7 @@ import { parseContentDisposition } from './naming.js';
 import {
   copyPrefix, createFresh, fencedError, fileError, inspectRecorded, openRecorded, outputBusyError, unsafePartError, type OpenedPart,
 } from './partfile.js';
+import { leanRuntime } from './runtime.js';
 import { FileSink } from './sink.js';
 import { TUNING } from './tuning.js';
 import {
@@ -203,6 +204,7 @@ function perform(req: DownloadRequest, cb: DownloadCallbacks, plan: ResumePlan |
 }
 
 export async function download(req: DownloadRequest, cb: DownloadCallbacks): Promise<DownloadResult> {
+  leanRuntime();
   const lineage = partPlanOf(req);
   // What is on disk for the next attempt if this one fails: the resume point until the body is being
   // written, then what has been fsync'd.

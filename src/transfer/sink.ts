@@ -12,6 +12,7 @@ import path from 'node:path';
 import { createHash, type Hash } from 'node:crypto';
 import { linkWithoutClobber, stillNamed, syncDirectory, unlinkIfSame } from '../shared/files.js';
 import { pickFreePath } from './naming.js';
+import { countTowardsCollection } from './runtime.js';
 import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
 
@@ -113,6 +114,7 @@ export class FileSink implements BodySink {
   write(chunk: Buffer): boolean {
     if (this.failure || this.closed) return true; // the body is being stopped; nothing more is written
     this.hash.update(chunk);
+    countTowardsCollection(chunk.length);
     this.batch.push(chunk);
     this.batchBytes += chunk.length;
     if (this.batchBytes >= TUNING.writeBatchBytes || Date.now() - this.lastHandOver >= TUNING.flushIntervalMs) this.pump();

@@ -29,6 +29,11 @@ export const TUNING = {
    * stalled the writer) and a process crash loses nothing anyway (the bytes are in the page cache).
    */
   durableLagMs: 5000,
+  /**
+   * Every this many body bytes (all transfers together) a young-generation collection is asked for
+   * (runtime.ts says why): 8 MiB bounds the dead socket buffers at that; 4 MiB saved no more memory.
+   */
+  youngGcBytes: 8 * 1024 * 1024,
   /** Reading a partial file back to hash its kept prefix: one read of this size at a time. */
   prefixReadBytes: 1024 * 1024,
   /** A statfs() answer for a directory is reused this long for the free-space check of the next file. */
