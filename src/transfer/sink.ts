@@ -2,7 +2,7 @@
 // reports how much of it is durable. FileSink, its implementation, writes the partial file: it hashes
 // each chunk (SHA-256) on the event loop as it arrives, gathers chunks into batches written with one
 // writev() each through the thread pool (one in flight while the next gathers, no copies), and
-// fdatasync()s in the background at most `durableLagMs` apart; only an fsync'd offset is ever reported
+// fdatasync()s in the background as it goes (tuning.ts says how often); only an fsync'd offset is ever reported
 // durable. The file-safety steps it needs (rename or link without clobbering, the name still ours,
 // directory fsync) come from src/shared/files.ts.
 
@@ -73,6 +73,7 @@ export class FileSink implements BodySink {
   private lastHandOver = Date.now();
   private syncing: Promise<void> | null = null;
   private lastSyncAt = Date.now();
+  private lastSyncFrom: number;
   private idleWaiters: Array<() => void> = [];
   private closed = false;
 
@@ -88,6 +89,7 @@ export class FileSink implements BodySink {
     this.fd = fh.fd;
     this.written = start;
     this.durable = start;
+    this.lastSyncFrom = start;
     this.hash = hash;
   }
 
@@ -171,8 +173,9 @@ export class FileSink implements BodySink {
   /** Start an fdatasync in the background when one is due; the durable offset is what was written when it began. */
   private syncIfDue(): void {
     const now = Date.now();
-    if (this.syncing || now - this.lastSyncAt < TUNING.durableLagMs) return;
+    if (this.syncing || (now - this.lastSyncAt < TUNING.durableLagMs && this.written - this.lastSyncFrom < TUNING.syncEveryBytes)) return;
     this.lastSyncAt = now;
+    this.lastSyncFrom = this.written;
     const upTo = this.written;
     this.syncing = new Promise<void>((resolve) =>
       fs.fdatasync(this.fd, (err) => {

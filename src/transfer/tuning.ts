@@ -23,12 +23,19 @@ export const TUNING = {
   /** A slow transfer still reaches the disk this often, so a crash keeps what had arrived. */
   flushIntervalMs: 250,
   /**
-   * The durable offset (what a resume after a reboot starts from) lags the written one by at most
-   * about this long: an fdatasync() starts when it is due. Syncing while writes go on makes the
-   * writes wait for writeback; fewer, larger syncs cost less (each sync of a once-a-second schedule
-   * stalled the writer) and a process crash loses nothing anyway (the bytes are in the page cache).
+   * A background fdatasync() starts (when none is running) once this much has been written since the
+   * last one began, or `durableLagMs` has passed. For a fast transfer this keeps the disk writing
+   * while the network delivers, so the final fsync has little left to do: measured on 512 MiB, syncs
+   * back to back finished the task in ~0.85-1.0 s against ~1.05-1.3 s with one every 1-5 s, at the
+   * same CPU time (1.10 s). A slow transfer is synced about once a second instead of ten times.
    */
-  durableLagMs: 5000,
+  syncEveryBytes: 16 * 1024 * 1024,
+  /**
+   * The durable offset (what a resume after a reboot starts from) lags the written one by at most
+   * about this long while bytes arrive. A process crash loses nothing either way (the bytes are in the
+   * page cache and the next attempt keeps the file's length).
+   */
+  durableLagMs: 1000,
   /**
    * Every this many body bytes (all transfers together) a young-generation collection is asked for
    * (runtime.ts says why): 8 MiB bounds the dead socket buffers at that; 4 MiB saved no more memory.

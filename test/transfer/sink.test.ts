@@ -32,8 +32,15 @@ async function fresh(name = 'f.bgdl-part', start = 0) {
   const file = path.join(dir, name);
   const fh = await createExclusive(file);
   const durable: number[] = [];
-  const sink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, start, { onDurable: (n) => durable.push(n) });
-  return { file, sink, durable };
+  /** Each durable offset with the count written when it was reported. */
+  const reports: Array<{ durable: number; written: number }> = [];
+  const sink: FileSink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, start, {
+    onDurable: (n) => {
+      durable.push(n);
+      reports.push({ durable: n, written: sink.written });
+    },
+  });
+  return { file, sink, durable, reports };
 }
 
 describe('FileSink', () => {
@@ -55,17 +62,25 @@ describe('FileSink', () => {
     await sink.close();
   });
 
-  it('reports a durable offset only once it is fsync\'d: none while the lag allows, all of it at end', async () => {
-    const { sink, durable } = await fresh();
-    sink.bind({ drain: () => {}, fail: () => {} });
-    const { all, out } = chunks(3 * 1024 * 1024 + 5);
-    for (const c of out) sink.write(c);
-    await sink.settle();
-    expect(sink.written).toBe(all.length);
-    // Written is not durable: within the durable lag no fsync has been reported.
-    expect(sink.durable).toBe(0);
-    expect(durable).toEqual([]);
+  it('reports durable offsets as background fsyncs finish while it writes, never past what was written, and all of it at end', async () => {
+    const { sink, durable, reports } = await fresh();
+    const { all, out } = chunks(TUNING.syncEveryBytes + 3 * 1024 * 1024 + 5);
+    let i = 0;
+    const pump = () => {
+      while (i < out.length) if (!sink.write(out[i++]!)) return;
+    };
+    sink.bind({ drain: pump, fail: () => {} });
+    pump();
+    // Past syncEveryBytes a background fdatasync starts; its offset is reported once it finishes.
+    const deadline = Date.now() + 20_000;
+    while (i < out.length || reports.length === 0) {
+      if (Date.now() > deadline) throw new Error('no durable offset reported while writing');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(reports[0]!.durable).toBeGreaterThanOrEqual(TUNING.syncEveryBytes);
     await sink.end();
+    for (const r of reports) expect(r.durable).toBeLessThanOrEqual(r.written);
+    expect(durable).toEqual([...durable].sort((a, b) => a - b));
     expect(sink.durable).toBe(all.length);
     expect(durable.at(-1)).toBe(all.length);
     await sink.close();
