@@ -7,7 +7,7 @@
 import { constants as C } from 'node:fs';
 import fsp, { type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
-import { createExclusive as createExclusiveFile, isRecordedFile, openNoFollow, ownedRegularFile, partIdOf, type PartRef } from '../shared/files.js';
+import { createExclusive as createExclusiveFile, isRecordedFile, openNoFollow, ownedRegularFile, partIdOf, unlinkIfSame, type PartRef } from '../shared/files.js';
 import { partPathFor } from '../shared/paths.js';
 import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
@@ -158,7 +158,7 @@ export async function copyPrefix(from: PartRef, output: string, tag: string, len
   } catch (err) {
     if (dst) {
       await dst.fh.close().catch(() => {});
-      await fsp.unlink(dst.path).catch(() => {});
+      await unlinkIfSame(dst.path, dst.id);
     }
     throw fileError(dst?.path ?? from.path, err);
   } finally {
