@@ -1,7 +1,11 @@
-// Partial-file ownership both sides apply: a task's attempt lineage owns exactly the partial file the
-// store recorded for it (path and `dev:ino`); nobody opens, truncates, renames or removes any other.
+// The file-safety operations, in one place for every caller (the worker's transfers, the CLI's cancel,
+// the worker's sweeps): exclusive creation with mode 0600, never through a link, ownership by `dev:ino`,
+// rename or link without clobbering, directory fsync. A task's attempt lineage owns exactly the partial
+// file the store recorded for it (path and `dev:ino`); nobody opens, truncates, renames or removes any
+// other. These functions throw plain errno errors; callers turn them into their own error types.
 
-import fs from 'node:fs';
+import fs, { constants as C } from 'node:fs';
+import fsp, { type FileHandle } from 'node:fs/promises';
 import { partPathFor } from './paths.js';
 
 /** A partial file as the store records it. `id` null: recorded by an older bgdl, by name only. */
@@ -56,4 +60,90 @@ export function nonRegularKind(st: fs.Stats): string | null {
   if (st.isSocket()) return 'a socket';
   if (st.isSymbolicLink()) return 'a symbolic link';
   return 'not a regular file';
+}
+
+/** Create `file` for reading and writing: only if nothing (not even a dangling link) has the name; mode 0600. */
+export function createExclusive(file: string): Promise<FileHandle> {
+  return fsp.open(file, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+}
+
+/** Open an existing file, never through a symlink at the name (ELOOP). */
+export function openNoFollow(file: string, flags: number = C.O_RDWR): Promise<FileHandle> {
+  return fsp.open(file, flags | C.O_NOFOLLOW);
+}
+
+/** Does the name `file` still hold the file `id` (nobody replaced or unlinked it)? */
+export async function stillNamed(file: string, id: string): Promise<boolean> {
+  const st = await fsp.lstat(file).catch(() => null);
+  return !!st && partIdOf(st) === id;
+}
+
+/** Remove `file` only while the name still holds the file `id`. */
+export async function unlinkIfSame(file: string, id: string): Promise<void> {
+  if (await stillNamed(file, id)) await fsp.unlink(file).catch(() => {});
+}
+
+/** Filesystems without hard links: fall back to a rename after checking the name is free (a small race). */
+const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK']);
+
+/**
+ * Give `from` the name `to` without replacing anything there: `link` + `unlink` (EEXIST when taken).
+ * Where hard links are not supported, `rename` after checking the name is free.
+ */
+export async function linkWithoutClobber(from: string, to: string): Promise<void> {
+  try {
+    await fsp.link(from, to);
+  } catch (err) {
+    if (!NO_LINKS.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    if (await fsp.lstat(to).then(() => true, () => false)) throw Object.assign(new Error(`${to} exists`), { code: 'EEXIST', syscall: 'link' });
+    await fsp.rename(from, to);
+    return;
+  }
+  await fsp.unlink(from);
+}
+
+/**
+ * Make renames in `dir` durable, sharing the work between files that land together: one fsync of a
+ * directory covers every rename done in it before the fsync began, so a request that arrives while
+ * one runs waits for the next, and all requests waiting for that next one share it. Best effort:
+ * some filesystems cannot fsync a directory.
+ */
+export function syncDirectory(dir: string): Promise<void> {
+  let st = directorySyncs.get(dir);
+  if (!st) directorySyncs.set(dir, (st = { running: null, queued: null }));
+  const s = st;
+  if (!s.running) return startDirectorySync(dir, s);
+  s.queued ??= s.running.then(() => {
+    s.queued = null;
+    return startDirectorySync(dir, s);
+  });
+  return s.queued;
+}
+
+interface DirectorySync {
+  running: Promise<void> | null;
+  queued: Promise<void> | null;
+}
+const directorySyncs = new Map<string, DirectorySync>();
+
+function startDirectorySync(dir: string, st: DirectorySync): Promise<void> {
+  const p: Promise<void> = fsyncDirectory(dir).finally(() => {
+    if (st.running === p) st.running = null;
+    if (!st.running && !st.queued) directorySyncs.delete(dir);
+  });
+  st.running = p;
+  return p;
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  try {
+    const fh = await fsp.open(dir, C.O_RDONLY | C.O_DIRECTORY);
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    /* best effort */
+  }
 }

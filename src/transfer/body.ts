@@ -3,11 +3,9 @@
 // byte received is still ours to write and resume from; a paused or buffered stream would drop them.
 
 import type { Readable } from 'node:stream';
-import type { PartFile } from './partfile.js';
+import type { BodySink } from './sink.js';
+import { TUNING } from './tuning.js';
 import type { Throttle } from './types.js';
-
-/** Held in memory before the part file is open; past this the body is paused. */
-const EARLY_BYTES = 1024 * 1024;
 
 type HoldReason = 'early' | 'disk' | 'rate';
 
@@ -40,7 +38,7 @@ export class Incoming {
       if (this.sink) return this.sink(chunk);
       this.early.push(chunk);
       this.earlyBytes += chunk.length;
-      if (this.earlyBytes >= EARLY_BYTES) this.hold('early');
+      if (this.earlyBytes >= TUNING.earlyBytes) this.hold('early');
     });
   }
 
@@ -82,24 +80,24 @@ export class Incoming {
 }
 
 /**
- * Stream the body into the part file, which hashes and writes it (pausing the body while its buffers
- * are full). On a failure the bytes already received are written before the error is thrown.
+ * Stream the body into the sink (pausing the body while the sink is full). On a failure the bytes
+ * already received are written before the error is thrown.
  * `admit` sees each chunk's size first: an error from it stops the body, that chunk unwritten.
  * Returns the body bytes received, all written but not yet fsync'd: the caller verifies them first
- * and then makes the file durable once, together with its final mode (PartFile.finish).
+ * and then makes the file durable once, together with its final mode (FileSink.finish).
  * `onReceived` sees the count as bytes arrive, before they reach the disk: progress shown to people
  * moves with the network even when the writes are batched or on a thread.
  */
 export async function writeBody(
   incoming: Incoming,
-  part: PartFile,
+  sink: BodySink,
   onReceived: (received: number) => void = () => {},
   admit?: (bytes: number) => Error | null,
 ): Promise<number> {
   const { body } = incoming;
   let received = 0;
   let refused: Error | null = null;
-  part.bind({
+  sink.bind({
     drain: () => incoming.release('disk'),
     fail: (err) => body.destroy(err as Error),
   });
@@ -109,7 +107,7 @@ export async function writeBody(
     if (refused) return void body.destroy(refused);
     received += chunk.length;
     onReceived(received);
-    if (!part.append(chunk)) incoming.hold('disk');
+    if (!sink.write(chunk)) incoming.hold('disk');
   });
 
   let failure: unknown = null;
@@ -118,9 +116,9 @@ export async function writeBody(
   } catch (err) {
     failure = err;
   }
-  await part.settle();
+  await sink.settle();
   if (refused) throw refused;
   if (failure) throw failure;
-  if (part.failure) throw part.failure;
+  if (sink.failure) throw sink.failure;
   return received;
 }

@@ -7,7 +7,8 @@
 import fs from 'node:fs';
 import tls from 'node:tls';
 import { STATUS_CODES } from 'node:http';
-import { Agent, buildConnector, Client, Pool, ProxyAgent, type Dispatcher } from 'undici';
+import type { buildConnector as BuildConnector, Client as UndiciClient, Dispatcher, Pool as UndiciPool } from 'undici';
+import { Agent, buildConnector, Client, Pool, ProxyAgent } from './undici.js';
 import { classifyError } from './classify.js';
 import { TransferError, type TlsOptions } from './types.js';
 
@@ -63,10 +64,10 @@ function connectOptions(opts: TlsOptions): tls.ConnectionOptions {
  */
 function clientFor(key: string, origin: URL | string, opts: object, tlsOptions: tls.ConnectionOptions): Dispatcher {
   const at = `${key} ${new URL(String(origin)).origin}`;
-  const connector = buildConnector({ ...(tlsOptions as object), allowH2: true } as buildConnector.BuildOptions);
+  const connector = buildConnector({ ...(tlsOptions as object), allowH2: true } as BuildConnector.BuildOptions);
   let alpn: string | null = null;
   const client = new Client(origin, {
-    ...(opts as Client.Options),
+    ...(opts as UndiciClient.Options),
     allowH2: true,
     pipelining: protocols.get(at) === 'HTTP/2' ? H2_STREAMS : 1,
     connect: (o, cb) =>
@@ -93,7 +94,7 @@ export function dispatcherFor(opts: TlsOptions): Dispatcher {
     d = new Agent({
       ...CONNECTION_OPTIONS,
       connect: options,
-      factory: (origin, o) => new Pool(origin, { ...(o as Pool.Options), factory: (co, copts) => clientFor(key, co, copts, options) }),
+      factory: (origin, o) => new Pool(origin, { ...(o as UndiciPool.Options), factory: (co, copts) => clientFor(key, co, copts, options) }),
     });
     dispatchers.set(key, d);
   }

@@ -14,8 +14,11 @@ import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
 import { parseContentDisposition } from './naming.js';
 import {
-  copyPrefix, createFresh, fencedError, fileError, inspectRecorded, openRecorded, outputBusyError, PartFile, unsafePartError, type OpenedPart,
+  copyPrefix, createFresh, fencedError, fileError, inspectRecorded, openRecorded, outputBusyError, unsafePartError, type OpenedPart,
 } from './partfile.js';
+import { leanRuntime } from './runtime.js';
+import { FileSink } from './sink.js';
+import { TUNING } from './tuning.js';
 import {
   TransferError,
   type DownloadCallbacks,
@@ -206,6 +209,7 @@ function perform(req: DownloadRequest, cb: DownloadCallbacks, plan: ResumePlan |
  * asking again. Only for an attempt that does not resume.
  */
 export async function download(req: DownloadRequest, cb: DownloadCallbacks, first?: FinalResponse): Promise<DownloadResult> {
+  leanRuntime();
   const lineage = partPlanOf(req);
   // What is on disk for the next attempt if this one fails: the resume point until the body is being
   // written, then what has been fsync'd.
@@ -286,7 +290,6 @@ function settle(err: unknown, signal: AbortSignal, partial: KeptPart | null): Tr
  * is reused; a tight one is always asked again.
  */
 const freeSpaceSeen = new Map<string, { free: number; total: number; at: number }>();
-const FREE_SPACE_REUSE_MS = 1000;
 
 /**
  * Step 4: free space at the destination for what is still to come (Content-Length, else
@@ -298,7 +301,7 @@ export async function checkFreeSpace(dir: string, needed: number | null, partial
   if (want === 0 && !rule) return null;
   const seen = freeSpaceSeen.get(dir);
   const now = Date.now();
-  if (seen && now - seen.at < FREE_SPACE_REUSE_MS) {
+  if (seen && now - seen.at < TUNING.freeSpaceReuseMs) {
     const reserve = rule ? reserveBytes(rule, seen.total) : 0;
     if (seen.free - want >= reserve) {
       seen.free -= want;
@@ -360,7 +363,7 @@ async function receive(
   const bodyBytes = verdict.kind === 'write' ? verdict.bodyBytes : 0;
 
   let output: string;
-  let part: PartFile;
+  let part: FileSink;
   let space: { free: number; reserve: number } | null;
   try {
     // A length over the limit fails before any file is chosen or created.
@@ -377,15 +380,16 @@ async function receive(
     const fresh = startOffset === 0;
     const opened: OpenedPart = fresh ? await createFresh(output, lineage.tag, state.current) : await openRecorded(plan!.part);
     try {
-      part = await PartFile.open(opened, startOffset, bodyBytes == null ? null : startOffset + bodyBytes, {
+      part = await FileSink.open(opened, startOffset, {
         onDurable: (offset) => {
           if (state.partial) state.partial.offset = offset;
           cb.onDurable(offset);
         },
       });
     } catch (err) {
+      await opened.fh.close().catch(() => {});
       if (fresh) removePartFile(opened);
-      throw err;
+      throw err instanceof TransferError ? err : fileError(opened.path, err);
     }
     // Recorded (fenced) before a byte of the body goes in; only then may an older file of ours go.
     const owned = cb.onPartFile ? await cb.onPartFile({ path: part.path, id: part.id, offset: startOffset }, meta) : true;
@@ -418,7 +422,7 @@ async function receive(
         await part.discard();
         throw err;
       }
-      await part.salvage();
+      await part.abort();
       throw bodyFailure(err, part, part.written - startOffset, bodyBytes);
     }
   }
@@ -427,9 +431,12 @@ async function receive(
   await verifyLength(part, size, meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null), state);
   let sha256: string;
   try {
-    sha256 = await part.digest();
+    // Every byte is written before the digest is taken: a write error shows here, not after the rename.
+    await part.settle();
+    if (part.failure) throw part.failure;
+    sha256 = part.digest();
   } catch (err) {
-    await part.salvage();
+    await part.abort();
     throw fileError(part.path, err);
   }
   await verifyChecksum(part, sha256, req.sha256Expected, state);
@@ -442,12 +449,12 @@ async function receive(
   try {
     await refuseNonRegular(output);
   } catch (err) {
-    await part.salvage();
+    await part.abort();
     throw err;
   }
   let used: string;
   try {
-    used = await part.finish(output, req.outputFixed);
+    used = await part.finish(output, req.outputFixed, fencedError);
   } catch (err) {
     await part.close();
     throw fileError(output, err);
@@ -456,7 +463,7 @@ async function receive(
 }
 
 /** Step 6a: a body that ended early is resumable (E_SHORT_BODY); one longer than announced is not trusted. */
-async function verifyLength(part: PartFile, size: number, expected: number | null, state: AttemptState): Promise<void> {
+async function verifyLength(part: FileSink, size: number, expected: number | null, state: AttemptState): Promise<void> {
   if (expected == null || size === expected) return;
   if (size > expected) {
     // Nothing of it can be trusted, and a later attempt would keep every byte of it: it goes.
@@ -464,12 +471,12 @@ async function verifyLength(part: PartFile, size: number, expected: number | nul
     await part.discard();
     throw new TransferError('E_LENGTH', `received ${size} bytes, more than the ${expected} announced`, false);
   }
-  await part.salvage();
+  await part.abort();
   throw new TransferError('E_SHORT_BODY', `the connection ended after ${size} of ${expected} bytes`, true);
 }
 
 /** Step 6b: a checksum mismatch removes the part file; the destination is never touched. */
-async function verifyChecksum(part: PartFile, actual: string, expected: string | null, state: AttemptState): Promise<void> {
+async function verifyChecksum(part: FileSink, actual: string, expected: string | null, state: AttemptState): Promise<void> {
   if (!expected || actual === expected.toLowerCase()) return;
   state.partial = null;
   await part.discard();
@@ -477,7 +484,7 @@ async function verifyChecksum(part: PartFile, actual: string, expected: string |
 }
 
 /** A failure while the body was streaming: a full disk waits, a cut-off body is E_SHORT_BODY; all keep the partial. */
-function bodyFailure(err: unknown, part: PartFile, received: number, bodyBytes: number | null): unknown {
+function bodyFailure(err: unknown, part: FileSink, received: number, bodyBytes: number | null): unknown {
   const writeErr = part.failure ?? (isFsError(err) ? err : null);
   if (writeErr) return fileError(part.path, writeErr);
   const e = classifyError(err);

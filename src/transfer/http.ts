@@ -4,7 +4,8 @@
 
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { request } from './undici.js';
 import { cookieHeader, cookiesFor, readCookieFile, type Cookie } from '../shared/cookies.js';
 import type { Header } from '../shared/model.js';
 import { netrcLookup, readNetrc, type NetrcEntry } from '../shared/netrc.js';

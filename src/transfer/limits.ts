@@ -4,11 +4,9 @@
 
 import fsp from 'node:fs/promises';
 import { formatBytes, reserveBytes, type FreeSpaceRule } from '../shared/parse.js';
+import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
 
-/** While writing, the filesystem is asked again after this many bytes or this long, whichever first. */
-const LOOK_BYTES = 4 * 1024 * 1024;
-const LOOK_MS = 1000;
 
 export function tooLargeError(size: number, max: number, announced: boolean, extra: TransferError['extra'] = {}): TransferError {
   const what = announced ? `the server announces ${size} bytes (${formatBytes(size)})` : `the body passed ${formatBytes(max)} and was stopped`;
@@ -67,7 +65,7 @@ export class BodyLimits {
           waitFor: 'disk-space',
         });
       }
-      if (!this.looking && (this.taken - this.lookedTaken >= LOOK_BYTES || Date.now() - this.lookedAt >= LOOK_MS)) this.look();
+      if (!this.looking && (this.taken - this.lookedTaken >= TUNING.freeSpaceLookBytes || Date.now() - this.lookedAt >= TUNING.freeSpaceLookMs)) this.look();
     }
     this.taken += n;
     return null;

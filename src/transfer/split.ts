@@ -18,7 +18,8 @@ import { checkFreeSpace, download, parseContentRange, refuseNonRegular } from '.
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
 import { tooLargeError } from './limits.js';
 import { parseContentDisposition } from './naming.js';
-import { createFresh, fencedError, fileError, inspectRecorded, openRecorded, PartFile, type OpenedPart } from './partfile.js';
+import { createFresh, fencedError, fileError, inspectRecorded, openRecorded, type OpenedPart } from './partfile.js';
+import { FileSink } from './sink.js';
 import {
   applyWork, complete, contiguousDone, decodeTable, durableBytes, encodeTable, initialSegments, nextWork, resumeSegments, splitCount, tableOf, writtenBytes, type Seg,
 } from './segments.js';
@@ -436,7 +437,15 @@ async function fetchAll(run: SplitRun): Promise<void> {
 async function finish(run: SplitRun): Promise<DownloadResult> {
   const { req, cb, part, file, output } = run;
   await part.fh.close().catch(() => {});
-  const whole = await PartFile.open(await openRecorded({ path: part.path, id: part.id }), file.total, file.total, { onDurable: () => {} });
+  const opened = await openRecorded({ path: part.path, id: part.id });
+  let whole: FileSink;
+  try {
+    // Opening at the file's full length reads it back through the hash: the SHA-256 of the whole file.
+    whole = await FileSink.open(opened, file.total, { onDurable: () => {} });
+  } catch (err) {
+    await opened.fh.close().catch(() => {});
+    throw fileError(part.path, err);
+  }
   let sha256: string;
   try {
     sha256 = await whole.digest();
@@ -460,7 +469,7 @@ async function finish(run: SplitRun): Promise<DownloadResult> {
   }
   let used: string;
   try {
-    used = await whole.finish(output, req.outputFixed);
+    used = await whole.finish(output, req.outputFixed, fencedError);
   } catch (err) {
     await whole.close();
     throw fileError(output, err);

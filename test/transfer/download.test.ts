@@ -423,7 +423,7 @@ describe('download: resume', () => {
     expect(fs.readFileSync(out).equals(bodyFor(1000))).toBe(true);
   });
 
-  it('a large download (hashed and written on a disk thread) resumes with the right checksum', async () => {
+  it('a large download resumes with the right checksum', async () => {
     const s = await server();
     const size = 10 * 1024 * 1024 + 7;
     s.route('/large.bin', { body: { size, seed: 'L' }, etag: '"L"', dropAfter: { bytes: 3 * 1024 * 1024, times: 1 } });
@@ -440,7 +440,7 @@ describe('download: resume', () => {
     expect(Math.max(...second.seen.durable)).toBe(size);
   });
 
-  it('416 for a large complete part file hashes it on the disk thread and finishes', async () => {
+  it('416 for a large complete part file hashes it and finishes', async () => {
     const s = await server();
     const size = 9 * 1024 * 1024;
     s.route('/whole.bin', { body: { size, seed: 'W' }, etag: '"w"' });
@@ -462,7 +462,7 @@ describe('download: resume', () => {
     expect(r.sha256).toBe(sha256(bodyFor(size, 'C')));
   });
 
-  it('stopping a large download (disk thread) keeps a part file of exactly the durable offset', async () => {
+  it('stopping a large download keeps a part file of exactly the durable offset', async () => {
     const s = await server();
     s.route('/slow-large.bin', { body: { size: 12 * 1024 * 1024 }, etag: '"sl"', throttle: 4 * 1024 * 1024 });
     const out = path.join(dir, 'slow-large.bin');

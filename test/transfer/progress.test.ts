@@ -1,5 +1,5 @@
 // Progress never freezes: at any speed, the bytes reported to the worker (and so to the store and the
-// bars) move while bytes arrive — also on the large-file path, whose writes go through a disk thread.
+// bars) move while bytes arrive — also for a large file, whose writes are batched.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 afterAll(() => closeDispatchers());
 
-it('a 9 MiB file at 200 KB/s reports progress every second or so, not only when the disk thread catches up', async () => {
+it('a 9 MiB file at 200 KB/s reports progress every second or so, not only when the writes catch up', async () => {
   s.route('/slow-big.bin', { body: { size: 9 * 1024 * 1024 }, etag: '"p"', throttle: 200_000 });
   const out = path.join(dir, 'slow-big.bin');
   const abort = new AbortController();

@@ -1,0 +1,50 @@
+// Two settings of the JavaScript engine that keep a transferring process small: both measured with
+// `npm run bench -- --only=big` (see docs/ARCHITECTURE.md, "The body path") and both process-wide, so
+// they live here, applied once, rather than spread over the modules that benefit.
+
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { TUNING } from './tuning.js';
+
+let leaned = false;
+
+/**
+ * Before the first connection: compile WebAssembly with the baseline compiler only. undici's HTTP/1
+ * parser is a WebAssembly module, and V8's optimizing tier recompiled it in the background a moment
+ * after the first request, a transient of about 30 MiB that was the worker's peak RSS; the parser
+ * only walks headers and skips over body bytes, so the optimized code saved nothing measurable.
+ */
+export function leanRuntime(): void {
+  if (leaned) return;
+  leaned = true;
+  try {
+    v8.setFlagsFromString('--liftoff-only');
+  } catch {
+    /* an engine without the flag: nothing to save */
+  }
+}
+
+type Collect = (options: { type: 'minor' }) => void;
+let collect: Collect | null | undefined;
+let sinceCollect = 0;
+
+/**
+ * Count body bytes taken (all transfers together); every `youngGcBytes` of them, collect the young
+ * generation. Each socket read is a fresh 64 KiB buffer that dies at once, but V8 collects them only
+ * when their external size passes its own limit (tens of MiB), so a fast transfer carried 30-60 MiB of
+ * dead buffers in its RSS; a scavenge of a nearly empty young generation costs well under a millisecond.
+ */
+export function countTowardsCollection(n: number): void {
+  sinceCollect += n;
+  if (sinceCollect < TUNING.youngGcBytes) return;
+  sinceCollect = 0;
+  if (collect === undefined) {
+    try {
+      v8.setFlagsFromString('--expose-gc');
+      collect = vm.runInNewContext('gc') as Collect;
+    } catch {
+      collect = null;
+    }
+  }
+  collect?.({ type: 'minor' });
+}

@@ -1,0 +1,308 @@
+// The one body path: a BodySink takes a response body's chunks in order, with back-pressure, and
+// reports how much of it is durable. FileSink, its implementation, writes the partial file: it hashes
+// each chunk (SHA-256) on the event loop as it arrives, gathers chunks into batches written with one
+// writev() each through the thread pool (one in flight while the next gathers, no copies), and
+// fdatasync()s in the background as it goes (tuning.ts says how often); only an fsync'd offset is ever reported
+// durable. The file-safety steps it needs (rename or link without clobbering, the name still ours,
+// directory fsync) come from src/shared/files.ts.
+
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { createHash, type Hash } from 'node:crypto';
+import { linkWithoutClobber, stillNamed, syncDirectory, unlinkIfSame } from '../shared/files.js';
+import { pickFreePath } from './naming.js';
+import { countTowardsCollection } from './runtime.js';
+import { TUNING } from './tuning.js';
+import { TransferError } from './types.js';
+
+/** Who sends the bytes: told when a full sink can take more, and when a write failed. */
+export interface SinkSender {
+  drain(): void;
+  fail(err: unknown): void;
+}
+
+/** Where a body goes: in order, with back-pressure and a durable offset. */
+export interface BodySink {
+  /** End of the bytes written so far (completed writes). */
+  readonly written: number;
+  /** End of the bytes known to be on disk (fsync'd). */
+  readonly durable: number;
+  /** The write error that stopped the sink, if any (ENOSPC, EIO, …). */
+  readonly failure: unknown;
+  bind(sender: SinkSender): void;
+  /** Take the next chunk. False: full; send no more until the sender's `drain`. */
+  write(chunk: Buffer): boolean;
+  /** Every byte taken is written (or the first write error is known). Never throws. */
+  settle(): Promise<void>;
+  /** Everything taken is written and fsync'd (the durable offset reaches it). Throws the first error. */
+  end(): Promise<void>;
+  /** Stop: keep the prefix fully written, fsync it, release the file. Never throws; `durable` is what is kept. */
+  abort(): Promise<void>;
+}
+
+export interface SinkEvents {
+  /** The durable offset moved forward (a background or final fsync finished). */
+  onDurable(offset: number): void;
+}
+
+let finalMode: number | null = null;
+/** The mode of a finished file: 0644 less the umask, as a file created by any other tool. */
+function finishedMode(): number {
+  // process.umask() without an argument only reads it (setting and restoring would race other threads).
+  if (finalMode == null) finalMode = 0o644 & ~process.umask();
+  return finalMode;
+}
+
+const noProgress = () => Object.assign(new Error('no progress writing the partial file'), { code: 'EIO', syscall: 'write' });
+
+/** The partial file being written: the only BodySink. */
+export class FileSink implements BodySink {
+  written: number;
+  durable: number;
+  failure: unknown = null;
+  private readonly fd: number;
+  private readonly hash: Hash;
+  private sender: SinkSender | null = null;
+  /** Chunks taken and not yet handed to a write, and their total. */
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  /** Bytes of the write in flight (0: none). */
+  private inFlight = 0;
+  private full = false;
+  private lastHandOver = Date.now();
+  private syncing: Promise<void> | null = null;
+  private lastSyncAt = Date.now();
+  private lastSyncFrom: number;
+  private idleWaiters: Array<() => void> = [];
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    /** `dev:ino`: the final rename and a discard act only while the name still holds this file. */
+    readonly id: string,
+    private readonly fh: FileHandle,
+    start: number,
+    hash: Hash,
+    private readonly events: SinkEvents,
+  ) {
+    this.fd = fh.fd;
+    this.written = start;
+    this.durable = start;
+    this.lastSyncFrom = start;
+    this.hash = hash;
+  }
+
+  /**
+   * Write into an opened partial file after its first `start` bytes: they are hashed (E_RESUME when
+   * the file is shorter), anything past them cut off, and the kept prefix fsync'd (it may hold bytes a
+   * crashed process wrote). The caller closes `fh` if this throws.
+   */
+  static async open(opened: { path: string; fh: FileHandle; id: string; size: number }, start: number, events: SinkEvents): Promise<FileSink> {
+    const { fh } = opened;
+    const hash = createHash('sha256');
+    await hashPrefix(fh, start, hash);
+    if (start > 0) {
+      if (opened.size !== start) await fh.truncate(start);
+      await fh.datasync();
+    }
+    return new FileSink(opened.path, opened.id, fh, start, hash, events);
+  }
+
+  bind(sender: SinkSender): void {
+    this.sender = sender;
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.failure || this.closed) return true; // the body is being stopped; nothing more is written
+    this.hash.update(chunk);
+    countTowardsCollection(chunk.length);
+    this.batch.push(chunk);
+    this.batchBytes += chunk.length;
+    if (this.batchBytes >= TUNING.writeBatchBytes || Date.now() - this.lastHandOver >= TUNING.flushIntervalMs) this.pump();
+    if (this.batchBytes + this.inFlight < TUNING.highWaterBytes) return true;
+    this.full = true;
+    return false;
+  }
+
+  /** Start the next write unless one is in flight: up to a batch of what has gathered. */
+  private pump(): void {
+    if (this.inFlight > 0 || this.batchBytes === 0 || this.failure) return;
+    let n = 0;
+    let size = 0;
+    while (n < this.batch.length && (n === 0 || size + this.batch[n]!.length <= TUNING.writeBatchBytes)) size += this.batch[n++]!.length;
+    const bufs = n === this.batch.length ? this.batch : this.batch.slice(0, n);
+    this.batch = n === this.batch.length ? [] : this.batch.slice(n);
+    this.batchBytes -= size;
+    this.inFlight = size;
+    this.lastHandOver = Date.now();
+    this.writeAll(bufs, size);
+  }
+
+  private writeAll(bufs: Buffer[], left: number): void {
+    fs.writev(this.fd, bufs, this.written, (err, n) => {
+      if (!err && n === 0) err = noProgress();
+      if (err) return this.failed(err);
+      this.written += n;
+      if (n < left) return this.writeAll(dropBytes(bufs, n), left - n);
+      this.inFlight = 0;
+      this.syncIfDue();
+      if (this.batchBytes >= TUNING.writeBatchBytes || (this.batchBytes > 0 && this.idleWaiters.length > 0)) this.pump();
+      if (this.full && this.batchBytes + this.inFlight < TUNING.highWaterBytes) {
+        this.full = false;
+        this.sender?.drain();
+      }
+      if (this.inFlight === 0) this.wakeIdle();
+    });
+  }
+
+  private failed(err: unknown): void {
+    this.failure = err;
+    this.inFlight = 0;
+    this.batch = [];
+    this.batchBytes = 0;
+    this.sender?.fail(err);
+    this.wakeIdle();
+  }
+
+  private wakeIdle(): void {
+    if (this.inFlight > 0 || (this.batchBytes > 0 && !this.failure)) return;
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  /** Start an fdatasync in the background when one is due; the durable offset is what was written when it began. */
+  private syncIfDue(): void {
+    const now = Date.now();
+    if (this.syncing || (now - this.lastSyncAt < TUNING.durableLagMs && this.written - this.lastSyncFrom < TUNING.syncEveryBytes)) return;
+    this.lastSyncAt = now;
+    this.lastSyncFrom = this.written;
+    const upTo = this.written;
+    this.syncing = new Promise<void>((resolve) =>
+      fs.fdatasync(this.fd, (err) => {
+        // A failed background sync is not reported: the final fsync fails the same way.
+        if (!err) this.markDurable(upTo);
+        this.syncing = null;
+        resolve();
+      }),
+    );
+  }
+
+  private markDurable(offset: number): void {
+    if (offset <= this.durable) return;
+    this.durable = offset;
+    this.events.onDurable(offset);
+  }
+
+  async settle(): Promise<void> {
+    if (this.inFlight === 0 && (this.batchBytes === 0 || this.failure)) return;
+    const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.pump();
+    await idle;
+  }
+
+  /** Nothing in flight that uses the descriptor: writes and background syncs. */
+  private async quiesce(): Promise<void> {
+    await this.settle();
+    while (this.syncing) await this.syncing;
+  }
+
+  async end(): Promise<void> {
+    await this.quiesce();
+    if (this.failure) throw this.failure;
+    await this.fh.sync();
+    this.markDurable(this.written);
+  }
+
+  async abort(): Promise<void> {
+    if (this.closed) return;
+    await this.quiesce();
+    try {
+      await this.fh.truncate(this.written);
+      await this.fh.sync();
+      this.markDurable(this.written);
+    } catch {
+      /* keep the last durable offset */
+    }
+    await this.close();
+  }
+
+  /** SHA-256 of the whole file as written (after `end`). */
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.quiesce();
+    this.closed = true;
+    await this.fh.close().catch(() => {});
+  }
+
+  /** Remove the partial file (nothing of it is worth keeping), if the name is still ours. */
+  async discard(): Promise<void> {
+    await this.close();
+    await unlinkIfSame(this.path, this.id);
+  }
+
+  /**
+   * Make the complete, verified file the destination: final mode, fsync, then `rename` over `output`
+   * when the user chose the path, else link without clobbering so an existing file is never replaced
+   * (the next free numbered name is taken instead); then fsync the directory. Returns the path used.
+   * Throws E_FENCED when the name no longer holds this file (a takeover continues in a copy).
+   */
+  async finish(output: string, replace: boolean, fenced: () => Error): Promise<string> {
+    await this.fh.chmod(finishedMode());
+    await this.end();
+    await this.close();
+    if (!(await stillNamed(this.path, this.id))) throw fenced();
+    const used = replace ? await renameInto(this.path, output) : await linkInto(this.path, output);
+    await syncDirectory(path.dirname(used));
+    return used;
+  }
+}
+
+async function hashPrefix(fh: FileHandle, length: number, hash: Hash): Promise<void> {
+  if (length <= 0) return;
+  const buf = Buffer.allocUnsafe(Math.min(TUNING.prefixReadBytes, length));
+  let pos = 0;
+  while (pos < length) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
+    if (bytesRead === 0) throw new TransferError('E_RESUME', `the partial file is shorter than ${length} bytes`, true);
+    hash.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+}
+
+function dropBytes(bufs: Buffer[], n: number): Buffer[] {
+  const out: Buffer[] = [];
+  let skip = n;
+  for (const b of bufs) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
+}
+
+async function renameInto(part: string, output: string): Promise<string> {
+  await fs.promises.rename(part, output);
+  return output;
+}
+
+/** Link under `output`, or the next free numbered name when it is taken. */
+async function linkInto(part: string, output: string): Promise<string> {
+  let target = output;
+  for (let tries = 0; tries < 1000; tries++) {
+    try {
+      await linkWithoutClobber(part, target);
+      return target;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      target = await pickFreePath(path.dirname(output), path.basename(output), new Set());
+    }
+  }
+  throw new TransferError('E_DEST', `no free file name for ${output}`, false);
+}

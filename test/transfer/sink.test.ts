@@ -1,0 +1,174 @@
+// The one body path's sink on a real file: order, back-pressure, durable offsets only after fsync,
+// abort keeping the fully written prefix, write errors, and resuming on a kept prefix.
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createExclusive, partIdOf } from '../../src/shared/files.js';
+import { FileSink } from '../../src/transfer/sink.js';
+import { TUNING } from '../../src/transfer/tuning.js';
+import { TransferError } from '../../src/transfer/types.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-sink-'));
+});
+afterEach(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+const chunks = (total: number, size = 64 * 1024) => {
+  const all = crypto.randomBytes(total);
+  const out: Buffer[] = [];
+  for (let at = 0; at < total; at += size) out.push(all.subarray(at, Math.min(total, at + size)));
+  return { all, out };
+};
+
+async function fresh(name = 'f.bgdl-part', start = 0) {
+  const file = path.join(dir, name);
+  const fh = await createExclusive(file);
+  const durable: number[] = [];
+  /** Each durable offset with the count written when it was reported. */
+  const reports: Array<{ durable: number; written: number }> = [];
+  const sink: FileSink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, start, {
+    onDurable: (n) => {
+      durable.push(n);
+      reports.push({ durable: n, written: sink.written });
+    },
+  });
+  return { file, sink, durable, reports };
+}
+
+describe('FileSink', () => {
+  it('asks the sender to pause past its high-water mark, and to go on once the writes catch up', async () => {
+    const { file, sink } = await fresh();
+    let drains = 0;
+    sink.bind({ drain: () => drains++, fail: (err) => { throw err; } });
+    const { all, out } = chunks(TUNING.highWaterBytes * 3);
+    // Everything taken in one turn of the event loop: no write can have finished, so the sink fills.
+    const accepted = out.map((c) => sink.write(c));
+    const firstRefusal = accepted.indexOf(false);
+    expect(firstRefusal).toBeGreaterThan(0);
+    expect(firstRefusal * 64 * 1024).toBeGreaterThanOrEqual(TUNING.highWaterBytes - 64 * 1024);
+    await sink.end();
+    expect(drains).toBeGreaterThan(0);
+    expect(sink.written).toBe(all.length);
+    expect(fs.readFileSync(file).equals(all)).toBe(true);
+    expect(sink.digest()).toBe(sha(all));
+    await sink.close();
+  });
+
+  it('reports durable offsets as background fsyncs finish while it writes, never past what was written, and all of it at end', async () => {
+    const { sink, durable, reports } = await fresh();
+    const { all, out } = chunks(TUNING.syncEveryBytes + 3 * 1024 * 1024 + 5);
+    let i = 0;
+    const pump = () => {
+      while (i < out.length) if (!sink.write(out[i++]!)) return;
+    };
+    sink.bind({ drain: pump, fail: () => {} });
+    pump();
+    // Past syncEveryBytes a background fdatasync starts; its offset is reported once it finishes.
+    const deadline = Date.now() + 20_000;
+    while (i < out.length || reports.length === 0) {
+      if (Date.now() > deadline) throw new Error('no durable offset reported while writing');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(reports[0]!.durable).toBeGreaterThanOrEqual(TUNING.syncEveryBytes);
+    await sink.end();
+    for (const r of reports) expect(r.durable).toBeLessThanOrEqual(r.written);
+    expect(durable).toEqual([...durable].sort((a, b) => a - b));
+    expect(sink.durable).toBe(all.length);
+    expect(durable.at(-1)).toBe(all.length);
+    await sink.close();
+  });
+
+  it('abort keeps exactly the prefix written, fsync\'d, and reports it durable', async () => {
+    const { file, sink, durable } = await fresh();
+    sink.bind({ drain: () => {}, fail: () => {} });
+    const { all, out } = chunks(1024 * 1024 + 123, 1000);
+    for (const c of out) sink.write(c);
+    await sink.abort();
+    expect(sink.durable).toBe(sink.written);
+    expect(durable.at(-1)).toBe(sink.written);
+    const kept = fs.readFileSync(file);
+    expect(kept.length).toBe(sink.written);
+    expect(kept.equals(all.subarray(0, kept.length))).toBe(true);
+    // Taken after the abort: ignored, the file is closed.
+    expect(sink.write(Buffer.from('late'))).toBe(true);
+    expect(fs.statSync(file).size).toBe(kept.length);
+  });
+
+  it('a write error stops the sink, tells the sender, and end() throws it', async () => {
+    const file = path.join(dir, 'ro.bgdl-part');
+    fs.writeFileSync(file, '');
+    const fh = await fsp.open(file, 'r'); // writes fail with EBADF
+    const sink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, 0, { onDurable: () => {} });
+    const failures: unknown[] = [];
+    sink.bind({ drain: () => {}, fail: (err) => failures.push(err) });
+    sink.write(Buffer.alloc(TUNING.writeBatchBytes));
+    await sink.settle();
+    expect(failures).toHaveLength(1);
+    expect((sink.failure as NodeJS.ErrnoException).code).toBe('EBADF');
+    await expect(sink.end()).rejects.toMatchObject({ code: 'EBADF' });
+    expect(sink.written).toBe(0);
+    await sink.close();
+  });
+
+  it('resumes on a kept prefix: hashes it, cuts anything past it, and appends', async () => {
+    const file = path.join(dir, 'r.bgdl-part');
+    const head = crypto.randomBytes(300_000);
+    fs.writeFileSync(file, Buffer.concat([head, Buffer.from('garbage a crashed writer left')]));
+    const fh = await fsp.open(file, 'r+');
+    const st = await fh.stat();
+    const sink = await FileSink.open({ path: file, fh, id: partIdOf(st), size: st.size }, head.length, { onDurable: () => {} });
+    expect(fs.statSync(file).size).toBe(head.length);
+    expect(sink.durable).toBe(head.length);
+    sink.bind({ drain: () => {}, fail: () => {} });
+    const tail = crypto.randomBytes(70_000);
+    sink.write(tail);
+    await sink.end();
+    const whole = Buffer.concat([head, tail]);
+    expect(fs.readFileSync(file).equals(whole)).toBe(true);
+    expect(sink.digest()).toBe(sha(whole));
+    await sink.close();
+  });
+
+  it('a partial file shorter than the offset to resume from is E_RESUME', async () => {
+    const file = path.join(dir, 's.bgdl-part');
+    fs.writeFileSync(file, 'short');
+    const fh = await fsp.open(file, 'r+');
+    const err = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 5 }, 1000, { onDurable: () => {} }).catch((e) => e);
+    await fh.close();
+    expect(err).toBeInstanceOf(TransferError);
+    expect(err.code).toBe('E_RESUME');
+  });
+
+  it('finish renames into place only while the name still holds this file', async () => {
+    const { file, sink } = await fresh();
+    sink.bind({ drain: () => {}, fail: () => {} });
+    sink.write(Buffer.from('complete'));
+    // A takeover: the name now holds another file.
+    fs.renameSync(file, path.join(dir, 'moved'));
+    fs.writeFileSync(file, 'someone else');
+    const fenced = new Error('fenced');
+    await expect(sink.finish(path.join(dir, 'f'), true, () => fenced)).rejects.toBe(fenced);
+    expect(fs.existsSync(path.join(dir, 'f'))).toBe(false);
+    expect(fs.readFileSync(file, 'utf8')).toBe('someone else');
+  });
+
+  it('finish without replacing takes the next free name and leaves the existing file alone', async () => {
+    const { sink } = await fresh('out.txt.bgdl-part');
+    sink.bind({ drain: () => {}, fail: () => {} });
+    sink.write(Buffer.from('new'));
+    fs.writeFileSync(path.join(dir, 'out.txt'), 'old');
+    const used = await sink.finish(path.join(dir, 'out.txt'), false, () => new Error('fenced'));
+    expect(used).toBe(path.join(dir, 'out.1.txt'));
+    expect(fs.readFileSync(path.join(dir, 'out.txt'), 'utf8')).toBe('old');
+    expect(fs.readFileSync(used, 'utf8')).toBe('new');
+    expect(fs.existsSync(path.join(dir, 'out.txt.bgdl-part'))).toBe(false);
+  });
+});
