@@ -17,6 +17,21 @@ export interface PartRef {
 /** The identity a partial file is recorded with: its device and inode. */
 export const partIdOf = (st: { dev: number; ino: number }): string => `${st.dev}:${st.ino}`;
 
+/**
+ * Is `st` the file recorded as `id`? The inode decides: a partial file is always looked up at its
+ * recorded path, so it is on the filesystem it was created on, and a network filesystem shows each host
+ * the same inode under a device number of that host's own (the device would make every other host's
+ * worker refuse a shared download directory's partial files).
+ */
+export function sameFile(st: { ino: number }, id: string): boolean {
+  return sameFileId(`:${st.ino}`, id);
+}
+
+/** Two recorded identities name the same file (see sameFile: the inode decides). */
+export function sameFileId(a: string, b: string): boolean {
+  return a.slice(a.indexOf(':') + 1) === b.slice(b.indexOf(':') + 1);
+}
+
 /** A regular file owned by this user (never a symlink, device, FIFO, or someone else's file). */
 export function ownedRegularFile(st: fs.Stats): boolean {
   return st.isFile() && (!process.getuid || st.uid === process.getuid());
@@ -25,7 +40,7 @@ export function ownedRegularFile(st: fs.Stats): boolean {
 /** Is `st` (from lstat) the recorded file? A name-only record (older stores) needs a file with one link. */
 export function isRecordedFile(st: fs.Stats, ref: PartRef): boolean {
   if (!ownedRegularFile(st)) return false;
-  return ref.id ? partIdOf(st) === ref.id : st.nlink === 1;
+  return ref.id ? sameFile(st, ref.id) : st.nlink === 1;
 }
 
 /**
@@ -75,7 +90,7 @@ export function openNoFollow(file: string, flags: number = C.O_RDWR): Promise<Fi
 /** Does the name `file` still hold the file `id` (nobody replaced or unlinked it)? */
 export async function stillNamed(file: string, id: string): Promise<boolean> {
   const st = await fsp.lstat(file).catch(() => null);
-  return !!st && partIdOf(st) === id;
+  return !!st && sameFile(st, id);
 }
 
 /** Remove `file` only while the name still holds the file `id`. */

@@ -101,3 +101,14 @@ describe('syncDirectory', () => {
     await syncDirectory(at('missing'));
   });
 });
+
+describe('recorded identities', () => {
+  it('the inode decides, not the device: a network filesystem shows each host its own device number', async () => {
+    const { sameFile, sameFileId } = await import('../../src/shared/files.js');
+    expect(sameFile({ ino: 42 }, '2049:42')).toBe(true);
+    expect(sameFile({ ino: 42 }, '64:42')).toBe(true);
+    expect(sameFile({ ino: 43 }, '2049:42')).toBe(false);
+    expect(sameFileId('1:7', '9:7')).toBe(true);
+    expect(sameFileId('1:7', '1:8')).toBe(false);
+  });
+});
