@@ -249,7 +249,8 @@ export function configDir(env: NodeJS.ProcessEnv = process.env): string {
 /** conf writes the file (atomically); it is imported only by commands that change settings. */
 async function openConf(env: NodeJS.ProcessEnv): Promise<Conf<Record<string, string>>> {
   const { default: ConfClass } = await import('conf');
-  return new ConfClass<Record<string, string>>({ cwd: configDir(env), configName: 'config', projectName: 'bgdl' });
+  // 0600: the file may hold a shared store's URL with its password (config store).
+  return new ConfClass<Record<string, string>>({ cwd: configDir(env), configName: 'config', projectName: 'bgdl', configFileMode: 0o600 });
 }
 
 /**

@@ -1,6 +1,8 @@
 // Choosing the store: BGDL_STORE and config `store` (a PostgreSQL URL, or local), their bad values
 // (exit 2) and an unreachable server (exit 4), each one `bgdl: ` line naming no password.
 
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { reconnectDelay } from '../../src/cli/commands/worker.js';
 import { parseStoreUrl, storeUrl } from '../../src/shared/config.js';
@@ -49,5 +51,7 @@ describe('store selection from the CLI', () => {
     const got = await t.bgdl(['config', 'get', 'store']);
     expect(got.stdout).toMatch(/db\.example/);
     expect(got.stdout).not.toMatch(/sekrit/);
+    // The config file holds the password: readable by its owner only.
+    expect(fs.statSync(path.join(t.env.XDG_CONFIG_HOME!, 'bgdl', 'config.json')).mode & 0o777).toBe(0o600);
   });
 });
