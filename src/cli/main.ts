@@ -3,11 +3,12 @@
 // and an exit status; only bin/bgdl.js calls process.exit.
 
 import { Argument, Command, CommanderError, Option } from 'commander';
-import { BgdlError, UsageError } from '../shared/errors.js';
+import { UsageError } from '../shared/errors.js';
 import { isFinal, type Task } from '../shared/model.js';
 import { printable } from '../shared/text.js';
 import { parseTaskId } from '../shared/parse.js';
 import { closeStore, makeCtx, type Ctx } from './context.js';
+import { reportError } from './report.js';
 import type { AddOptions } from './commands/add.js';
 
 const VERSION = '0.1.0';
@@ -387,14 +388,6 @@ function report(err: unknown): number {
     // commander already printed its message through outputError; help and version exit 0.
     return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
   }
-  if (err instanceof BgdlError) {
-    process.stderr.write(`bgdl: ${printable(err.message)}\n`);
-    return err.exitCode;
-  }
-  const e = err as NodeJS.ErrnoException;
-  if (e?.code === 'EPIPE') return 0;
-  process.stderr.write(`bgdl: internal error: ${printable(e?.message ?? String(err))} (run with BGDL_DEBUG=1 for details)\n`);
-  if (process.env.BGDL_DEBUG === '1') process.stderr.write(`${e?.stack}\n`);
-  return 70;
+  return reportError(err);
 }
 

@@ -24,19 +24,23 @@ export function leanRuntime(): void {
   }
 }
 
-type Collect = (options: { type: 'minor' }) => void;
+type Collect = (options: { type: 'minor' | 'major'; execution?: 'async' }) => void;
 let collect: Collect | null | undefined;
 let sinceCollect = 0;
+let sinceOldCollect = 0;
 
 /**
  * Count body bytes taken (all transfers together); every `youngGcBytes` of them, collect the young
  * generation. Each socket read is a fresh 64 KiB buffer that dies at once, but V8 collects them only
  * when their external size passes its own limit (tens of MiB), so a fast transfer carried 30-60 MiB of
  * dead buffers in its RSS; a scavenge of a nearly empty young generation costs well under a millisecond.
+ * Every `oldGcBytes`, a full collection instead, started in the background: the few buffers that were
+ * promoted to the old generation meanwhile go then, not after tens of MiB of them.
  */
 export function countTowardsCollection(n: number): void {
   sinceCollect += n;
   if (sinceCollect < TUNING.youngGcBytes) return;
+  sinceOldCollect += sinceCollect;
   sinceCollect = 0;
   if (collect === undefined) {
     try {
@@ -46,5 +50,7 @@ export function countTowardsCollection(n: number): void {
       collect = null;
     }
   }
-  collect?.({ type: 'minor' });
+  if (sinceOldCollect < TUNING.oldGcBytes) return void collect?.({ type: 'minor' });
+  sinceOldCollect = 0;
+  collect?.({ type: 'major', execution: 'async' });
 }
