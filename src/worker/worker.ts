@@ -28,11 +28,16 @@ export interface WorkerOptions {
   lingerMs?: number;
 }
 
-/** Runnable tasks as read for scheduling, best first: the first `rows.length` of the queue, or all of it (`whole`). */
+/**
+ * Runnable tasks as read for scheduling, best first: the first `limit` of the queue, or all of it
+ * (`whole`), less the `taken` ones this worker claimed from it since.
+ */
 interface QueueView {
   key: string;
+  limit: number;
   whole: boolean;
   rows: Candidate[];
+  taken: number;
 }
 
 export type WorkerExit = 'done' | 'another-worker' | 'lease-lost' | 'stopped';
@@ -336,27 +341,35 @@ class Worker {
     const key = this.queueKey();
     const read = async (limit: number): Promise<QueueView> => {
       const rows = await this.store.runnableCandidates(now, limit);
-      return { key, whole: rows.length < limit, rows };
+      return { key, limit, whole: rows.length < limit, rows, taken: 0 };
     };
     const fresh = (v: QueueView) => v.rows.filter((t) => !this.active.has(t.id));
     // Most passes follow one finished transfer, so look only at the head of the queue. Its decision is
     // the one the full window would make when no task is held by conditions, conditions allow
     // everything or no task is discretionary, the head holds no discretionary task (those are ordered
-    // apart) and it fills every free slot (or is the whole queue). The head as last read stays exact,
-    // less the tasks we claimed from it, until another process commits, we requeue or hold a task
-    // (the queue epoch), or a begin-at/retry time comes. Otherwise read the full window.
+    // apart) and it fills every free slot (or is the whole queue). The full window itself decides
+    // (what it leaves out waits for a later pass), which is the case whenever perHost, not
+    // maxConcurrent, is what limits: one host's batch at the defaults. A view as last read stays
+    // exact, less the tasks we claimed from it, until another process commits, we requeue or hold a
+    // task (the queue epoch), or a begin-at/retry time comes; the full window is also read again
+    // once HEAD_WINDOW of its tasks have been claimed, so what lay beyond it comes into view. Without
+    // this a perHost-bound batch read the full window twice per started transfer (the profile of
+    // 2,000 files at the defaults: 2.2 s of 8 s in decoding those rows).
+    const decides = (v: QueueView, hd: Decision) =>
+      v.whole || slots.running + hd.start.length >= cfg.maxConcurrent || (v.limit === FULL_WINDOW && v.taken < HEAD_WINDOW);
     let d: Decision | null = null;
     const facts = await this.queueFacts();
     if (!facts.held && (this.conditions.ok || !facts.discretionary)) {
       let view = this.queueView;
       const stale = !view || view.key !== key || (this.nextWake != null && now >= this.nextWake);
-      // The remembered head, then a fresh head, then the full window: whichever first decides.
-      for (const limit of stale ? [HEAD_WINDOW, FULL_WINDOW] : [0, HEAD_WINDOW, FULL_WINDOW]) {
+      // The remembered view, then a fresh head, then the full window: whichever first decides.
+      const limits = stale ? [HEAD_WINDOW, FULL_WINDOW] : view!.limit === FULL_WINDOW ? [0, FULL_WINDOW] : [0, HEAD_WINDOW, FULL_WINDOW];
+      for (const limit of limits) {
         if (limit) view = await read(limit);
         const candidates = fresh(view!);
         if (candidates.some((t) => t.discretionary)) break;
         const hd = schedule(candidates, slots, this.conditions);
-        if (view!.whole || slots.running + hd.start.length >= cfg.maxConcurrent) {
+        if (decides(view!, hd)) {
           d = hd;
           break;
         }
@@ -373,6 +386,7 @@ class Worker {
     if (this.queueView && d.start.length) {
       const started = new Set(d.start.map((t) => t.id));
       this.queueView.rows = this.queueView.rows.filter((t) => !started.has(t.id));
+      this.queueView.taken += d.start.length;
     }
     if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
     for (const t of d.start) {
