@@ -248,6 +248,10 @@ class Worker {
   }
 
   private async sleep(now: number): Promise<void> {
+    // A transfer that ended while this turn ran (between its awaits) asked for a pass when nobody
+    // slept: its wake-up went nowhere, and the nap below would leave its slot empty for up to
+    // CONTROL_MS. Go round again at once instead.
+    if (this.needSchedule || this.storeFailed) return;
     // Reading the next begin-at/retry time scans the queue: do it only when the queue may have
     // changed (another process committed, or this one requeued or held a task) or the time came.
     const key = this.queueKey();
