@@ -431,6 +431,7 @@ async function receive(
     }
   }
   // Written, not yet fsync'd: verified first, then made durable once with its final mode (finish).
+  cb.onReceived?.();
   const size = startOffset + received;
   await verifyLength(part, size, meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null), state);
   let sha256: string;

@@ -59,6 +59,20 @@ function compareCandidates(a: Candidate, b: Candidate): number {
   return a.id - b.id;
 }
 
+/**
+ * Running tasks as maxConcurrent counts them: those placing a received file (no bytes moving, no
+ * connection held) leave their slot, up to `maxConcurrent` of them; more than that count again.
+ */
+export function transfersCounted(running: Iterable<{ placing: boolean }>, maxConcurrent: number): number {
+  let all = 0;
+  let placing = 0;
+  for (const t of running) {
+    all++;
+    if (t.placing) placing++;
+  }
+  return all - Math.min(placing, maxConcurrent);
+}
+
 export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict): Decision {
   const decision: Decision = { start: [], hold: [], release: [] };
   const byOrigin = new Map(slots.runningByOrigin);
