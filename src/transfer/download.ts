@@ -3,6 +3,7 @@
 // retry without the range / fail), choose the output, write the body to the part file while hashing,
 // verify length and checksum, and move the file into place.
 
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { isRecordedFile, nonRegularKind, ownedRegularFile, partIdOf, removePartFile, type PartRef } from '../shared/files.js';
@@ -267,10 +268,13 @@ async function noBody(req: DownloadRequest, final: FinalResponse): Promise<Downl
 export async function refuseNonRegular(output: string): Promise<void> {
   let st;
   try {
-    st = await fsp.lstat(output);
+    // Synchronous: usually nothing is there, and the asynchronous lstat's way to say so (the thread
+    // pool, behind other files' fsyncs, and an Error) cost each small file more than the look itself.
+    st = fs.lstatSync(output, { throwIfNoEntry: false });
   } catch {
-    return; // nothing there (or unreadable: the rename reports it)
+    return; // unreadable: the rename reports it
   }
+  if (!st) return; // nothing there
   const kind = nonRegularKind(st);
   if (kind && !st.isSymbolicLink()) {
     throw new TransferError('E_DEST', `${output} is ${kind}, not a regular file: not replaced; remove it or choose another output, then bgdl retry`, false);
@@ -427,6 +431,7 @@ async function receive(
     }
   }
   // Written, not yet fsync'd: verified first, then made durable once with its final mode (finish).
+  cb.onReceived?.();
   const size = startOffset + received;
   await verifyLength(part, size, meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null), state);
   let sha256: string;

@@ -141,6 +141,11 @@ export interface DownloadCallbacks {
   onPartFile?(part: PartInUse, meta: ResponseMeta | null): Promise<boolean>;
   /** Asked just before the final rename (cheap): does this attempt still own the task? */
   stillOwner?(): Promise<boolean>;
+  /**
+   * Every byte of the body is in and the connection is done with: what remains is verifying the file
+   * and placing it (fsync, rename, directory fsync). Not called when the body fails.
+   */
+  onReceived?(): void;
 }
 
 export interface DownloadResult {

@@ -47,6 +47,8 @@ export interface Active {
   segments: string | null;
   /** Connections to its origin beyond the first that a split download holds (perHost counts them). */
   extra: number;
+  /** The body is all in: the file is being verified and placed, and the transfer's slot is free (see worker.ts). */
+  placing: boolean;
 }
 
 export interface AttemptContext {
@@ -57,6 +59,8 @@ export interface AttemptContext {
   reserved: Set<string>;
   /** More connections for a split download, within perHost across every task (absent: none). */
   connections?: { acquire(a: Active): boolean; release(a: Active): void };
+  /** The attempt's body is all in: its slot may go to the next transfer (absent: it holds it to the end). */
+  received?(a: Active): void;
 }
 
 /** A task waiting for disk space looks again this often. */
@@ -174,6 +178,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           return true;
         },
         stillOwner: () => store.holdsClaim(fence),
+        onReceived: () => ctx.received?.(a),
         onProgress: (bytes, total) => {
           a.bytes = bytes;
           a.total = total;

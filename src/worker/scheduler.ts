@@ -19,12 +19,21 @@ export interface Decision {
   release: number[];
 }
 
+/** Origins of URLs seen lately: a scheduling pass looks at up to a window of candidates, and parsing each URL again was most of its cost. */
+const origins = new Map<string, string>();
+const ORIGINS_KEPT = 4096;
+
 export function originOf(url: string): string {
+  let origin = origins.get(url);
+  if (origin !== undefined) return origin;
   try {
-    return new URL(url).origin;
+    origin = new URL(url).origin;
   } catch {
-    return url;
+    origin = url;
   }
+  if (origins.size >= ORIGINS_KEPT) origins.clear();
+  origins.set(url, origin);
+  return origin;
 }
 
 const expected = (t: Candidate) => (t.kind === 'upload' ? (t.expectSend ?? t.uploadSize) : t.expectReceive) ?? Number.MAX_SAFE_INTEGER;
@@ -34,16 +43,34 @@ const expected = (t: Candidate) => (t.kind === 'upload' ? (t.expectSend ?? t.upl
  * smallest expected transfer first (the seed: prefer small transfers when a window opens).
  */
 export function orderCandidates<T extends Candidate>(tasks: T[]): T[] {
-  return [...tasks].sort((a, b) => {
-    const p = priorityRank(b.priority) - priorityRank(a.priority);
-    if (p) return p;
-    if (a.discretionary !== b.discretionary) return a.discretionary ? 1 : -1;
-    if (a.discretionary) {
-      const e = expected(a) - expected(b);
-      if (e) return e;
-    }
-    return a.id - b.id;
-  });
+  // The store returns candidates priority then age: sort only when that is not already the order.
+  for (let i = 1; i < tasks.length; i++) if (compareCandidates(tasks[i - 1]!, tasks[i]!) > 0) return [...tasks].sort(compareCandidates);
+  return [...tasks];
+}
+
+function compareCandidates(a: Candidate, b: Candidate): number {
+  const p = priorityRank(b.priority) - priorityRank(a.priority);
+  if (p) return p;
+  if (a.discretionary !== b.discretionary) return a.discretionary ? 1 : -1;
+  if (a.discretionary) {
+    const e = expected(a) - expected(b);
+    if (e) return e;
+  }
+  return a.id - b.id;
+}
+
+/**
+ * Running tasks as maxConcurrent counts them: those placing a received file (no bytes moving, no
+ * connection held) leave their slot, up to `maxConcurrent` of them; more than that count again.
+ */
+export function transfersCounted(running: Iterable<{ placing: boolean }>, maxConcurrent: number): number {
+  let all = 0;
+  let placing = 0;
+  for (const t of running) {
+    all++;
+    if (t.placing) placing++;
+  }
+  return all - Math.min(placing, maxConcurrent);
 }
 
 export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict): Decision {

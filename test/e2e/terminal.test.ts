@@ -186,10 +186,14 @@ describe('wait at a terminal', () => {
     }
     s.route('/gone.bin', { body: { size: 1000 }, failTimes: { status: 404, times: 1 } });
     s.route('/long.bin', { body: { size: 800_000 }, throttle: 100_000 }); // 8 s: still running when paused
-    const added = await t.bgdl(['add', '--json', s.url('/gone.bin'), s.url('/long.bin')]);
-    const [gone, long] = JSON.parse(added.stdout);
+    // The task that fails is added paused and resumed once wait is drawing: a worker can fail it
+    // before a wait started afterwards first looks, and wait only watches unfinished tasks.
+    const [gone] = JSON.parse((await t.bgdl(['add', '--json', '--suspended', s.url('/gone.bin')])).stdout);
+    const [long] = JSON.parse((await t.bgdl(['add', '--json', s.url('/long.bin')])).stdout);
     const term = inTmux(`${process.execPath} ${BIN} wait`, ttyEnv(), t.downloads);
     try {
+      await waitUntil(() => term.screen().trim() !== '', 15_000, 'wait to draw');
+      expect((await t.bgdl(['resume', String(gone.id)])).code).toBe(0);
       await waitUntil(() => new RegExp(`\u2716 task ${gone.id} failed: E_HTTP_STATUS`).test(term.screen()), 15_000, 'the failure line');
       await waitUntil(async () => (await statusJson(t, [long.id]))[0].state === 'running', 15_000, 'the long task to run');
       expect((await t.bgdl(['pause', String(long.id)])).code).toBe(0);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Task } from '../../src/shared/model.js';
-import { orderCandidates, schedule } from '../../src/worker/scheduler.js';
+import { orderCandidates, schedule, transfersCounted } from '../../src/worker/scheduler.js';
 
 let nextId = 1;
 function task(p: Partial<Task> = {}): Task {
@@ -55,5 +55,23 @@ describe('scheduler', () => {
     const d = schedule([held], slots(), good);
     expect(d.release).toEqual([held.id]);
     expect(d.start.map((t) => t.id)).toEqual([held.id]);
+  });
+});
+
+describe('transfersCounted', () => {
+  const tasks = (moving: number, placing: number) => [
+    ...Array.from({ length: moving }, () => ({ placing: false })),
+    ...Array.from({ length: placing }, () => ({ placing: true })),
+  ];
+  it.each([
+    // moving, placing, maxConcurrent, counted
+    [0, 0, 8, 0],
+    [6, 0, 8, 6],
+    [6, 3, 8, 6],
+    [8, 8, 8, 8],
+    [8, 9, 8, 9],
+    [1, 5, 2, 4],
+  ])('%i moving and %i placing with maxConcurrent %i count as %i', (moving, placing, max, counted) => {
+    expect(transfersCounted(tasks(moving, placing), max)).toBe(counted);
   });
 });
