@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // A throwaway PostgreSQL for the shared-store tests when BGDL_TEST_PG is not given (test/helpers/pg-setup.ts).
+    globalSetup: ['test/helpers/pg-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 30_000,
     pool: 'forks',

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Benchmarks for the quality bars in DESIGN.md, over loopback only:
+// Benchmarks for the quality bars (README, Performance), over loopback only:
 //   1. one 1 GiB file: bgdl vs `curl -o`, `curl -o` + `sync FILE`, and `dd conv=fsync` from memory (wall
 //      time); the worker's CPU (user+sys from /proc/PID/stat) vs curl + `openssl dgst -sha256` of the
 //      file (the same work); the worker's peak RSS (VmHWM)

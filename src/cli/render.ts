@@ -9,7 +9,7 @@ import { describeProxy } from '../shared/proxy.js';
 import { redactHeader, redactText, redactUrl } from '../shared/redact.js';
 import { printable } from '../shared/text.js';
 
-/** A task as `status --json` prints it: the DESIGN.md fields, credentials redacted. */
+/** A task as `status --json` prints it: every documented field (README, man page), credentials redacted. */
 export function taskJson(t: Task, now = Date.now()) {
   return {
     id: t.id,

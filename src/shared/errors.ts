@@ -1,4 +1,4 @@
-// Errors with a stable code and the exit status the CLI uses for them (DESIGN.md "Exit codes").
+// Errors with a stable code and the exit status the CLI uses for them (README "Exit codes", man page EXIT STATUS).
 
 export class BgdlError extends Error {
   constructor(

@@ -1,5 +1,5 @@
 // The task and event model shared by the CLI and the worker: states, reasons, and the JSON shapes
-// that `status --json`, `events --json` and hook event files print (DESIGN.md).
+// that `status --json`, `events --json` and hook event files print (docs/ARCHITECTURE.md, "The path of one URL").
 
 export const TASK_STATES = ['queued', 'running', 'paused', 'completed', 'failed', 'canceled'] as const;
 export type TaskState = (typeof TASK_STATES)[number];

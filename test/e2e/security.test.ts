@@ -1,4 +1,4 @@
-// Security and hostile input (issue #6): nothing is written where it should not be, no secret is shown,
+// Security and hostile input: nothing is written where it should not be, no secret is shown,
 // nothing from the network or from events is ever run. Real CLI, real worker, real local servers.
 
 import fs from 'node:fs';

@@ -1,4 +1,4 @@
-// The hook relaunch rate limiter (DESIGN.md): tasks added from inside a hook start after a delay that
+// The hook relaunch rate limiter (man page, HOOKS): tasks added from inside a hook start after a delay that
 // doubles with each hook run of the session in a streak: 0 for the first run, then base, 2×base, … up
 // to max. A streak ends when a person runs bgdl for the session at a terminal, or when the next hook
 // run comes later than twice the current delay plus base after the previous one (the delay elapsed,
