@@ -19,7 +19,7 @@ import { BRIEF_COLUMNS, briefTaskFrom, CANDIDATE_COLUMNS, candidateFrom, emptyCo
 import { eventFor } from '../rules/events.js';
 import { leaseIsStale, nextToken } from '../rules/leases.js';
 import { enqueueDelay, hookRunStep } from '../rules/ratelimit.js';
-import { ACTION_FROM, retryOutputRefusal, transitionRefusal, type TaskAction } from '../rules/transitions.js';
+import { ACTION_FROM, finishedTask, refuseSharedOutputs, retryOutputRefusal, transitionRefusal, type TaskAction } from '../rules/transitions.js';
 import type {
   CanceledPart,
   Candidate,
@@ -401,18 +401,7 @@ export class PgStore implements TaskStore {
     if (fixed.length === 0) return;
     await db.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_NS, LOCK_OUTPUTS]);
     const live = await this.liveOutputs(db, fixed.map((t) => t.output!));
-    const batch = new Set<string>();
-    for (const t of fixed) {
-      const owner = live.get(t.output!);
-      if (owner) {
-        throw new UsageError(
-          `${t.output} is already the output of task ${owner.id} (${owner.state}): wait for it, cancel it (bgdl cancel ${owner.id}) or choose another output; nothing was added`,
-          'E_OUTPUT_IN_USE',
-        );
-      }
-      if (batch.has(t.output!)) throw new UsageError(`${t.output} is the output of two tasks of this batch: two tasks cannot share a file; nothing was added`, 'E_OUTPUT_IN_USE');
-      batch.add(t.output!);
-    }
+    refuseSharedOutputs(fixed, live);
   }
 
   private async liveOutputs(db: Db, outputs: string[]): Promise<Map<string, { id: number; state: string }>> {
@@ -858,22 +847,7 @@ export class PgStore implements TaskStore {
     return this.tx(async (db) => {
       const [t] = await this.tasks('SELECT * FROM tasks WHERE id = $1 FOR UPDATE', [id], taskFrom, db);
       if (!t || !fromStates.includes(t.state) || !(await allowed(db, t))) return false;
-      const done: Task = {
-        ...t,
-        state: info.state,
-        error: info.error ?? (info.state === 'completed' ? null : t.error),
-        httpStatus: info.httpStatus !== undefined ? info.httpStatus : t.httpStatus,
-        finalUrl: info.finalUrl !== undefined ? info.finalUrl : t.finalUrl,
-        output: info.output !== undefined ? info.output : t.output,
-        sha256: info.sha256 !== undefined ? info.sha256 : t.sha256,
-        bytesReceived: info.bytesReceived ?? t.bytesReceived,
-        bytesSent: info.bytesSent ?? t.bytesSent,
-        responseBody: info.responseBody !== undefined ? info.responseBody : t.responseBody,
-        outcome: info.outcome ?? null,
-        etag: info.etag !== undefined ? info.etag : t.etag,
-        lastModified: info.lastModified !== undefined ? info.lastModified : t.lastModified,
-        finishedAt: now,
-      };
+      const done = finishedTask(t, info, now);
       const completed = done.state === 'completed';
       await db.query(
         `UPDATE tasks SET state = $1, error_code = $2, error_message = $3, http_status = $4, final_url = $5, output = $6, sha256 = $7,

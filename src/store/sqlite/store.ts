@@ -22,7 +22,7 @@ import { storePath } from '../../shared/paths.js';
 import { eventFor } from '../rules/events.js';
 import { leaseIsStale, nextToken, type LeaseRow } from '../rules/leases.js';
 import { enqueueDelay, hookRunStep } from '../rules/ratelimit.js';
-import { ACTION_FROM, retryOutputRefusal, transitionRefusal, type TaskAction } from '../rules/transitions.js';
+import { ACTION_FROM, finishedTask, refuseSharedOutputs, retryOutputRefusal, transitionRefusal, type TaskAction } from '../rules/transitions.js';
 import type {
   CanceledPart,
   Candidate,
@@ -411,18 +411,7 @@ export class SqliteStore implements TaskStore {
     const fixed = tasks.filter((t) => t.outputFixed && t.output);
     if (fixed.length === 0) return;
     const live = this.liveOutputs();
-    const batch = new Set<string>();
-    for (const t of fixed) {
-      const owner = live.get(t.output!);
-      if (owner) {
-        throw new UsageError(
-          `${t.output} is already the output of task ${owner.id} (${owner.state}): wait for it, cancel it (bgdl cancel ${owner.id}) or choose another output; nothing was added`,
-          'E_OUTPUT_IN_USE',
-        );
-      }
-      if (batch.has(t.output!)) throw new UsageError(`${t.output} is the output of two tasks of this batch: two tasks cannot share a file; nothing was added`, 'E_OUTPUT_IN_USE');
-      batch.add(t.output!);
-    }
+    refuseSharedOutputs(fixed, live);
   }
 
   /** Output → the live task that has it, read once per operation. */
@@ -934,22 +923,7 @@ export class SqliteStore implements TaskStore {
     return this.db.transaction(() => {
       const t = this.taskById(id);
       if (!t || !fromStates.includes(t.state) || !allowed(t)) return false;
-      const done: Task = {
-        ...t,
-        state: info.state,
-        error: info.error ?? (info.state === 'completed' ? null : t.error),
-        httpStatus: info.httpStatus !== undefined ? info.httpStatus : t.httpStatus,
-        finalUrl: info.finalUrl !== undefined ? info.finalUrl : t.finalUrl,
-        output: info.output !== undefined ? info.output : t.output,
-        sha256: info.sha256 !== undefined ? info.sha256 : t.sha256,
-        bytesReceived: info.bytesReceived ?? t.bytesReceived,
-        bytesSent: info.bytesSent ?? t.bytesSent,
-        responseBody: info.responseBody !== undefined ? info.responseBody : t.responseBody,
-        outcome: info.outcome ?? null,
-        etag: info.etag !== undefined ? info.etag : t.etag,
-        lastModified: info.lastModified !== undefined ? info.lastModified : t.lastModified,
-        finishedAt: now,
-      };
+      const done = finishedTask(t, info, now);
       this
         .prepare(`UPDATE tasks SET state = @state, error_code = @code, error_message = @message, http_status = @httpStatus,
                   final_url = @finalUrl, output = @output, sha256 = @sha256, bytes_received = @bytesReceived,
