@@ -445,7 +445,16 @@ async function receive(
     throw fileError(part.path, err);
   }
   await verifyChecksum(part, sha256, req.sha256Expected, state);
+  const used = await placeFile(part, output, req, cb);
+  return { output: used, finalUrl: meta.finalUrl, httpStatus: meta.status, bytes: size, sha256 };
+}
 
+/**
+ * Step 7, for a complete and verified partial file (one connection or a split): still this attempt's,
+ * the destination not turned into something other than a regular file meanwhile, then into place.
+ * Returns the path used (a derived name never replaces a file).
+ */
+export async function placeFile(part: FileSink, output: string, req: Pick<DownloadRequest, 'outputFixed'>, cb: Pick<DownloadCallbacks, 'stillOwner'>): Promise<string> {
   // Cheap, and not what safety rests on (finish renames only a file still under its name).
   if (cb.stillOwner && !(await cb.stillOwner())) {
     await part.close();
@@ -457,14 +466,12 @@ async function receive(
     await part.abort();
     throw err;
   }
-  let used: string;
   try {
-    used = await part.finish(output, req.outputFixed, fencedError);
+    return await part.finish(output, req.outputFixed, fencedError);
   } catch (err) {
     await part.close();
     throw fileError(output, err);
   }
-  return { output: used, finalUrl: meta.finalUrl, httpStatus: meta.status, bytes: size, sha256 };
 }
 
 /** Step 6a: a body that ended early is resumable (E_SHORT_BODY); one longer than announced is not trusted. */

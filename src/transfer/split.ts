@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { partIdOf, removePartFile, type PartRef } from '../shared/files.js';
 import type { Split } from '../shared/model.js';
 import { classifyError, classifyStatus } from './classify.js';
-import { checkFreeSpace, download, parseContentRange, refuseNonRegular } from './download.js';
+import { checkFreeSpace, download, parseContentRange, placeFile, refuseNonRegular } from './download.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, headerValue, requestFollowingRedirects, type FinalResponse } from './http.js';
 import { tooLargeError } from './limits.js';
 import { parseContentDisposition } from './naming.js';
@@ -457,22 +457,6 @@ async function finish(run: SplitRun): Promise<DownloadResult> {
     await whole.discard();
     throw new TransferError('E_CHECKSUM', `sha256 mismatch: expected ${req.sha256Expected.toLowerCase()}, got ${sha256}`, false);
   }
-  if (cb.stillOwner && !(await cb.stillOwner())) {
-    await whole.close();
-    throw fencedError();
-  }
-  try {
-    await refuseNonRegular(output);
-  } catch (err) {
-    await whole.close();
-    throw err;
-  }
-  let used: string;
-  try {
-    used = await whole.finish(output, req.outputFixed, fencedError);
-  } catch (err) {
-    await whole.close();
-    throw fileError(output, err);
-  }
+  const used = await placeFile(whole, output, req, cb);
   return { output: used, finalUrl: run.finalUrl, httpStatus: run.status, bytes: file.total, sha256 };
 }
