@@ -1,9 +1,11 @@
 // Receiving a response body into the part file. Chunks are taken from the moment the response
-// arrives (flowing mode), so if the connection fails while the output is still being chosen, every
-// byte received is still ours to write and resume from; a paused or buffered stream would drop them.
+// arrives, so if the connection fails while the output is still being chosen, every byte received is
+// still ours to write and resume from; a paused or buffered body would drop them. Chunks are only valid
+// during the call that hands them over (response.ts): what is kept is copied.
 
-import type { Readable } from 'node:stream';
+import type { ResponseBody } from './response.js';
 import type { BodySink } from './sink.js';
+import { MIN_BURST_BYTES } from './throttle.js';
 import { TUNING } from './tuning.js';
 import type { Throttle } from './types.js';
 
@@ -20,48 +22,77 @@ export class Incoming {
   private sink: ((chunk: Buffer) => void) | null = null;
   private readonly holds = new Set<HoldReason>();
   private rateTimer: NodeJS.Timeout | null = null;
+  /** Bytes arrived while the bandwidth limit holds the body, in order (copies). */
+  private backlog: Buffer[] = [];
+  private onDrained: (() => void) | null = null;
   /** Settles when the body ends (or fails). */
   readonly done: Promise<void>;
 
   constructor(
-    readonly body: Readable,
+    readonly body: ResponseBody,
     private readonly throttle?: Throttle,
   ) {
-    this.done = new Promise<void>((resolve, reject) => {
-      body.once('end', resolve);
-      body.once('error', reject);
-    });
-    this.done.catch(() => {}); // observed later by writeBody; never an unhandled rejection
-    body.once('close', () => this.rateTimer && clearTimeout(this.rateTimer));
-    body.on('data', (chunk: Buffer) => {
-      this.limit(chunk.length);
-      if (this.sink) return this.sink(chunk);
-      this.early.push(chunk);
-      this.earlyBytes += chunk.length;
-      if (this.earlyBytes >= TUNING.earlyBytes) this.hold('early');
-    });
+    // The body has ended once its last bytes are handed over, those the limit still holds included.
+    this.done = body.done.then(() => (this.backlog.length === 0 ? undefined : new Promise<void>((resolve) => (this.onDrained = resolve))));
+    this.done.catch(() => this.rateTimer && clearTimeout(this.rateTimer));
+    body.take((chunk) => (this.throttle ? this.metered(chunk) : this.deliver(chunk)));
   }
 
-  hold(reason: HoldReason): void {
-    this.holds.add(reason);
-    if (!this.body.isPaused()) this.body.pause();
+  private deliver(chunk: Buffer): void {
+    if (this.sink) return this.sink(chunk);
+    this.early.push(Buffer.from(chunk));
+    this.earlyBytes += chunk.length;
+    if (this.earlyBytes >= TUNING.earlyBytes) this.hold('early');
   }
 
-  release(reason: HoldReason): void {
-    this.holds.delete(reason);
-    if (this.holds.size === 0 && this.body.isPaused() && !this.body.destroyed) this.body.resume();
+  /**
+   * Under a bandwidth limit a chunk goes on in pieces of the smallest burst, each charged as it goes:
+   * one read may bring up to a MiB, and taking it whole would move the file (and its progress) in
+   * jumps of seconds. What the limit holds back waits here, copied, until the wait is over.
+   */
+  private metered(chunk: Buffer): void {
+    if (this.backlog.length > 0) return void this.backlog.push(Buffer.from(chunk));
+    for (let off = 0; off < chunk.length; ) {
+      const piece = chunk.subarray(off, off + MIN_BURST_BYTES);
+      off += piece.length;
+      this.deliver(piece);
+      const wait = this.throttle!(piece.length);
+      if (wait <= 0) continue;
+      if (off < chunk.length) this.backlog.push(Buffer.from(chunk.subarray(off)));
+      return this.waitFor(wait);
+    }
   }
 
-  /** Charge `n` bytes to the bandwidth limit; hold the body while it says wait. */
-  private limit(n: number): void {
-    const wait = this.throttle ? this.throttle(n) : 0;
-    if (wait <= 0) return;
+  /** Hold the body for `ms`, then hand over what the limit held back, then read on. */
+  private waitFor(ms: number): void {
     if (this.rateTimer) clearTimeout(this.rateTimer);
     this.hold('rate');
     this.rateTimer = setTimeout(() => {
       this.rateTimer = null;
+      this.holds.delete('rate');
+      const held = this.backlog;
+      this.backlog = [];
+      for (let i = 0; i < held.length; i++) {
+        this.metered(held[i]!);
+        if (this.rateTimer) {
+          // Held again: what is left of the backlog stays in order behind the rest of this chunk.
+          this.backlog.push(...held.slice(i + 1));
+          return;
+        }
+      }
+      this.onDrained?.();
       this.release('rate');
-    }, wait);
+    }, ms);
+  }
+
+  hold(reason: HoldReason): void {
+    this.holds.add(reason);
+    this.body.pause();
+  }
+
+  release(reason: HoldReason): void {
+    this.holds.delete(reason);
+    if (this.holds.size === 0 && !this.body.destroyed) this.body.resume();
   }
 
   /** Deliver what has arrived so far, then every further chunk, to `sink`. */

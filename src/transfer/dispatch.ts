@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import tls from 'node:tls';
 import { STATUS_CODES } from 'node:http';
 import type { buildConnector as BuildConnector, Client as UndiciClient, Dispatcher, Pool as UndiciPool } from 'undici';
-import { Agent, buildConnector, Client, Pool, ProxyAgent } from './undici.js';
+import { closeIdleConnections } from './h1.js';
+import { undici } from './undici.js';
 import { classifyError } from './classify.js';
 import { TransferError, type TlsOptions } from './types.js';
 
@@ -64,6 +65,7 @@ function connectOptions(opts: TlsOptions): tls.ConnectionOptions {
  */
 function clientFor(key: string, origin: URL | string, opts: object, tlsOptions: tls.ConnectionOptions): Dispatcher {
   const at = `${key} ${new URL(String(origin)).origin}`;
+  const { buildConnector, Client } = undici();
   const connector = buildConnector({ ...(tlsOptions as object), allowH2: true } as BuildConnector.BuildOptions);
   let alpn: string | null = null;
   const client = new Client(origin, {
@@ -91,6 +93,7 @@ export function dispatcherFor(opts: TlsOptions): Dispatcher {
   let d = dispatchers.get(key);
   if (!d) {
     const options = connectOptions(opts);
+    const { Agent, Pool } = undici();
     d = new Agent({
       ...CONNECTION_OPTIONS,
       connect: options,
@@ -116,7 +119,7 @@ export function forwardDispatcherFor(opts: TlsOptions, proxyOrigin: string): Dis
   const key = `${tlsKey(opts)}|forward:${proxyOrigin}`;
   let d = dispatchers.get(key);
   if (!d) {
-    d = new Pool(proxyOrigin, { ...CONNECTION_OPTIONS, connect: connectOptions(opts) });
+    d = new (undici().Pool)(proxyOrigin, { ...CONNECTION_OPTIONS, connect: connectOptions(opts) });
     dispatchers.set(key, d);
   }
   return d;
@@ -134,6 +137,7 @@ export function tunnelDispatcherFor(opts: TlsOptions, proxyOrigin: string, proxy
   if (!d) {
     const tls = connectOptions(opts);
     const shown = proxyOrigin;
+    const { Pool, ProxyAgent } = undici();
     d = new ProxyAgent({
       ...CONNECTION_OPTIONS,
       uri: proxyOrigin,
@@ -185,8 +189,9 @@ export function proxyUnreachable(proxy: string | null, err: unknown): TransferEr
   return new TransferError('E_PROXY', `cannot use proxy ${proxy}: ${e.message}`, e.transient);
 }
 
-/** Close every pooled connection (worker shutdown, end of a test file). */
+/** Close every pooled connection, ours (h1.ts) and undici's (worker shutdown, end of a test file). */
 export async function closeDispatchers(): Promise<void> {
+  closeIdleConnections();
   const all = [...dispatchers.values()];
   dispatchers.clear();
   protocols.clear();

@@ -6,6 +6,8 @@ import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { request } from './undici.js';
+import { h1Request } from './h1.js';
+import { readableBody, type Headers, type Response } from './response.js';
 import { cookieHeader, cookiesFor, readCookieFile, type Cookie } from '../shared/cookies.js';
 import type { Header } from '../shared/model.js';
 import { netrcLookup, readNetrc, type NetrcEntry } from '../shared/netrc.js';
@@ -136,7 +138,7 @@ export interface PerformOptions extends TlsOptions, NetworkOptions {
 }
 
 export interface FinalResponse {
-  response: Dispatcher.ResponseData;
+  response: Response;
   hop: Hop;
   /** Redirects followed. */
   redirects: number;
@@ -144,7 +146,7 @@ export interface FinalResponse {
   protocol: Protocol | null;
 }
 
-export function headerValue(headers: Record<string, string | string[] | undefined>, name: string): string | null {
+export function headerValue(headers: Headers, name: string): string | null {
   const v = headers[name];
   return Array.isArray(v) ? (v[0] ?? null) : (v ?? null);
 }
@@ -203,7 +205,7 @@ export function hopHeaders(hop: Hop, creds: FileCredentials, now: number): Array
  * 407 always; otherwise an error the proxy marked as its own (RFC 9209 `Proxy-Status` with an error,
  * squid's `X-Squid-Error`, tinyproxy's `Server` on its error pages).
  */
-export function answeredByProxy(status: number, headers: Record<string, string | string[] | undefined>): boolean {
+export function answeredByProxy(status: number, headers: Headers): boolean {
   if (status === 407) return true;
   if (status < 400) return false;
   if (headers['x-squid-error'] !== undefined) return true;
@@ -212,11 +214,25 @@ export function answeredByProxy(status: number, headers: Record<string, string |
 }
 
 /**
- * Send one hop, direct or through the proxy recorded with the task: an http:// URL as an absolute-form
- * request to the proxy (`GET http://host/path`), an https:// URL through a CONNECT tunnel. Proxy
- * credentials (from the proxy URL, or the user's own Proxy-Authorization header) go only to the proxy.
+ * Send one hop. A direct http:// request without a body goes through our own HTTP/1.1 reader (h1.ts);
+ * the rest through undici (`viaUndici`).
  */
-async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Dispatcher.ResponseData> {
+async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Response> {
+  const withBody = hop.withBody && opts.body !== undefined;
+  if (hop.url.protocol === 'http:' && !withBody && !proxyFor(hop.url, opts.proxy)) {
+    return h1Request(hop.url, { method: hop.method, headers, signal: opts.signal, headersTimeoutMs: opts.stallTimeoutMs, bodyTimeoutMs: opts.stallTimeoutMs });
+  }
+  const r = await viaUndici(hop, headers, opts);
+  return { statusCode: r.statusCode, headers: r.headers, body: readableBody(r.body) };
+}
+
+/**
+ * Send one hop through undici, direct or through the proxy recorded with the task: an http:// URL as
+ * an absolute-form request to the proxy (`GET http://host/path`), an https:// URL through a CONNECT
+ * tunnel. Proxy credentials (from the proxy URL, or the user's own Proxy-Authorization header) go
+ * only to the proxy.
+ */
+async function viaUndici(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Dispatcher.ResponseData> {
   const common = {
     method: hop.method as Dispatcher.HttpMethod,
     body: hop.withBody && opts.body ? opts.body() : null,

@@ -1,7 +1,8 @@
 // The one body path: a BodySink takes a response body's chunks in order, with back-pressure, and
 // reports how much of it is durable. FileSink, its implementation, writes the partial file: it hashes
-// each chunk (SHA-256) on the event loop as it arrives, gathers chunks into batches written with one
-// writev() each through the thread pool (one in flight while the next gathers, no copies), and
+// each chunk (SHA-256) on the event loop as it arrives, copies it into a write batch (a chunk is only
+// valid during the call: it may be a view of the connection's one read buffer), writes each full
+// batch with one write() through the thread pool (one in flight while the next gathers), and
 // fdatasync()s in the background as it goes (tuning.ts says how often); only an fsync'd offset is ever reported
 // durable. The file-safety steps it needs (rename or link without clobbering, the name still ours,
 // directory fsync) come from src/shared/files.ts.
@@ -12,7 +13,6 @@ import path from 'node:path';
 import { createHash, type Hash } from 'node:crypto';
 import { linkWithoutClobber, stillNamed, syncDirectory, unlinkIfSame } from '../shared/files.js';
 import { pickFreePath } from './naming.js';
-import { countTowardsCollection } from './runtime.js';
 import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
 
@@ -31,7 +31,7 @@ export interface BodySink {
   /** The write error that stopped the sink, if any (ENOSPC, EIO, …). */
   readonly failure: unknown;
   bind(sender: SinkSender): void;
-  /** Take the next chunk. False: full; send no more until the sender's `drain`. */
+  /** Take the next chunk (valid during this call only). False: full; send no more until the sender's `drain`. */
   write(chunk: Buffer): boolean;
   /** Every byte taken is written (or the first write error is known). Never throws. */
   settle(): Promise<void>;
@@ -54,6 +54,16 @@ function finishedMode(): number {
   return finalMode;
 }
 
+/**
+ * Write batches no sink is using: a few are kept for the next one, so a stream of files allocates none.
+ * Allocated outside Node's small-buffer pool: each is a whole TUNING.writeBatchBytes of its own.
+ */
+const spareBatches: Buffer[] = [];
+const batchBuffer = (): Buffer => spareBatches.pop() ?? Buffer.allocUnsafeSlow(TUNING.writeBatchBytes);
+function giveBack(buf: Buffer): void {
+  if (spareBatches.length < TUNING.spareBatches) spareBatches.push(buf);
+}
+
 const noProgress = () => Object.assign(new Error('no progress writing the partial file'), { code: 'EIO', syscall: 'write' });
 
 /** The partial file being written: the only BodySink. */
@@ -64,9 +74,12 @@ export class FileSink implements BodySink {
   private readonly fd: number;
   private readonly hash: Hash;
   private sender: SinkSender | null = null;
-  /** Chunks taken and not yet handed to a write, and their total. */
-  private batch: Buffer[] = [];
-  private batchBytes = 0;
+  /** The batch being filled, and how much of it is. */
+  private cur: Buffer | null = null;
+  private curUsed = 0;
+  /** Full batches waiting for the write in flight, and their total. */
+  private sealed: Array<{ buf: Buffer; length: number }> = [];
+  private sealedBytes = 0;
   /** Bytes of the write in flight (0: none). */
   private inFlight = 0;
   private full = false;
@@ -113,42 +126,59 @@ export class FileSink implements BodySink {
     this.sender = sender;
   }
 
+  /** Bytes taken and not yet written: the batch being filled, the full ones, the one being written. */
+  private get unwritten(): number {
+    return this.curUsed + this.sealedBytes + this.inFlight;
+  }
+
   write(chunk: Buffer): boolean {
     if (this.failure || this.closed) return true; // the body is being stopped; nothing more is written
     this.hash.update(chunk);
-    countTowardsCollection(chunk.length);
-    this.batch.push(chunk);
-    this.batchBytes += chunk.length;
-    if (this.batchBytes >= TUNING.writeBatchBytes || Date.now() - this.lastHandOver >= TUNING.flushIntervalMs) this.pump();
-    if (this.batchBytes + this.inFlight < TUNING.highWaterBytes) return true;
+    for (let off = 0; off < chunk.length; ) {
+      if (!this.cur) this.cur = batchBuffer();
+      const n = chunk.copy(this.cur, this.curUsed, off);
+      this.curUsed += n;
+      off += n;
+      if (this.curUsed === this.cur.length) this.seal();
+    }
+    if (Date.now() - this.lastHandOver >= TUNING.flushIntervalMs) this.seal();
+    this.pump();
+    if (this.unwritten < TUNING.highWaterBytes) return true;
     this.full = true;
     return false;
   }
 
-  /** Start the next write unless one is in flight: up to a batch of what has gathered. */
-  private pump(): void {
-    if (this.inFlight > 0 || this.batchBytes === 0 || this.failure) return;
-    let n = 0;
-    let size = 0;
-    while (n < this.batch.length && (n === 0 || size + this.batch[n]!.length <= TUNING.writeBatchBytes)) size += this.batch[n++]!.length;
-    const bufs = n === this.batch.length ? this.batch : this.batch.slice(0, n);
-    this.batch = n === this.batch.length ? [] : this.batch.slice(n);
-    this.batchBytes -= size;
-    this.inFlight = size;
-    this.lastHandOver = Date.now();
-    this.writeAll(bufs, size);
+  /** The batch being filled is ready to be written (full, or its bytes have waited long enough). */
+  private seal(): void {
+    if (!this.cur || this.curUsed === 0) return;
+    this.sealed.push({ buf: this.cur, length: this.curUsed });
+    this.sealedBytes += this.curUsed;
+    this.cur = null;
+    this.curUsed = 0;
   }
 
-  private writeAll(bufs: Buffer[], left: number): void {
-    fs.writev(this.fd, bufs, this.written, (err, n) => {
+  /** Start the next write unless one is in flight. */
+  private pump(): void {
+    if (this.inFlight > 0 || this.sealed.length === 0 || this.failure) return;
+    const { buf, length } = this.sealed.shift()!;
+    this.sealedBytes -= length;
+    this.inFlight = length;
+    this.lastHandOver = Date.now();
+    this.writeAll(buf, 0, length);
+  }
+
+  private writeAll(buf: Buffer, from: number, to: number): void {
+    fs.write(this.fd, buf, from, to - from, this.written, (err, n) => {
       if (!err && n === 0) err = noProgress();
       if (err) return this.failed(err);
       this.written += n;
-      if (n < left) return this.writeAll(dropBytes(bufs, n), left - n);
+      if (from + n < to) return this.writeAll(buf, from + n, to);
+      giveBack(buf);
       this.inFlight = 0;
       this.syncIfDue();
-      if (this.batchBytes >= TUNING.writeBatchBytes || (this.batchBytes > 0 && this.idleWaiters.length > 0)) this.pump();
-      if (this.full && this.batchBytes + this.inFlight < TUNING.highWaterBytes) {
+      if (this.idleWaiters.length > 0) this.seal();
+      this.pump();
+      if (this.full && this.unwritten < TUNING.highWaterBytes) {
         this.full = false;
         this.sender?.drain();
       }
@@ -159,14 +189,16 @@ export class FileSink implements BodySink {
   private failed(err: unknown): void {
     this.failure = err;
     this.inFlight = 0;
-    this.batch = [];
-    this.batchBytes = 0;
+    this.cur = null;
+    this.curUsed = 0;
+    this.sealed = [];
+    this.sealedBytes = 0;
     this.sender?.fail(err);
     this.wakeIdle();
   }
 
   private wakeIdle(): void {
-    if (this.inFlight > 0 || (this.batchBytes > 0 && !this.failure)) return;
+    if (this.inFlight > 0 || (this.curUsed + this.sealedBytes > 0 && !this.failure)) return;
     for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
@@ -194,8 +226,9 @@ export class FileSink implements BodySink {
   }
 
   async settle(): Promise<void> {
-    if (this.inFlight === 0 && (this.batchBytes === 0 || this.failure)) return;
+    if (this.inFlight === 0 && (this.curUsed + this.sealedBytes === 0 || this.failure)) return;
     const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.seal();
     this.pump();
     await idle;
   }
@@ -235,6 +268,8 @@ export class FileSink implements BodySink {
     if (this.closed) return;
     await this.quiesce();
     this.closed = true;
+    if (this.cur) giveBack(this.cur);
+    this.cur = null;
     await this.fh.close().catch(() => {});
   }
 
@@ -271,20 +306,6 @@ async function hashPrefix(fh: FileHandle, length: number, hash: Hash): Promise<v
     hash.update(buf.subarray(0, bytesRead));
     pos += bytesRead;
   }
-}
-
-function dropBytes(bufs: Buffer[], n: number): Buffer[] {
-  const out: Buffer[] = [];
-  let skip = n;
-  for (const b of bufs) {
-    if (skip >= b.length) {
-      skip -= b.length;
-      continue;
-    }
-    out.push(skip > 0 ? b.subarray(skip) : b);
-    skip = 0;
-  }
-  return out;
 }
 
 async function renameInto(part: string, output: string): Promise<string> {

@@ -4,6 +4,12 @@
 
 export const TUNING = {
   /**
+   * The one buffer every direct HTTP/1.1 connection reads into (h1.ts): a read takes up to this
+   * much. Over loopback a 1 MiB buffer took reads of 64 KiB-1 MiB at a time; each read costs a
+   * callback and a hash call, so fewer, larger reads cost less CPU, and there is only one buffer.
+   */
+  readBufferBytes: 1024 * 1024,
+  /**
    * Body bytes held in memory while the output is still being chosen (before the partial file is
    * open); past this the connection is paused. One MiB covers what a fast server sends during the
    * few milliseconds of naming and creating the file.
@@ -15,6 +21,11 @@ export const TUNING = {
    * page-cache folios (larger single writes cost more system time per byte on this kernel).
    */
   writeBatchBytes: 512 * 1024,
+  /**
+   * Empty write batches kept for the next file (sink.ts): enough for a file being written and the
+   * next starting while it finishes, without holding more than a couple of MiB when all is idle.
+   */
+  spareBatches: 4,
   /**
    * Bytes taken and not yet written (the batch being gathered plus the one being written) above
    * which the body is paused: bounds memory at two batches however slow the disk is. 1 MiB wrote

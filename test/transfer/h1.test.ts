@@ -1,0 +1,265 @@
+// Our HTTP/1.1 reader (src/transfer/h1.ts) against a raw TCP server on 127.0.0.1 that answers with
+// whatever bytes each test scripts: framing, keep-alive, timeouts and malformed answers.
+
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { closeIdleConnections, framingOf, h1Request, parseHead, requestHead, type H1Options } from '../../src/transfer/h1.js';
+import type { Response } from '../../src/transfer/response.js';
+import { TransferError } from '../../src/transfer/types.js';
+
+type Script = (socket: net.Socket, request: string, n: number) => void;
+
+interface Raw {
+  url(path?: string): URL;
+  /** Connections accepted so far. */
+  connections: number;
+  requests: string[];
+  close(): Promise<void>;
+}
+
+/** A server that hands each complete request head (and the connection) to `script`. */
+async function raw(script: Script): Promise<Raw> {
+  const sockets = new Set<net.Socket>();
+  const state: Raw = {
+    url: (p = '/f') => new URL(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}${p}`),
+    connections: 0,
+    requests: [],
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+  const server = net.createServer((socket) => {
+    state.connections++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    let buf = '';
+    socket.on('data', (d) => {
+      buf += d.toString('latin1');
+      let end;
+      while ((end = buf.indexOf('\r\n\r\n')) !== -1) {
+        const request = buf.slice(0, end + 4);
+        buf = buf.slice(end + 4);
+        state.requests.push(request);
+        script(socket, request, state.requests.length);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return state;
+}
+
+let servers: Raw[] = [];
+afterEach(async () => {
+  closeIdleConnections();
+  await Promise.all(servers.map((s) => s.close()));
+  servers = [];
+});
+async function serve(script: Script): Promise<Raw> {
+  const s = await raw(script);
+  servers.push(s);
+  return s;
+}
+
+const opts = (over: Partial<H1Options> = {}): H1Options => ({
+  method: 'GET', headers: [], signal: new AbortController().signal, headersTimeoutMs: 5000, bodyTimeoutMs: 5000, ...over,
+});
+
+/** The whole body as one buffer (through the taker, as the download path reads it). */
+async function text(r: Response): Promise<string> {
+  const parts: Buffer[] = [];
+  r.body.take((c) => parts.push(Buffer.from(c)));
+  await r.body.done;
+  return Buffer.concat(parts).toString('latin1');
+}
+
+/** Write `data` a few bytes at a time, each piece in its own TCP segment (a hostile server's pace). */
+async function trickle(socket: net.Socket, data: string, piece = 3): Promise<void> {
+  for (let i = 0; i < data.length; i += piece) {
+    socket.write(data.slice(i, i + piece), 'latin1');
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+const failure = async (p: Promise<unknown>): Promise<TransferError> => {
+  const e = await p.then(() => null, (err) => err);
+  expect(e).toBeInstanceOf(TransferError);
+  return e as TransferError;
+};
+
+describe('parsing (pure)', () => {
+  it('reads the status line and headers: lower-case names, repeats as arrays, folded lines joined', () => {
+    const h = parseHead('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nX-Long: one\r\n two\r\n');
+    expect(h).toEqual({ version: '1.1', statusCode: 200, headers: { 'content-length': '5', 'set-cookie': ['a=1', 'b=2'], 'x-long': 'one two' } });
+    expect(parseHead('HTTP/1.0 404\n').statusCode).toBe(404);
+  });
+
+  it.each([
+    ['HTTP/2.0 200 OK', 'status line'],
+    ['ICY 200 OK', 'status line'],
+    ['HTTP/1.1 20 OK', 'status line'],
+    ['HTTP/1.1 200 OK\r\nNo colon here', 'header line'],
+    ['HTTP/1.1 200 OK\r\nBad Name: x', 'header line'],
+  ])('refuses %j (E_PROTOCOL)', (head, what) => {
+    expect(() => parseHead(head)).toThrow(expect.objectContaining({ code: 'E_PROTOCOL', message: expect.stringContaining(what) }));
+  });
+
+  it('frames bodies as RFC 9112 says', () => {
+    const head = (status: number, headers: Record<string, string | string[]>) => ({ version: '1.1', statusCode: status, headers });
+    expect(framingOf('HEAD', head(200, { 'content-length': '10' }))).toEqual({ kind: 'none' });
+    expect(framingOf('GET', head(204, {}))).toEqual({ kind: 'none' });
+    expect(framingOf('GET', head(304, { 'content-length': '10' }))).toEqual({ kind: 'none' });
+    expect(framingOf('GET', head(200, { 'transfer-encoding': 'chunked', 'content-length': '10' })).kind).toBe('chunked');
+    expect(framingOf('GET', head(200, { 'transfer-encoding': 'gzip' }))).toEqual({ kind: 'close' });
+    expect(framingOf('GET', head(200, { 'content-length': ['7', '7'] }))).toEqual({ kind: 'length', left: 7 });
+    expect(framingOf('GET', head(200, {}))).toEqual({ kind: 'close' });
+    expect(() => framingOf('GET', head(200, { 'content-length': ['7', '8'] }))).toThrow(expect.objectContaining({ code: 'E_PROTOCOL' }));
+    expect(() => framingOf('GET', head(200, { 'content-length': '-1' }))).toThrow(expect.objectContaining({ code: 'E_PROTOCOL' }));
+  });
+
+  it('writes the request head: Host unless the user gave one, no line breaks in values, an empty POST body said', () => {
+    const url = new URL('http://example.test:8080/a%20b?q=1#frag');
+    expect(requestHead(url, 'GET', [['Accept', '*/*']])).toBe('GET /a%20b?q=1 HTTP/1.1\r\nHost: example.test:8080\r\nAccept: */*\r\n\r\n');
+    expect(requestHead(url, 'GET', [['host', 'virtual']])).toBe('GET /a%20b?q=1 HTTP/1.1\r\nhost: virtual\r\n\r\n');
+    expect(requestHead(url, 'POST', [])).toContain('Content-Length: 0\r\n');
+    expect(() => requestHead(url, 'GET', [['X-Evil', 'a\r\nInjected: 1']])).toThrow(expect.objectContaining({ code: 'E_REQUEST' }));
+    expect(() => requestHead(url, 'GET', [['Bad Name', 'x']])).toThrow(expect.objectContaining({ code: 'E_REQUEST' }));
+  });
+});
+
+describe('over a connection', () => {
+  it('reads a Content-Length body and reuses the connection for the next request', async () => {
+    const s = await serve((sock, _r, n) => sock.write(`HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nbody-${n}`));
+    expect(await text(await h1Request(s.url(), opts()))).toBe('body-1');
+    expect(await text(await h1Request(s.url(), opts()))).toBe('body-2');
+    expect(s.connections).toBe(1);
+    expect(s.requests[0]).toMatch(/^GET \/f HTTP\/1\.1\r\nHost: 127\.0\.0\.1:\d+\r\n\r\n$/);
+  });
+
+  it('reads a chunked body with extensions and trailers, however the bytes are cut', async () => {
+    const s = await serve((sock) => void trickle(sock, 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n'));
+    expect(await text(await h1Request(s.url(), opts()))).toBe('hello 0123456789');
+    // Still usable afterwards: the trailers were read to their end.
+    expect(await text(await h1Request(s.url(), opts()))).toBe('hello 0123456789');
+    expect(s.connections).toBe(1);
+  });
+
+  it('a body without a length ends when the connection closes, which is then not reused', async () => {
+    const s = await serve((sock) => sock.end('HTTP/1.0 200 OK\r\n\r\nuntil the end'));
+    expect(await text(await h1Request(s.url(), opts()))).toBe('until the end');
+    expect(await text(await h1Request(s.url(), opts()))).toBe('until the end');
+    expect(s.connections).toBe(2);
+  });
+
+  it('skips interim answers (100, 103) before the real one', async () => {
+    const s = await serve((sock) => sock.write('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    const r = await h1Request(s.url(), opts());
+    expect(r.statusCode).toBe(200);
+    expect(await text(r)).toBe('ok');
+  });
+
+  it('a Connection: close answer, or bytes past the body, close the connection', async () => {
+    const s = await serve((sock, _r, n) => sock.write(n === 1 ? 'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na' : 'HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nbEXTRA'));
+    expect(await text(await h1Request(s.url(), opts()))).toBe('a');
+    expect(await text(await h1Request(s.url(), opts()))).toBe('b');
+    expect(await text(await h1Request(s.url(), opts()))).toBe('b');
+    expect(s.connections).toBe(3);
+  });
+
+  it('a body cut short of its Content-Length fails E_SHORT_BODY after handing over what came', async () => {
+    const s = await serve((sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this'));
+    const r = await h1Request(s.url(), opts());
+    const got: string[] = [];
+    r.body.take((c) => got.push(c.toString('latin1')));
+    const e = await failure(r.body.done);
+    expect(e.code).toBe('E_SHORT_BODY');
+    expect(got.join('')).toBe('only this');
+  });
+
+  it('a kept-alive connection the server closed meanwhile is replaced without failing the request', async () => {
+    const s = await serve((sock, _r, n) => {
+      sock.write(`HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n${n}`);
+      if (n === 1) setTimeout(() => sock.destroy(), 20); // closes the idle connection, no Connection: close
+    });
+    expect(await text(await h1Request(s.url(), opts()))).toBe('1');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await text(await h1Request(s.url(), opts()))).toBe('2');
+    expect(s.connections).toBe(2);
+  });
+
+  it('no head within the timeout is E_STALL; no body bytes within it, too', async () => {
+    const s = await serve((sock, _r, n) => sock.write(n === 1 ? 'HTTP/1.1 200 OK\r\n' : 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc'));
+    expect((await failure(h1Request(s.url(), opts({ headersTimeoutMs: 150 })))).message).toMatch(/no response headers/);
+    const r = await h1Request(s.url(), opts({ bodyTimeoutMs: 150 }));
+    r.body.take(() => {});
+    const e = await failure(r.body.done);
+    expect(e.code).toBe('E_STALL');
+    expect(e.message).toMatch(/no body bytes/);
+  });
+
+  it('a body held by its reader longer than the stall timeout does not fail', async () => {
+    let release!: () => void;
+    const s = await serve((sock) => {
+      sock.write('HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc');
+      release = () => sock.write('def');
+    });
+    const r = await h1Request(s.url(), opts({ bodyTimeoutMs: 100 }));
+    const got: string[] = [];
+    r.body.take((c) => got.push(c.toString()));
+    r.body.pause();
+    release();
+    await new Promise((res) => setTimeout(res, 300));
+    expect(got.join('')).toBe('abc');
+    r.body.resume();
+    await r.body.done;
+    expect(got.join('')).toBe('abcdef');
+  });
+
+  it('an abort stops the request (E_ABORTED) and closes the connection', async () => {
+    const s = await serve((sock) => sock.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc'));
+    const abort = new AbortController();
+    const r = await h1Request(s.url(), opts({ signal: abort.signal }));
+    r.body.take(() => {});
+    abort.abort();
+    expect((await failure(r.body.done)).code).toBe('E_ABORTED');
+    const before = abort.signal;
+    expect((await failure(h1Request(s.url(), opts({ signal: before })))).code).toBe('E_ABORTED');
+  });
+
+  it.each([
+    ['garbage instead of a status line', 'SSH-2.0-OpenSSH\r\n\r\n'],
+    ['a head larger than 64 KiB', `HTTP/1.1 200 OK\r\n${'X-Big: y\r\n'.repeat(8000)}\r\n`],
+    ['a bad chunk size', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'],
+    ['chunk data longer than its size', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n'],
+    ['a protocol switch', 'HTTP/1.1 101 Switching Protocols\r\n\r\n'],
+  ])('%s is E_PROTOCOL', async (_what, answer) => {
+    const s = await serve((sock) => sock.write(answer));
+    const e = await h1Request(s.url(), opts()).then(
+      async (r) => (r.body.take(() => {}), failure(r.body.done)),
+      (err) => err as TransferError,
+    );
+    expect(e.code).toBe('E_PROTOCOL');
+  });
+
+  it('dump() reads a small body to its end and keeps the connection; a large one closes it', async () => {
+    const s = await serve((sock, _r, n) => sock.write(n === 2 ? `HTTP/1.1 302 Found\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(100_000)}` : 'HTTP/1.1 302 Found\r\nContent-Length: 3\r\n\r\nabc'));
+    await (await h1Request(s.url(), opts())).body.dump({ limit: 1000 });
+    await (await h1Request(s.url(), opts())).body.dump({ limit: 1000 });
+    await (await h1Request(s.url(), opts())).body.dump({ limit: 1000 });
+    expect(s.connections).toBe(2);
+  });
+
+  it('the async iterator yields its own buffers of at most 64 KiB', async () => {
+    const s = await serve((sock) => sock.write(`HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n${'z'.repeat(300_000)}`));
+    const r = await h1Request(s.url(), opts());
+    const sizes: number[] = [];
+    let total = '';
+    for await (const chunk of r.body as AsyncIterable<Buffer>) {
+      sizes.push(chunk.length);
+      total += chunk.toString();
+    }
+    expect(total).toBe('z'.repeat(300_000));
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(64 * 1024);
+  });
+});
