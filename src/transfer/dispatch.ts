@@ -5,12 +5,13 @@
 // multiplexed on one connection, and the protocol each origin spoke is remembered for `status`.
 
 import fs from 'node:fs';
-import tls from 'node:tls';
-import { STATUS_CODES } from 'node:http';
+import { createRequire } from 'node:module';
+import type tls from 'node:tls';
 import type { buildConnector as BuildConnector, Client as UndiciClient, Dispatcher, Pool as UndiciPool } from 'undici';
 import { closeIdleConnections } from './h1.js';
 import { undici } from './undici.js';
 import { classifyError } from './classify.js';
+import { statusText } from './status.js';
 import { TransferError, type TlsOptions } from './types.js';
 
 // Connection defaults, in one place:
@@ -55,7 +56,7 @@ function connectOptions(opts: TlsOptions): tls.ConnectionOptions {
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
     throw new TransferError('E_TLS_CA', `--ca-file ${opts.caFile} holds no PEM certificate`, false);
   }
-  return { ca: [...tls.rootCertificates, pem] };
+  return { ca: [...(createRequire(import.meta.url)('node:tls') as typeof tls).rootCertificates, pem] };
 }
 
 /**
@@ -171,7 +172,7 @@ export function tunnelDispatcherFor(opts: TlsOptions, proxyOrigin: string, proxy
 
 /** The proxy answered with an error status instead of doing what it was asked. */
 export function proxyRefused(proxy: string | null, what: string, status: number): TransferError {
-  const text = STATUS_CODES[status] ?? 'Unknown Status';
+  const text = statusText(status);
   const hint = status === 407 ? ': the proxy wants credentials (put them in the proxy URL: http://USER:PASSWORD@HOST:PORT)' : '';
   // As for an origin's answer: a gateway error or overload may pass, a refusal will not.
   const transient = status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505);

@@ -17,7 +17,6 @@ import { parseContentDisposition } from './naming.js';
 import {
   copyPrefix, createFresh, fencedError, fileError, inspectRecorded, openRecorded, outputBusyError, unsafePartError, type OpenedPart,
 } from './partfile.js';
-import { leanRuntime } from './runtime.js';
 import { FileSink } from './sink.js';
 import { TUNING } from './tuning.js';
 import {
@@ -210,7 +209,6 @@ function perform(req: DownloadRequest, cb: DownloadCallbacks, plan: ResumePlan |
  * asking again. Only for an attempt that does not resume.
  */
 export async function download(req: DownloadRequest, cb: DownloadCallbacks, first?: FinalResponse): Promise<DownloadResult> {
-  leanRuntime();
   const lineage = partPlanOf(req);
   // What is on disk for the next attempt if this one fails: the resume point until the body is being
   // written, then what has been fsync'd.

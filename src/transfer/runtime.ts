@@ -1,10 +1,15 @@
-// Two settings of the JavaScript engine that keep a transferring process small: both measured with
+// Two settings of the JavaScript engine that keep a process using undici small: both measured with
 // `npm run bench -- --only=big` (see docs/ARCHITECTURE.md, "The body path") and both process-wide, so
-// they live here, applied once, rather than spread over the modules that benefit.
+// they live here, applied once, rather than spread over the modules that benefit. Neither is needed
+// by our own HTTP/1.1 reader (no WebAssembly parser, no buffer per read), so node:v8 and node:vm are
+// loaded only when undici is.
 
-import v8 from 'node:v8';
-import vm from 'node:vm';
+import { createRequire } from 'node:module';
+import type V8 from 'node:v8';
+import type Vm from 'node:vm';
 import { TUNING } from './tuning.js';
+
+const load = createRequire(import.meta.url);
 
 let leaned = false;
 
@@ -18,7 +23,7 @@ export function leanRuntime(): void {
   if (leaned) return;
   leaned = true;
   try {
-    v8.setFlagsFromString('--liftoff-only');
+    (load('node:v8') as typeof V8).setFlagsFromString('--liftoff-only');
   } catch {
     /* an engine without the flag: nothing to save */
   }
@@ -44,8 +49,8 @@ export function countTowardsCollection(n: number): void {
   sinceCollect = 0;
   if (collect === undefined) {
     try {
-      v8.setFlagsFromString('--expose-gc');
-      collect = vm.runInNewContext('gc') as Collect;
+      (load('node:v8') as typeof V8).setFlagsFromString('--expose-gc');
+      collect = (load('node:vm') as typeof Vm).runInNewContext('gc') as Collect;
     } catch {
       collect = null;
     }

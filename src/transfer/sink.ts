@@ -2,7 +2,8 @@
 // reports how much of it is durable. FileSink, its implementation, writes the partial file: it hashes
 // each chunk (SHA-256) on the event loop as it arrives, copies it into a write batch (a chunk is only
 // valid during the call: it may be a view of the connection's one read buffer), writes each full
-// batch with one write() through the thread pool (one in flight while the next gathers), and
+// batch with one write() (from the event loop while the disk is quick, else through the thread pool,
+// one in flight while the next gathers), and
 // fdatasync()s in the background as it goes (tuning.ts says how often); only an fsync'd offset is ever reported
 // durable. The file-safety steps it needs (rename or link without clobbering, the name still ours,
 // directory fsync) come from src/shared/files.ts.
@@ -89,6 +90,8 @@ export class FileSink implements BodySink {
   private lastSyncFrom: number;
   private idleWaiters: Array<() => void> = [];
   private closed = false;
+  /** Writes go from the event loop until one is slow (see writeAll). */
+  private inline = true;
 
   private constructor(
     readonly path: string,
@@ -167,23 +170,47 @@ export class FileSink implements BodySink {
     this.writeAll(buf, 0, length);
   }
 
+  /**
+   * Write `buf[from, to)` at the end of what is written. From the event loop, as curl and aria2c write:
+   * a write into the page cache takes tens of microseconds, and a trip through the thread pool cost
+   * more CPU than the write itself. A write that takes longer than TUNING.inlineWriteMs (the kernel
+   * throttling a writer, a network filesystem) moves this file's writes to the thread pool for good,
+   * so a slow disk never holds the event loop (and every other transfer) more than once.
+   */
   private writeAll(buf: Buffer, from: number, to: number): void {
-    fs.write(this.fd, buf, from, to - from, this.written, (err, n) => {
-      if (!err && n === 0) err = noProgress();
-      if (err) return this.failed(err);
-      this.written += n;
-      if (from + n < to) return this.writeAll(buf, from + n, to);
-      giveBack(buf);
-      this.inFlight = 0;
-      this.syncIfDue();
-      if (this.idleWaiters.length > 0) this.seal();
-      this.pump();
-      if (this.full && this.unwritten < TUNING.highWaterBytes) {
-        this.full = false;
-        this.sender?.drain();
-      }
-      if (this.inFlight === 0) this.wakeIdle();
-    });
+    if (!this.inline) return void fs.write(this.fd, buf, from, to - from, this.written, (err, n) => this.wrote(buf, from, to, err, n));
+    const began = performance.now();
+    let n = 0;
+    let err: NodeJS.ErrnoException | null = null;
+    try {
+      n = fs.writeSync(this.fd, buf, from, to - from, this.written);
+    } catch (e) {
+      err = e as NodeJS.ErrnoException;
+    }
+    if (performance.now() - began > TUNING.inlineWriteMs) this.writeThroughThreadPool();
+    this.wrote(buf, from, to, err, n);
+  }
+
+  /** From now on, write through the thread pool (a slow write did this; the tests do it to exercise that path). */
+  writeThroughThreadPool(): void {
+    this.inline = false;
+  }
+
+  private wrote(buf: Buffer, from: number, to: number, err: NodeJS.ErrnoException | null, n: number): void {
+    if (!err && n === 0) err = noProgress();
+    if (err) return this.failed(err);
+    this.written += n;
+    if (from + n < to) return this.writeAll(buf, from + n, to);
+    giveBack(buf);
+    this.inFlight = 0;
+    this.syncIfDue();
+    if (this.idleWaiters.length > 0) this.seal();
+    this.pump();
+    if (this.full && this.unwritten < TUNING.highWaterBytes) {
+      this.full = false;
+      this.sender?.drain();
+    }
+    if (this.inFlight === 0) this.wakeIdle();
   }
 
   private failed(err: unknown): void {

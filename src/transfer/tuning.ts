@@ -5,8 +5,9 @@
 export const TUNING = {
   /**
    * The one buffer every direct HTTP/1.1 connection reads into (h1.ts): a read takes up to this
-   * much. Over loopback a 1 MiB buffer took reads of 64 KiB-1 MiB at a time; each read costs a
-   * callback and a hash call, so fewer, larger reads cost less CPU, and there is only one buffer.
+   * much. Each read costs a callback, a hash call and a copy, so fewer, larger reads cost less: for
+   * 1 GiB over loopback the worker spent 1.25-1.31 s of CPU with 1 MiB against 1.41-1.46 s with
+   * 256 KiB, and there is only one such buffer in the process.
    */
   readBufferBytes: 1024 * 1024,
   /**
@@ -16,22 +17,31 @@ export const TUNING = {
    */
   earlyBytes: 1024 * 1024,
   /**
-   * Chunks are gathered and written with one writev() of about this much: fewer system calls and
-   * thread-pool hops than one write per 64 KiB chunk, small enough that the kernel keeps using small
-   * page-cache folios (larger single writes cost more system time per byte on this kernel).
+   * Chunks are copied into batches of this size, each written with one write(): fewer system calls
+   * than one per read, small enough that the kernel keeps using small page-cache folios (larger single
+   * writes cost more system time per byte on this kernel: 512 KiB measured 1.76-2.18 s of worker CPU
+   * for 1 GiB against 1.25-1.31 s with 256 KiB).
    */
-  writeBatchBytes: 512 * 1024,
+  writeBatchBytes: 256 * 1024,
+  /**
+   * A write of a batch from the event loop that takes longer than this moves that file's writes to
+   * the thread pool (sink.ts). Into the page cache a 256 KiB write takes well under a millisecond; a
+   * kernel throttling a heavy writer pauses it for up to 200 ms, a network filesystem longer. Inline
+   * writes measured 1.58-1.69 s of worker CPU for 1 GiB against 1.95-1.99 s through the thread pool.
+   */
+  inlineWriteMs: 20,
   /**
    * Empty write batches kept for the next file (sink.ts): enough for a file being written and the
    * next starting while it finishes, without holding more than a couple of MiB when all is idle.
    */
   spareBatches: 4,
   /**
-   * Bytes taken and not yet written (the batch being gathered plus the one being written) above
-   * which the body is paused: bounds memory at two batches however slow the disk is. 1 MiB wrote
-   * as fast as 2 MiB or 8 MiB did over loopback, and keeps chunks young (see youngGcBytes).
+   * Bytes taken and not yet written (the batch being filled, full ones waiting, the one being
+   * written) above which the body is paused: bounds memory however slow the disk is. Writes from the
+   * event loop leave less than a batch unwritten; it matters once a file's writes go through the
+   * thread pool (a slow disk), where two batches keep the disk busy while the next one fills.
    */
-  highWaterBytes: 1024 * 1024,
+  highWaterBytes: 512 * 1024,
   /** A slow transfer still reaches the disk this often, so a crash keeps what had arrived. */
   flushIntervalMs: 250,
   /**
@@ -49,15 +59,16 @@ export const TUNING = {
    */
   durableLagMs: 1000,
   /**
-   * Every this many body bytes (all transfers together) a young-generation collection is asked for
-   * (runtime.ts says why). It must stay well above highWaterBytes: a chunk still waiting to be written
-   * when two collections pass is promoted to the old generation and then lives until a full
-   * collection (2 MiB with a 2 MiB high-water mark measured 98 MiB peak RSS for 512 MiB; 4 MiB with
-   * 1 MiB, 75 MiB; 8 MiB with 1 MiB, 79 MiB; all at the same CPU time).
+   * Bodies read by undici only (TLS, proxies: response.ts `readableBody`), whose every socket read is
+   * a fresh buffer: every this many body bytes (all such transfers together) a young-generation
+   * collection is asked for (runtime.ts says why). Measured when all bodies came that way, with the
+   * chunks themselves batched: 2 MiB with a 2 MiB high-water mark gave 98 MiB peak RSS for 512 MiB;
+   * 4 MiB with 1 MiB, 75 MiB; 8 MiB with 1 MiB, 79 MiB; all at the same CPU time.
    */
   youngGcBytes: 4 * 1024 * 1024,
   /**
-   * Every this many body bytes an old-generation collection is started, in the background (runtime.ts).
+   * Bodies read by undici only: every this many body bytes an old-generation collection is started,
+   * in the background (runtime.ts).
    * Chunks that still outlive two young collections (a natural one, set off by undici's own
    * allocations, falls between two of ours) are promoted and then held until V8's own full
    * collection, which waits for ~30 MiB of them: 1 GiB measured 101-107 MiB peak RSS without it,

@@ -6,6 +6,7 @@
 
 import { createRequire } from 'node:module';
 import type * as Undici from 'undici';
+import { leanRuntime } from './runtime.js';
 
 const load = createRequire(import.meta.url);
 
@@ -22,6 +23,7 @@ let parts: Parts | null = null;
 /** The undici classes, loaded at the first call. */
 export function undici(): Parts {
   if (parts) return parts;
+  leanRuntime();
   // What the package's index does: the request API as methods of every dispatcher.
   const DispatcherClass = load('undici/lib/dispatcher/dispatcher.js') as { prototype: object };
   Object.assign(DispatcherClass.prototype, load('undici/lib/api/index.js'));

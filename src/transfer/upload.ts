@@ -8,7 +8,6 @@ import { Readable } from 'node:stream';
 import { classifyError, classifyStatus } from './classify.js';
 import { DEFAULT_MAX_REDIRECTS, firstHop, requestFollowingRedirects, withoutHeaders } from './http.js';
 import { TransferError, type Throttle, type UploadCallbacks, type UploadRequest, type UploadResult } from './types.js';
-import { leanRuntime } from './runtime.js';
 
 /** How much of the response body is kept (as text) for the task and its event. */
 const RESPONSE_KEEP_BYTES = 64 * 1024;
@@ -69,7 +68,6 @@ async function readStart(body: AsyncIterable<Buffer>): Promise<string> {
 }
 
 export async function upload(req: UploadRequest, cb: UploadCallbacks): Promise<UploadResult> {
-  leanRuntime();
   const size = await checkSource(req);
   let sent = 0;
   const body = (): Readable | Buffer => {

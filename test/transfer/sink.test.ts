@@ -44,8 +44,22 @@ async function fresh(name = 'f.bgdl-part', start = 0) {
 }
 
 describe('FileSink', () => {
-  it('asks the sender to pause past its high-water mark, and to go on once the writes catch up', async () => {
+  it('writes from the event loop while the disk is quick: every full batch is written before write() returns', async () => {
     const { file, sink } = await fresh();
+    sink.bind({ drain: () => {}, fail: (err) => { throw err; } });
+    const { all, out } = chunks(TUNING.highWaterBytes * 3);
+    const accepted = out.map((c) => sink.write(c));
+    expect(accepted.every(Boolean)).toBe(true);
+    expect(sink.written).toBe(all.length - (all.length % TUNING.writeBatchBytes));
+    await sink.end();
+    expect(fs.readFileSync(file).equals(all)).toBe(true);
+    expect(sink.digest()).toBe(sha(all));
+    await sink.close();
+  });
+
+  it('through the thread pool (after a slow write), asks the sender to pause past its high-water mark, and to go on once the writes catch up', async () => {
+    const { file, sink } = await fresh();
+    sink.writeThroughThreadPool();
     let drains = 0;
     sink.bind({ drain: () => drains++, fail: (err) => { throw err; } });
     const { all, out } = chunks(TUNING.highWaterBytes * 3);
