@@ -103,18 +103,21 @@ const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'])
 
 /**
  * Give `from` the name `to` without replacing anything there: `link` + `unlink` (EEXIST when taken).
- * Where hard links are not supported, `rename` after checking the name is free.
+ * Where hard links are not supported, `rename` after checking the name is free. Synchronous: names
+ * change in the filesystem's journal without waiting on the disk (the directory fsync that makes them
+ * durable is `syncDirectory`'s), and a trip through the thread pool per call cost a batch of small
+ * files more main-thread time than the calls themselves (docs/ARCHITECTURE.md, "Many small files").
  */
-export async function linkWithoutClobber(from: string, to: string): Promise<void> {
+export function linkWithoutClobber(from: string, to: string): void {
   try {
-    await fsp.link(from, to);
+    fs.linkSync(from, to);
   } catch (err) {
     if (!NO_LINKS.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
-    if (await fsp.lstat(to).then(() => true, () => false)) throw Object.assign(new Error(`${to} exists`), { code: 'EEXIST', syscall: 'link' });
-    await fsp.rename(from, to);
+    if (fs.lstatSync(to, { throwIfNoEntry: false })) throw Object.assign(new Error(`${to} exists`), { code: 'EEXIST', syscall: 'link' });
+    fs.renameSync(from, to);
     return;
   }
-  await fsp.unlink(from);
+  fs.unlinkSync(from);
 }
 
 /**

@@ -35,12 +35,12 @@ export class Incoming {
     // The body has ended once its last bytes are handed over, those the limit still holds included.
     this.done = body.done.then(() => (this.backlog.length === 0 ? undefined : new Promise<void>((resolve) => (this.onDrained = resolve))));
     this.done.catch(() => this.rateTimer && clearTimeout(this.rateTimer));
-    body.take((chunk) => (this.throttle ? this.metered(chunk) : this.deliver(chunk)));
+    body.take((chunk, owned) => (this.throttle ? this.metered(chunk, owned) : this.deliver(chunk, owned)));
   }
 
-  private deliver(chunk: Buffer): void {
+  private deliver(chunk: Buffer, owned: boolean): void {
     if (this.sink) return this.sink(chunk);
-    this.early.push(Buffer.from(chunk));
+    this.early.push(owned ? chunk : Buffer.from(chunk));
     this.earlyBytes += chunk.length;
     if (this.earlyBytes >= TUNING.earlyBytes) this.hold('early');
   }
@@ -50,15 +50,15 @@ export class Incoming {
    * one read may bring up to a MiB, and taking it whole would move the file (and its progress) in
    * jumps of seconds. What the limit holds back waits here, copied, until the wait is over.
    */
-  private metered(chunk: Buffer): void {
-    if (this.backlog.length > 0) return void this.backlog.push(Buffer.from(chunk));
+  private metered(chunk: Buffer, owned: boolean): void {
+    if (this.backlog.length > 0) return void this.backlog.push(owned ? chunk : Buffer.from(chunk));
     for (let off = 0; off < chunk.length; ) {
       const piece = chunk.subarray(off, off + MIN_BURST_BYTES);
       off += piece.length;
-      this.deliver(piece);
+      this.deliver(piece, owned);
       const wait = this.throttle!(piece.length);
       if (wait <= 0) continue;
-      if (off < chunk.length) this.backlog.push(Buffer.from(chunk.subarray(off)));
+      if (off < chunk.length) this.backlog.push(owned ? chunk.subarray(off) : Buffer.from(chunk.subarray(off)));
       return this.waitFor(wait);
     }
   }
@@ -73,7 +73,7 @@ export class Incoming {
       const held = this.backlog;
       this.backlog = [];
       for (let i = 0; i < held.length; i++) {
-        this.metered(held[i]!);
+        this.metered(held[i]!, true);
         if (this.rateTimer) {
           // Held again: what is left of the backlog stays in order behind the rest of this chunk.
           this.backlog.push(...held.slice(i + 1));

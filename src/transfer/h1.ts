@@ -498,7 +498,7 @@ function headEnd(buf: Buffer, from: number): number {
  * holds the body (or before anyone takes it) they are copied aside and the connection stops reading.
  */
 class H1Body implements ResponseBody {
-  private taker: ((chunk: Buffer) => void) | null = null;
+  private taker: ((chunk: Buffer, owned: boolean) => void) | null = null;
   private pending: Buffer[] = [];
   private paused = false;
   private ended = false;
@@ -515,7 +515,7 @@ class H1Body implements ResponseBody {
   /** From the connection: the next chunk (valid during this call only). */
   push(chunk: Buffer): void {
     if (chunk.length === 0 || this.destroyed) return;
-    if (this.taker && !this.paused && this.pending.length === 0) return this.taker(chunk);
+    if (this.taker && !this.paused && this.pending.length === 0) return this.taker(chunk, false);
     this.pending.push(Buffer.from(chunk));
     this.conn.hold(true);
   }
@@ -533,7 +533,7 @@ class H1Body implements ResponseBody {
     this.settle.reject(err);
   }
 
-  take(take: (chunk: Buffer) => void): void {
+  take(take: (chunk: Buffer, owned: boolean) => void): void {
     this.taker = take;
     this.flush();
   }
@@ -552,7 +552,7 @@ class H1Body implements ResponseBody {
 
   /** Hand over what was set aside; then read on (or report the end). */
   private flush(): void {
-    while (this.taker && !this.paused && this.pending.length > 0 && !this.destroyed) this.taker(this.pending.shift()!);
+    while (this.taker && !this.paused && this.pending.length > 0 && !this.destroyed) this.taker(this.pending.shift()!, true);
     if (this.destroyed || this.paused || this.pending.length > 0 || !this.taker) return;
     if (this.ended) return this.settle.resolve();
     this.conn.hold(false);
@@ -591,8 +591,11 @@ class H1Body implements ResponseBody {
     let error: unknown = null;
     // In pieces of at most 64 KiB, as a stream's reads come: a reader that paces itself per chunk
     // (a split download under a bandwidth limit) is not handed a whole MiB at once.
-    this.take((chunk) => {
-      for (let off = 0; off < chunk.length; off += ITERATED_PIECE_BYTES) queue.push(Buffer.from(chunk.subarray(off, off + ITERATED_PIECE_BYTES)));
+    this.take((chunk, owned) => {
+      for (let off = 0; off < chunk.length; off += ITERATED_PIECE_BYTES) {
+        const piece = chunk.subarray(off, off + ITERATED_PIECE_BYTES);
+        queue.push(owned ? piece : Buffer.from(piece));
+      }
       if (queue.length >= 2) this.pause();
       wake?.();
     });

@@ -12,9 +12,10 @@ export type Headers = Record<string, string | string[] | undefined>;
 export interface ResponseBody {
   /**
    * Hand every chunk to `take`, in order, from now on (bytes that came before are handed over first).
-   * A chunk is only valid during the call: `take` copies what it keeps. One taker per body.
+   * A chunk is only valid during the call unless `owned` says it is the taker's to keep: `take`
+   * copies what it keeps of the others. One taker per body.
    */
-  take(take: (chunk: Buffer) => void): void;
+  take(take: (chunk: Buffer, owned: boolean) => void): void;
   /** Settles when the body has ended (or fails, or is destroyed). */
   readonly done: Promise<void>;
   /** No chunk is handed over until `resume`. */
@@ -55,7 +56,7 @@ export function readableBody(stream: UndiciBody): ResponseBody {
     take(take) {
       stream.on('data', (chunk: Buffer) => {
         countTowardsCollection(chunk.length);
-        take(chunk);
+        take(chunk, true);
       });
     },
     done,

@@ -313,11 +313,12 @@ export class FileSink implements BodySink {
    * Throws E_FENCED when the name no longer holds this file (a takeover continues in a copy).
    */
   async finish(output: string, replace: boolean, fenced: () => Error): Promise<string> {
-    await this.fh.chmod(finishedMode());
+    // The steps around the fsyncs do not wait on the disk: synchronous (see linkWithoutClobber).
+    fs.fchmodSync(this.fd, finishedMode());
     await this.end();
     await this.close();
     if (!(await stillNamed(this.path, this.id))) throw fenced();
-    const used = replace ? await renameInto(this.path, output) : await linkInto(this.path, output);
+    const used = replace ? renameInto(this.path, output) : await linkInto(this.path, output);
     await syncDirectory(path.dirname(used));
     return used;
   }
@@ -335,8 +336,8 @@ async function hashPrefix(fh: FileHandle, length: number, hash: Hash): Promise<v
   }
 }
 
-async function renameInto(part: string, output: string): Promise<string> {
-  await fs.promises.rename(part, output);
+function renameInto(part: string, output: string): string {
+  fs.renameSync(part, output);
   return output;
 }
 
@@ -345,7 +346,7 @@ async function linkInto(part: string, output: string): Promise<string> {
   let target = output;
   for (let tries = 0; tries < 1000; tries++) {
     try {
-      await linkWithoutClobber(part, target);
+      linkWithoutClobber(part, target);
       return target;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
