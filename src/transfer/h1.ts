@@ -37,7 +37,8 @@ let readBuffer: Buffer | null = null;
 const idle = new Map<string, Connection[]>();
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BAD_VALUE = /[\0\r\n]/;
+/** What a header value may not hold, as undici says: control characters other than tab, and anything past Latin-1. */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 
 export interface H1Options {
   method: string;

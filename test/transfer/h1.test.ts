@@ -125,6 +125,9 @@ describe('parsing (pure)', () => {
     expect(requestHead(url, 'POST', [])).toContain('Content-Length: 0\r\n');
     expect(() => requestHead(url, 'GET', [['X-Evil', 'a\r\nInjected: 1']])).toThrow(expect.objectContaining({ code: 'E_REQUEST' }));
     expect(() => requestHead(url, 'GET', [['Bad Name', 'x']])).toThrow(expect.objectContaining({ code: 'E_REQUEST' }));
+    expect(() => requestHead(url, 'GET', [['X-Ctl', 'a\u0001b']])).toThrow(expect.objectContaining({ code: 'E_REQUEST' }));
+    expect(() => requestHead(url, 'GET', [['X-Wide', 'snow \u2603']])).toThrow(expect.objectContaining({ code: 'E_REQUEST' }));
+    expect(requestHead(url, 'GET', [['X-Latin', 'caf\u00e9\tok']])).toContain('X-Latin: caf\u00e9\tok\r\n');
   });
 });
 
