@@ -85,6 +85,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
     await store.releaseLease(fence).catch(() => {});
     await closeDispatchers().catch(() => {});
     await store.close().catch(() => {});
+    log.close();
   }
 }
 
