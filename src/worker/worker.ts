@@ -399,10 +399,11 @@ class Worker {
       this.queueView.taken += d.start.length;
     }
     if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
-    for (const t of d.start) {
+    // The pass's claims are asked for together (a store may commit them as one), then started in order.
+    const claimed = await Promise.all(d.start.map((t) => this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost })));
+    for (const t of claimed) {
       if (this.lost) return;
-      const claimed = await this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost });
-      if (claimed) this.start(claimed);
+      if (t) this.start(t);
     }
   }
 
