@@ -113,6 +113,8 @@ export class SqliteStore implements TaskStore {
   private dataVersionStmt: Database.Statement | null = null;
   /** This connection's writes that can change which queued tasks are runnable or when (ChangeToken.mine). */
   private queueEpoch = 0;
+  /** This host's name as the lease records it: read once (every worker write checks the lease, and os.hostname() is a system call). */
+  private readonly host = os.hostname();
   /** Writes waiting for the end of this turn of the event loop (see grouped). */
   private pending: { fn: () => unknown; resolve: (v: unknown) => void; reject: (err: unknown) => void }[] | null = null;
 
@@ -661,7 +663,7 @@ export class SqliteStore implements TaskStore {
    */
   private writeLease(cur: Row | undefined, pid: number, now: number): LeaseFence {
     const token = nextToken(cur?.token);
-    this.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at, token) VALUES (?, ?, ?, ?, ?, ?)').run(LEASE_ID, pid, os.hostname(), now, now, token);
+    this.prepare('INSERT OR REPLACE INTO lease (id, pid, host, heartbeat, started_at, token) VALUES (?, ?, ?, ?, ?, ?)').run(LEASE_ID, pid, this.host, now, now, token);
     return { pid, token };
   }
 
@@ -680,17 +682,17 @@ export class SqliteStore implements TaskStore {
 
   /** Is the lease still this worker's? Checked inside every worker-level write's transaction. */
   private leaseHeld(f: LeaseFence): boolean {
-    return !!this.prepare('SELECT 1 FROM lease WHERE id = ? AND pid = ? AND token = ? AND host = ?').get(LEASE_ID, f.pid, f.token, os.hostname());
+    return !!this.prepare('SELECT 1 FROM lease WHERE id = ? AND pid = ? AND token = ? AND host = ?').get(LEASE_ID, f.pid, f.token, this.host);
   }
 
   /** Refresh our heartbeat; false when the lease is no longer ours. */
   async heartbeat(f: LeaseFence, now: number): Promise<boolean> {
-    const info = this.prepare('UPDATE lease SET heartbeat = ? WHERE id = ? AND pid = ? AND token = ? AND host = ?').run(now, LEASE_ID, f.pid, f.token, os.hostname());
+    const info = this.prepare('UPDATE lease SET heartbeat = ? WHERE id = ? AND pid = ? AND token = ? AND host = ?').run(now, LEASE_ID, f.pid, f.token, this.host);
     return info.changes === 1;
   }
 
   async releaseLease(f: LeaseFence): Promise<void> {
-    this.prepare('UPDATE lease SET pid = 0, heartbeat = 0 WHERE id = ? AND pid = ? AND token = ? AND host = ?').run(LEASE_ID, f.pid, f.token, os.hostname());
+    this.prepare('UPDATE lease SET pid = 0, heartbeat = 0 WHERE id = ? AND pid = ? AND token = ? AND host = ?').run(LEASE_ID, f.pid, f.token, this.host);
   }
 
   /**
