@@ -37,6 +37,8 @@ interface QueueView {
   limit: number;
   whole: boolean;
   rows: Candidate[];
+  /** The origins of `rows` as read (those taken since included): see schedule's `origins`. */
+  origins: Set<string>;
   taken: number;
 }
 
@@ -356,7 +358,7 @@ class Worker {
     const key = this.queueKey();
     const read = async (limit: number): Promise<QueueView> => {
       const rows = await this.store.runnableCandidates(now, limit);
-      return { key, limit, whole: rows.length < limit, rows, taken: 0 };
+      return { key, limit, whole: rows.length < limit, rows, origins: new Set(rows.map((t) => originOf(t.url))), taken: 0 };
     };
     const fresh = (v: QueueView) => v.rows.filter((t) => !this.active.has(t.id));
     // Most passes follow one finished transfer, so look only at the head of the queue. Its decision is
@@ -383,7 +385,8 @@ class Worker {
         if (limit) view = await read(limit);
         const candidates = fresh(view!);
         if (candidates.some((t) => t.discretionary)) break;
-        const hd = schedule(candidates, slots, this.conditions);
+        // Nothing is held and conditions allow every candidate here: the pass may stop early.
+        const hd = schedule(candidates, slots, this.conditions, view!.origins);
         if (decides(view!, hd)) {
           d = hd;
           break;
