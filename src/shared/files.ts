@@ -87,9 +87,19 @@ export function openNoFollow(file: string, flags: number = C.O_RDWR): Promise<Fi
   return fsp.open(file, flags | C.O_NOFOLLOW);
 }
 
-/** Does the name `file` still hold the file `id` (nobody replaced or unlinked it)? */
+/**
+ * Does the name `file` still hold the file `id` (nobody replaced or unlinked it)? A synchronous look:
+ * the name is one this process created moments ago, so the kernel answers from its cache of names
+ * without waiting on the directory, and a trip through the thread pool cost the main thread more
+ * than the look (see docs/ARCHITECTURE.md, "Many small files").
+ */
 export async function stillNamed(file: string, id: string): Promise<boolean> {
-  const st = await fsp.lstat(file).catch(() => null);
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(file, { throwIfNoEntry: false });
+  } catch {
+    return false;
+  }
   return !!st && sameFile(st, id);
 }
 
@@ -153,15 +163,25 @@ function startDirectorySync(dir: string, st: DirectorySync): Promise<void> {
   return p;
 }
 
+/**
+ * Opening and closing a directory do not wait on the disk: done synchronously, only the fsync takes a
+ * trip through the thread pool (each trip wakes a pool thread and costs the main thread more than
+ * the open or close itself).
+ */
 async function fsyncDirectory(dir: string): Promise<void> {
+  let fd: number;
   try {
-    const fh = await fsp.open(dir, C.O_RDONLY | C.O_DIRECTORY);
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    fd = fs.openSync(dir, C.O_RDONLY | C.O_DIRECTORY);
   } catch {
-    /* best effort */
+    return; // best effort
+  }
+  try {
+    await new Promise<void>((resolve) => fs.fsync(fd, () => resolve()));
+  } finally {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* best effort */
+    }
   }
 }

@@ -6,10 +6,17 @@ import { logPath } from './paths.js';
 import { redactText } from './redact.js';
 
 const MAX_LOG_BYTES = 20 * 1024 * 1024;
+/**
+ * The file stays open between lines (one write each; opening and closing it for every line was
+ * three system calls a line, two lines per file of a batch). Every this many lines the name is
+ * looked at again: rotated (by this or another process) or removed, the log is opened afresh.
+ */
+const CHECK_EVERY = 100;
 
 export class Logger {
   private readonly file: string;
   private writes = 0;
+  private fd: number | null = null;
 
   constructor(home: string, private readonly echo = process.env.BGDL_DEBUG === '1') {
     this.file = logPath(home);
@@ -20,19 +27,35 @@ export class Logger {
     const text = redactText(message).replace(/\r?\n/g, '\n    ');
     const line = `${new Date().toISOString()} [${scope}] ${text}\n`;
     try {
-      if (++this.writes % 500 === 0) this.rotate();
-      fs.appendFileSync(this.file, line, { mode: 0o600 });
+      if (this.fd === null || ++this.writes % CHECK_EVERY === 0) this.check();
+      fs.writeSync(this.fd!, line);
     } catch {
       // The log is best effort: a full disk must not stop transfers.
+      this.close();
     }
     if (this.echo) process.stderr.write(line);
   }
 
-  private rotate(): void {
+  /** Release the file (it is opened again by the next line). */
+  close(): void {
+    if (this.fd === null) return;
     try {
-      if (fs.statSync(this.file).size > MAX_LOG_BYTES) fs.renameSync(this.file, `${this.file}.1`);
+      fs.closeSync(this.fd);
     } catch {
-      /* no log yet */
+      /* already closed */
     }
+    this.fd = null;
+  }
+
+  /** Rotate a log grown past MAX_LOG_BYTES, and open the file at the name unless the open one is it. */
+  private check(): void {
+    let st = fs.statSync(this.file, { throwIfNoEntry: false });
+    if (st && st.size > MAX_LOG_BYTES) {
+      fs.renameSync(this.file, `${this.file}.1`);
+      st = undefined;
+    }
+    if (this.fd !== null && st && fs.fstatSync(this.fd).ino === st.ino) return;
+    this.close();
+    this.fd = fs.openSync(this.file, 'a', 0o600);
   }
 }

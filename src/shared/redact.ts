@@ -19,6 +19,17 @@ export function isCredentialHeader(name: string): boolean {
 
 export function redactUrl(url: string | null): string | null {
   if (url == null) return null;
+  // The same URL comes in twice in a row (an event's url and finalUrl, a task's log lines): parse it once.
+  if (url === lastRedacted.url) return lastRedacted.out;
+  const out = redactParsed(url);
+  lastRedacted.url = url;
+  lastRedacted.out = out;
+  return out;
+}
+
+const lastRedacted = { url: '', out: '' };
+
+function redactParsed(url: string): string {
   let u: URL;
   try {
     u = new URL(url);

@@ -4,7 +4,7 @@
 // opened, truncated, renamed or removed. Writing it is sink.ts's job; the file-safety operations
 // themselves live in src/shared/files.ts.
 
-import { constants as C } from 'node:fs';
+import fs, { constants as C } from 'node:fs';
 import fsp, { type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { createExclusive as createExclusiveFile, isRecordedFile, openNoFollow, ownedRegularFile, partIdOf, unlinkIfSame, type PartRef } from '../shared/files.js';
@@ -95,7 +95,8 @@ export async function openRecorded(ref: PartRef, flags = C.O_RDWR): Promise<Open
 async function createExclusive(part: string): Promise<OpenedPart> {
   const fh = await createExclusiveFile(part);
   try {
-    return { path: part, fh, id: partIdOf(await fh.stat()), size: 0 };
+    // fstat of a descriptor never waits on the disk: synchronous, no trip through the thread pool.
+    return { path: part, fh, id: partIdOf(fs.fstatSync(fh.fd)), size: 0 };
   } catch (err) {
     await fh.close();
     throw fileError(part, err);

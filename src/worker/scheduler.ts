@@ -73,11 +73,21 @@ export function transfersCounted(running: Iterable<{ placing: boolean }>, maxCon
   return all - Math.min(placing, maxConcurrent);
 }
 
-export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict): Decision {
+/**
+ * `origins`, when given, holds every origin among `candidates` (or more), and the caller knows no
+ * candidate needs a hold or a release (none is held, and conditions allow every candidate). The pass
+ * then stops once maxConcurrent is reached or every one of those origins is at perHost: what is left
+ * could not start. The decision is the same; one host's batch at the defaults (perHost binding) no
+ * longer walks the whole window for every started transfer.
+ */
+export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict, origins?: ReadonlySet<string>): Decision {
   const decision: Decision = { start: [], hold: [], release: [] };
   const byOrigin = new Map(slots.runningByOrigin);
   let running = slots.running;
+  let full = 0;
+  if (origins) for (const o of origins) if ((byOrigin.get(o) ?? 0) >= slots.perHost) full++;
   for (const t of orderCandidates(candidates)) {
+    if (origins && (running >= slots.maxConcurrent || full >= origins.size)) break;
     if (t.discretionary && !conditions.ok) {
       if (t.waitReason !== 'conditions' || t.waitDetail !== conditions.reason) decision.hold.push({ id: t.id, reason: 'conditions', detail: conditions.reason });
       continue;
@@ -88,6 +98,7 @@ export function schedule(candidates: Candidate[], slots: SlotState, conditions: 
     const n = byOrigin.get(origin) ?? 0;
     if (n >= slots.perHost) continue;
     byOrigin.set(origin, n + 1);
+    if (origins && n + 1 >= slots.perHost && origins.has(origin)) full++;
     running++;
     decision.start.push(t);
   }

@@ -37,6 +37,8 @@ interface QueueView {
   limit: number;
   whole: boolean;
   rows: Candidate[];
+  /** The origins of `rows` as read (those taken since included): see schedule's `origins`. */
+  origins: Set<string>;
   taken: number;
 }
 
@@ -85,6 +87,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
     await store.releaseLease(fence).catch(() => {});
     await closeDispatchers().catch(() => {});
     await store.close().catch(() => {});
+    log.close();
   }
 }
 
@@ -101,8 +104,13 @@ class Worker {
   private timers = { heartbeat: 0, config: 0, flush: 0, conditions: 0, control: 0, expire: 0, rates: 0 };
   /** The global cap last applied, to log when it changes. */
   private globalRate: Rate = null;
-  /** Running tasks' session limits, as last read (session set --limit-rate acts within RATES_MS). */
-  private sessionRates = new Map<number, number | null>();
+  /**
+   * Sessions' bandwidth limits as last read, and the others' commits (ChangeToken.others) they were
+   * read at: read again only when another process committed (session set --limit-rate acts within
+   * RATES_MS) or a task of a session not yet known runs. Reading them for every started transfer
+   * was ~35 µs a file on the main thread.
+   */
+  private sessionRates: { others: number; bySession: Map<string, number | null> } | null = null;
   private ratesStale = true;
   private idleSince: number | null = null;
   private needSchedule = true;
@@ -350,7 +358,7 @@ class Worker {
     const key = this.queueKey();
     const read = async (limit: number): Promise<QueueView> => {
       const rows = await this.store.runnableCandidates(now, limit);
-      return { key, limit, whole: rows.length < limit, rows, taken: 0 };
+      return { key, limit, whole: rows.length < limit, rows, origins: new Set(rows.map((t) => originOf(t.url))), taken: 0 };
     };
     const fresh = (v: QueueView) => v.rows.filter((t) => !this.active.has(t.id));
     // Most passes follow one finished transfer, so look only at the head of the queue. Its decision is
@@ -377,7 +385,8 @@ class Worker {
         if (limit) view = await read(limit);
         const candidates = fresh(view!);
         if (candidates.some((t) => t.discretionary)) break;
-        const hd = schedule(candidates, slots, this.conditions);
+        // Nothing is held and conditions allow every candidate here: the pass may stop early.
+        const hd = schedule(candidates, slots, this.conditions, view!.origins);
         if (decides(view!, hd)) {
           d = hd;
           break;
@@ -398,10 +407,11 @@ class Worker {
       this.queueView.taken += d.start.length;
     }
     if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
-    for (const t of d.start) {
+    // The pass's claims are asked for together (a store may commit them as one), then started in order.
+    const claimed = await Promise.all(d.start.map((t) => this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost })));
+    for (const t of claimed) {
       if (this.lost) return;
-      const claimed = await this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost });
-      if (claimed) this.start(claimed);
+      if (t) this.start(t);
     }
   }
 
@@ -505,8 +515,14 @@ class Worker {
     }
     const active = [...this.active.values()];
     if (active.length === 0) return;
-    this.sessionRates = await this.store.sessionLimits(active.map((a) => a.task.id));
-    const own = active.map((a) => tightest(a.task.limitRate, this.sessionRates.get(a.task.id) ?? null));
+    const others = this.store.changes().others;
+    let known = this.sessionRates;
+    if (!known || known.others !== others || active.some((a) => !known!.bySession.has(a.task.session))) {
+      const byTask = await this.store.sessionLimits(active.map((a) => a.task.id));
+      known = { others, bySession: new Map(active.map((a) => [a.task.session, byTask.get(a.task.id) ?? null])) };
+      this.sessionRates = known;
+    }
+    const own = active.map((a) => tightest(a.task.limitRate, known!.bySession.get(a.task.session) ?? null));
     const shares = fairShares(global, own);
     active.forEach((a, i) => {
       if (a.bucket.limit !== shares[i]) a.bucket.setRate(shares[i]!, now);

@@ -140,6 +140,25 @@ describe('bandwidth limits', () => {
     expect(JSON.parse(unset.stdout).limitRate).toBeNull();
   });
 
+  it("a change to a session's --limit-rate acts on its running task within seconds", async () => {
+    // The worker keeps sessions' limits in memory until another process commits: the change must reach it.
+    expect((await t.bgdl(['session', 'create', 'lim', '--limit-rate', '200K'])).code).toBe(0);
+    s.route('/g.bin', { body: { size: 6_000_000 }, etag: '"g"' });
+    const [g] = await add(['-s', 'lim', '-o', 'g.bin', s.url('/g.bin')]);
+    const p = new Progress(t.home, [g!]);
+    await waitUntil(() => p.samples.get(g!)!.some((x) => x.bytes >= 150_000), 20_000, 'the transfer under way');
+    const from = Date.now();
+    await waitUntil(() => p.samples.get(g!)!.some((x) => x.at >= from + 2900), 10_000, 'two seconds of samples');
+    within(p.rate(g!, 150_000, 2000), 200_000, 0.2);
+    expect((await t.bgdl(['session', 'set', 'lim', '--limit-rate', '500K'])).code).toBe(0);
+    const changedAt = Date.now();
+    await waitUntil(() => p.samples.get(g!)!.some((x) => x.at >= changedAt + 4000), 15_000, 'samples after the change');
+    p.stop();
+    const atTwoSeconds = p.samples.get(g!)!.find((x) => x.at >= changedAt + 2000)!.bytes;
+    within(p.rate(g!, atTwoSeconds, 1200), 500_000, 0.25);
+    expect((await t.bgdl(['cancel', String(g)])).code).toBe(0);
+  });
+
   it('a task keeps its limit across pause and resume (it is stored with the task)', async () => {
     s.route('/p.bin', { body: { size: 1_600_000 }, etag: '"p"' });
     const [id] = await add(['--limit-rate', '300K', '-o', 'p.bin', s.url('/p.bin')]);

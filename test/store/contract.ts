@@ -99,6 +99,30 @@ export function storeContract(name: string, makeFixture: () => Promise<StoreFixt
       expect(events[0]).toMatchObject({ type: 'completed', bytes: 5, sha256: 'ab' });
     });
 
+    it('worker writes issued together (a store may commit them as one) each take effect and answer for themselves', async () => {
+      const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
+      const [a, b, c, d] = await store.enqueue([newTask(), newTask(), newTask(), newTask()], rl);
+      await store.transition([d!.id], 'pause');
+      // Claims asked for together: the paused task is refused, the others claimed, each with its own claim.
+      const claimed = await Promise.all([a, b, c, d].map((t) => store.markRunning(t!.id, Date.now(), lease)));
+      expect(claimed.map((t) => t?.state ?? null)).toEqual(['running', 'running', 'running', null]);
+      const [ra, rb, rc] = claimed as Task[];
+      const [done, stale, part, requeued] = await Promise.all([
+        store.finishTask({ id: a!.id, claim: ra!.claim }, { state: 'completed', sha256: 'ab', bytesReceived: 7 }),
+        store.finishTask({ id: b!.id, claim: rb!.claim - 1 }, { state: 'completed', sha256: 'cd' }),
+        store.recordResponse({ id: c!.id, claim: rc!.claim }, { partPath: '/tmp/c.bgdl-part', partId: '1:2', resumeOffset: 0 }),
+        store.requeue({ id: c!.id, claim: rc!.claim }, { notBefore: null, reason: null, resumeOffset: 0, bytesReceived: 0 }),
+      ]);
+      expect([done, stale, part, requeued]).toEqual([true, false, true, true]);
+      // Once answered, each is what another handle (another process) reads.
+      const other = await second();
+      const [ta, tb, tc] = await other.getTasks([a!.id, b!.id, c!.id]);
+      expect(ta).toMatchObject({ state: 'completed', sha256: 'ab', bytesReceived: 7 });
+      expect(tb!.state).toBe('running');
+      expect(tc).toMatchObject({ state: 'queued', partPath: '/tmp/c.bgdl-part', partId: '1:2' });
+      expect((await other.listEvents({})).map((e) => [e.taskId, e.type])).toEqual([[a!.id, 'completed']]);
+    });
+
     it('orphaned running tasks go back to the queue at their durable offset', async () => {
       const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
       const [a] = await store.enqueue([newTask()], rl);

@@ -8,7 +8,8 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '../../src/shared/errors.js';
 import { SqliteStore as Store } from '../../src/store/index.js';
-import { storeContract } from './contract.js';
+import type { Task } from '../../src/shared/model.js';
+import { newTask, storeContract } from './contract.js';
 
 storeContract('sqlite', async () => {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-store-'));
@@ -38,6 +39,22 @@ describe('sqlite store', () => {
     db.close();
   });
 
+  it('writes issued together are committed at the end of the turn, before they answer; close commits what is waiting', async () => {
+    const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
+    const [a, b] = await store.enqueue([newTask(), newTask()], { base: 10_000, max: 3_600_000 });
+    const other = await Store.open(path.join(home, 'h'));
+    const [ra, rb] = (await Promise.all([a, b].map((t) => store.markRunning(t!.id, Date.now(), lease)))) as Task[];
+    expect([ra!.state, rb!.state]).toEqual(['running', 'running']);
+    const finished = store.finishTask({ id: a!.id, claim: ra!.claim }, { state: 'completed', sha256: 'ab' });
+    // Not committed before it answers: another process still sees the task running.
+    expect((await other.getTask(a!.id))!.state).toBe('running');
+    const requeued = store.requeue({ id: b!.id, claim: rb!.claim }, { notBefore: null, reason: null });
+    await store.close();
+    expect([await finished, await requeued]).toEqual([true, true]);
+    expect((await other.getTasks([a!.id, b!.id])).map((t) => t.state)).toEqual(['completed', 'queued']);
+    await other.close();
+    store = await Store.open(path.join(home, 'h'));
+  });
 });
 
 describe('store files', () => {

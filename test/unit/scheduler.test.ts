@@ -56,6 +56,28 @@ describe('scheduler', () => {
     expect(d.release).toEqual([held.id]);
     expect(d.start.map((t) => t.id)).toEqual([held.id]);
   });
+  it('decides the same when told the origins and allowed to stop early', () => {
+    // A fixed pseudo-random sequence: candidates over a few origins, various running counts and limits.
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    for (let round = 0; round < 300; round++) {
+      const hosts = 1 + rnd(4);
+      const ts = Array.from({ length: rnd(40) }, () => task({ url: `http://h${rnd(hosts)}.test/f`, priority: (['low', 'normal', 'high'] as const)[rnd(3)] }));
+      const runningByOrigin = new Map<string, number>();
+      for (let h = 0; h < hosts; h++) if (rnd(2)) runningByOrigin.set(`http://h${h}.test`, rnd(5));
+      const s = slots({ maxConcurrent: 1 + rnd(12), perHost: 1 + rnd(6), runningByOrigin, running: [...runningByOrigin.values()].reduce((a, b) => a + b, 0) });
+      // The origins given may hold more than the candidates have (tasks taken since the window was read).
+      const origins = new Set([...ts.map((t) => new URL(t.url).origin), 'http://gone.test']);
+      expect(schedule(ts, s, good, origins)).toEqual(schedule(ts, s, good));
+    }
+  });
+  it('stops early: once every origin is at perHost, what follows is not looked at', () => {
+    const one = Array.from({ length: 3 }, () => task({ url: 'http://one.test/f' }));
+    // A later candidate the pass never reaches: reading its URL throws.
+    const unseen = { ...task({ url: 'http://one.test/g' }), get url(): string { throw new Error('looked at'); } };
+    const d = schedule([...one, unseen], slots({ perHost: 2 }), good, new Set(['http://one.test']));
+    expect(d.start.map((t) => t.id)).toEqual([one[0]!.id, one[1]!.id]);
+  });
 });
 
 describe('transfersCounted', () => {
