@@ -5,7 +5,7 @@
 // other. These functions throw plain errno errors; callers turn them into their own error types.
 
 import fs, { constants as C } from 'node:fs';
-import fsp, { type FileHandle } from 'node:fs/promises';
+import fsp from 'node:fs/promises';
 import { partPathFor } from './paths.js';
 
 /** A partial file as the store records it. `id` null: recorded by an older bgdl, by name only. */
@@ -77,14 +77,75 @@ export function nonRegularKind(st: fs.Stats): string | null {
   return 'not a regular file';
 }
 
+/**
+ * An open file, like node's FileHandle, but opened and closed without a trip through the thread pool
+ * (neither waits on the disk, and on a batch of small files each trip cost the main thread more than
+ * the call: docs/ARCHITECTURE.md, "Many small files"); reads, writes, syncs and truncation go through
+ * the pool. As with FileHandle, `close` waits for the operations in flight, and nothing is done on a
+ * closed descriptor (EBADF): its number may already name another file.
+ */
+export class Descriptor {
+  private closed = false;
+  private inFlight = 0;
+  private idle: Array<() => void> = [];
+
+  constructor(readonly fd: number) {}
+
+  private run<T>(op: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
+    if (this.closed) return Promise.reject(Object.assign(new Error('file closed'), { code: 'EBADF', syscall: 'operation' }));
+    this.inFlight++;
+    return new Promise<T>((resolve, reject) =>
+      op((err, value) => {
+        if (--this.inFlight === 0) for (const wake of this.idle.splice(0)) wake();
+        if (err) reject(err);
+        else resolve(value as T);
+      }),
+    );
+  }
+
+  read(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+    return this.run((done) => fs.read(this.fd, buf, offset, length, position, (err, bytesRead) => done(err, { bytesRead })));
+  }
+
+  write(buf: Buffer, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
+    return this.run((done) => fs.write(this.fd, buf, offset, length, position, (err, bytesWritten) => done(err, { bytesWritten })));
+  }
+
+  sync(): Promise<void> {
+    return this.run((done) => fs.fsync(this.fd, (err) => done(err)));
+  }
+
+  datasync(): Promise<void> {
+    return this.run((done) => fs.fdatasync(this.fd, (err) => done(err)));
+  }
+
+  truncate(length: number): Promise<void> {
+    return this.run((done) => fs.ftruncate(this.fd, length, (err) => done(err)));
+  }
+
+  /** fstat never waits on the disk: answered at once. */
+  async stat(): Promise<fs.Stats> {
+    if (this.closed) throw Object.assign(new Error('file closed'), { code: 'EBADF', syscall: 'fstat' });
+    return fs.fstatSync(this.fd);
+  }
+
+  /** Close once the operations in flight are done; a second close does nothing. */
+  async close(): Promise<void> {
+    while (this.inFlight > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+    if (this.closed) return;
+    this.closed = true;
+    fs.closeSync(this.fd);
+  }
+}
+
 /** Create `file` for reading and writing: only if nothing (not even a dangling link) has the name; mode 0600. */
-export function createExclusive(file: string): Promise<FileHandle> {
-  return fsp.open(file, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+export async function createExclusive(file: string): Promise<Descriptor> {
+  return new Descriptor(fs.openSync(file, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600));
 }
 
 /** Open an existing file, never through a symlink at the name (ELOOP). */
-export function openNoFollow(file: string, flags: number = C.O_RDWR): Promise<FileHandle> {
-  return fsp.open(file, flags | C.O_NOFOLLOW);
+export async function openNoFollow(file: string, flags: number = C.O_RDWR): Promise<Descriptor> {
+  return new Descriptor(fs.openSync(file, flags | C.O_NOFOLLOW));
 }
 
 /**

@@ -5,9 +5,9 @@
 // themselves live in src/shared/files.ts.
 
 import fs, { constants as C } from 'node:fs';
-import fsp, { type FileHandle } from 'node:fs/promises';
+import fsp from 'node:fs/promises';
 import type { Stats } from 'node:fs';
-import { createExclusive as createExclusiveFile, isRecordedFile, openNoFollow, ownedRegularFile, partIdOf, unlinkIfSame, type PartRef } from '../shared/files.js';
+import { createExclusive as createExclusiveFile, isRecordedFile, openNoFollow, ownedRegularFile, partIdOf, unlinkIfSame, type Descriptor, type PartRef } from '../shared/files.js';
 import { partPathFor } from '../shared/paths.js';
 import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
@@ -50,7 +50,7 @@ export function fencedError(): TransferError {
 /** An open partial file with its identity. */
 export interface OpenedPart {
   path: string;
-  fh: FileHandle;
+  fh: Descriptor;
   id: string;
   size: number;
 }
@@ -74,13 +74,13 @@ export async function inspectRecorded(ref: PartRef): Promise<Stats | null> {
 
 /** Open the recorded partial file to adopt it (read-write), checking it is still that file once open. */
 export async function openRecorded(ref: PartRef, flags = C.O_RDWR): Promise<OpenedPart> {
-  let fh: FileHandle;
+  let fh: Descriptor;
   try {
     fh = await openNoFollow(ref.path, flags);
   } catch (err) {
     throw fileError(ref.path, err);
   }
-  const st = await fh.stat().catch(async (err) => {
+  const st = await fh.stat().catch(async (err: unknown) => {
     await fh.close();
     throw fileError(ref.path, err);
   });

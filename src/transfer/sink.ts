@@ -9,10 +9,9 @@
 // directory fsync) come from src/shared/files.ts.
 
 import fs from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { createHash, type Hash } from 'node:crypto';
-import { linkWithoutClobber, stillNamed, syncDirectory, unlinkIfSame } from '../shared/files.js';
+import { linkWithoutClobber, stillNamed, syncDirectory, unlinkIfSame, type Descriptor } from '../shared/files.js';
 import { pickFreePath } from './naming.js';
 import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
@@ -97,7 +96,7 @@ export class FileSink implements BodySink {
     readonly path: string,
     /** `dev:ino`: the final rename and a discard act only while the name still holds this file. */
     readonly id: string,
-    private readonly fh: FileHandle,
+    private readonly fh: Descriptor,
     start: number,
     hash: Hash,
     private readonly events: SinkEvents,
@@ -114,7 +113,7 @@ export class FileSink implements BodySink {
    * the file is shorter), anything past them cut off, and the kept prefix fsync'd (it may hold bytes a
    * crashed process wrote). The caller closes `fh` if this throws.
    */
-  static async open(opened: { path: string; fh: FileHandle; id: string; size: number }, start: number, events: SinkEvents): Promise<FileSink> {
+  static async open(opened: { path: string; fh: Descriptor; id: string; size: number }, start: number, events: SinkEvents): Promise<FileSink> {
     const { fh } = opened;
     const hash = createHash('sha256');
     await hashPrefix(fh, start, hash);
@@ -324,7 +323,7 @@ export class FileSink implements BodySink {
   }
 }
 
-async function hashPrefix(fh: FileHandle, length: number, hash: Hash): Promise<void> {
+async function hashPrefix(fh: Descriptor, length: number, hash: Hash): Promise<void> {
   if (length <= 0) return;
   const buf = Buffer.allocUnsafe(Math.min(TUNING.prefixReadBytes, length));
   let pos = 0;

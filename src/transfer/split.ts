@@ -8,10 +8,9 @@
 // over. The finished file is hashed by reading it back, verified, and moved into place like any other.
 // Without ranges (or without a length) it falls back to one connection (download.ts).
 
-import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { partIdOf, removePartFile, type PartRef } from '../shared/files.js';
+import { partIdOf, removePartFile, type Descriptor, type PartRef } from '../shared/files.js';
 import type { Split } from '../shared/model.js';
 import { classifyError, classifyStatus } from './classify.js';
 import { checkFreeSpace, download, parseContentRange, placeFile, refuseNonRegular } from './download.js';
@@ -287,7 +286,7 @@ async function resumeSplit(
 }
 
 /** Write `buf` at `pos` completely. */
-async function writeAt(fh: FileHandle, buf: Buffer, pos: number): Promise<void> {
+async function writeAt(fh: Descriptor, buf: Buffer, pos: number): Promise<void> {
   for (let off = 0; off < buf.length; ) {
     const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off);
     if (bytesWritten === 0) throw Object.assign(new Error('no progress writing the partial file'), { code: 'EIO', syscall: 'write' });
