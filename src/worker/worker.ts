@@ -417,11 +417,11 @@ class Worker {
 
   /**
    * Running tasks as maxConcurrent counts them. A task whose body is all in (`placing`: verifying,
-   * fsync, rename, directory fsync) moves no bytes and holds no connection, so up to maxConcurrent
-   * of them leave their slot to the next transfer: for a batch of small files those steps, mostly
-   * waiting on the disk, were two thirds of each file's time in its slot (10.5 ms of which 6.8 ms
-   * after the last byte, at the defaults). Beyond maxConcurrent placing, each counts again, so a
-   * slow disk cannot pile up unfinished files.
+   * fsync, rename, directory fsync) moves no bytes and holds no connection, so up to
+   * PLACING_PER_SLOT × maxConcurrent of them leave their slot to the next transfer: for a batch of
+   * small files those steps, mostly waiting on the disk, were two thirds of each file's time in its
+   * slot (10.5 ms of which 6.8 ms after the last byte, at the defaults). Beyond that, each counts
+   * again, so a slow disk cannot pile up unfinished files.
    */
   private transfers(): number {
     return transfersCounted(this.active.values(), this.config.maxConcurrent);
