@@ -39,6 +39,31 @@ describe('createExclusive', () => {
   });
 });
 
+describe('Descriptor', () => {
+  it('reads, writes, syncs and truncates; close waits for what is in flight, and nothing runs once closed (EBADF)', async () => {
+    const fd = await createExclusive(at('p'));
+    const big = Buffer.alloc(4 * 1024 * 1024, 7);
+    const writing = fd.write(big, 0, big.length, 0);
+    const closing = fd.close(); // asked while the write is in flight
+    const { bytesWritten } = await writing;
+    await closing;
+    expect(bytesWritten).toBe(big.length);
+    expect(fs.statSync(at('p')).size).toBe(big.length);
+    await expect(fd.write(big, 0, 1, 0)).rejects.toMatchObject({ code: 'EBADF' });
+    await expect(fd.sync()).rejects.toMatchObject({ code: 'EBADF' });
+    await expect(fd.stat()).rejects.toMatchObject({ code: 'EBADF' });
+    await fd.close(); // a second close does nothing
+
+    const again = await openNoFollow(at('p'));
+    await again.truncate(10);
+    const buf = Buffer.alloc(16);
+    expect((await again.read(buf, 0, 16, 0)).bytesRead).toBe(10);
+    await again.datasync();
+    expect((await again.stat()).size).toBe(10);
+    await again.close();
+  });
+});
+
 describe('openNoFollow', () => {
   it('refuses a symlink (ELOOP) and opens a regular file', async () => {
     fs.writeFileSync(at('target'), 'precious');
