@@ -89,8 +89,9 @@ export class FileSink implements BodySink {
   private lastSyncFrom: number;
   private idleWaiters: Array<() => void> = [];
   private closed = false;
-  /** Writes go from the event loop until one is slow (see writeAll). */
+  /** Writes go from the event loop until some are slow (see writeAll). */
   private inline = true;
+  private slowWrites = 0;
 
   private constructor(
     readonly path: string,
@@ -172,9 +173,9 @@ export class FileSink implements BodySink {
   /**
    * Write `buf[from, to)` at the end of what is written. From the event loop, as curl and aria2c write:
    * a write into the page cache takes tens of microseconds, and a trip through the thread pool cost
-   * more CPU than the write itself. A write that takes longer than TUNING.inlineWriteMs (the kernel
-   * throttling a writer, a network filesystem) moves this file's writes to the thread pool for good,
-   * so a slow disk never holds the event loop (and every other transfer) more than once.
+   * more CPU than the write itself. Writes that take longer than TUNING.inlineWriteMs (the kernel
+   * throttling a writer, a network filesystem) move this file's writes to the thread pool for good,
+   * so a slow disk holds the event loop (and every other transfer) only a few times.
    */
   private writeAll(buf: Buffer, from: number, to: number): void {
     if (!this.inline) return void fs.write(this.fd, buf, from, to - from, this.written, (err, n) => this.wrote(buf, from, to, err, n));
@@ -186,7 +187,9 @@ export class FileSink implements BodySink {
     } catch (e) {
       err = e as NodeJS.ErrnoException;
     }
-    if (performance.now() - began > TUNING.inlineWriteMs) this.writeThroughThreadPool();
+    // One slow write may be this process being preempted on a busy machine; a disk that holds writers
+    // back is slow again and again.
+    if (performance.now() - began > TUNING.inlineWriteMs && ++this.slowWrites >= TUNING.slowWritesToPool) this.writeThroughThreadPool();
     this.wrote(buf, from, to, err, n);
   }
 

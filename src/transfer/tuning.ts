@@ -12,10 +12,10 @@ export const TUNING = {
   readBufferBytes: 1024 * 1024,
   /**
    * Body bytes held in memory while the output is still being chosen (before the partial file is
-   * open); past this the connection is paused. One MiB covers what a fast server sends during the
-   * few milliseconds of naming and creating the file.
+   * open); past this the connection is paused. The few milliseconds of naming and creating the file
+   * cost a fast transfer little waiting; a MiB of copies here was part of a 1 GiB download's peak RSS.
    */
-  earlyBytes: 1024 * 1024,
+  earlyBytes: 256 * 1024,
   /**
    * Chunks are copied into batches of this size, each written with one write(): fewer system calls
    * than one per read, small enough that the kernel keeps using small page-cache folios (larger single
@@ -30,6 +30,13 @@ export const TUNING = {
    * writes measured 1.58-1.69 s of worker CPU for 1 GiB against 1.95-1.99 s through the thread pool.
    */
   inlineWriteMs: 20,
+  /**
+   * How many slow writes (above) move a file's writes to the thread pool. One was too few: on a busy
+   * machine a write is sometimes preempted for longer than inlineWriteMs, and a 1 GiB download that
+   * moved to the pool for that used 0.3 s more CPU and 3-5 MiB more memory (bodies held while the
+   * pool wrote, their reads set aside in copies).
+   */
+  slowWritesToPool: 3,
   /**
    * Empty write batches kept for the next file (sink.ts): enough for a file being written and the
    * next starting while it finishes, without holding more than a couple of MiB when all is idle.
