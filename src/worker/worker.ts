@@ -3,6 +3,7 @@
 // a second, runs session hooks when sessions go idle, and exits a few seconds after it has nothing to do.
 
 import os from 'node:os';
+import v8 from 'node:v8';
 import { fairShares, formatRate, scheduledRate, tightest, type Rate } from '../shared/bandwidth.js';
 import { loadConfig, type Config } from '../shared/config.js';
 import { StoreError } from '../shared/errors.js';
@@ -69,7 +70,19 @@ export function napLength(o: { now: number; busy: boolean; nextWake: number | nu
   return Math.min(ms, Math.max(0, o.heartbeatDue - o.now));
 }
 
+/**
+ * The worker's young generation stays at its initial size (1 MiB per semi-space) instead of growing
+ * to 16 MiB: a batch of small files allocates fast and briefly (a request, a response, a few chunks
+ * each), so V8 grew it to ~30 MiB of the worker's peak RSS (2,000 x 16 KiB: 110-113 -> 91-97 MiB,
+ * no measurable change in CPU). V8 reads this flag whenever it would grow the space, so setting it
+ * after start-up takes effect (the size limits themselves cannot be changed once the heap exists).
+ */
+function keepYoungGenerationSmall(): void {
+  v8.setFlagsFromString('--semi-space-growth-factor=1');
+}
+
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
+  keepYoungGenerationSmall();
   const env = opts.env ?? process.env;
   const log = new Logger(opts.home);
   const store = await openStore(opts.home, env);
