@@ -24,19 +24,22 @@ export const TUNING = {
    */
   writeBatchBytes: 256 * 1024,
   /**
-   * A write of a batch from the event loop that takes longer than this moves that file's writes to
-   * the thread pool (sink.ts). Into the page cache a 256 KiB write takes well under a millisecond; a
-   * kernel throttling a heavy writer pauses it for up to 200 ms, a network filesystem longer. Inline
-   * writes measured 1.58-1.69 s of worker CPU for 1 GiB against 1.95-1.99 s through the thread pool.
+   * A write of a batch from the event loop that takes longer than this is slow; `slowWritesToPool` of
+   * them move that file's writes to the thread pool (sink.ts). Into the page cache a 256 KiB write
+   * takes well under a millisecond; a kernel throttling a heavy writer pauses it for up to 200 ms, a
+   * network filesystem longer. Inline writes measured 1.58-1.69 s of worker CPU for 1 GiB against
+   * 1.95-1.99 s through the thread pool.
    */
-  inlineWriteMs: 20,
+  inlineWriteMs: 50,
   /**
-   * How many slow writes (above) move a file's writes to the thread pool. One was too few: on a busy
-   * machine a write is sometimes preempted for longer than inlineWriteMs, and a 1 GiB download that
-   * moved to the pool for that used 0.3 s more CPU and 3-5 MiB more memory (bodies held while the
-   * pool wrote, their reads set aside in copies).
+   * How many slow writes (above) move a file's writes to the thread pool. One slow write of 20 ms was
+   * too few, and three still moved some 1 GiB downloads on a busy 2-core machine (a write preempted
+   * by the server's process): those used 0.3 s more CPU and 3-5 MiB more memory (bodies held while
+   * the pool wrote, their reads set aside in copies), peaking at 63.5-65.5 MiB against 60.4-61.0;
+   * with four of 50 ms, six runs out of six stayed at 60.4-61.0 MiB. The event loop is held at most
+   * four times per file (a throttled writer is paused for 200 ms at most).
    */
-  slowWritesToPool: 3,
+  slowWritesToPool: 4,
   /**
    * Empty write batches kept for the next file (sink.ts): enough for a file being written and the
    * next starting while it finishes, without holding more than a couple of MiB when all is idle.
