@@ -133,6 +133,22 @@ describe('download: plain transfers', () => {
     expect(s.requests[0]!.headers['accept-encoding']).toBe('identity');
   });
 
+  it('a FIFO that takes a derived name after it was chosen is left alone: the file lands at the next free name', async () => {
+    const s = await server();
+    s.route('/p.bin', { body: 'piped' });
+    const fifo = path.join(dir, 'p.bin');
+    const { cb } = callbacks({
+      chooseOutput: async () => {
+        execFileSync('mkfifo', [fifo]);
+        return fifo;
+      },
+    });
+    const r = await download(req(s.url('/p.bin')), cb);
+    expect(r.output).toBe(path.join(dir, 'p.1.bin'));
+    expect(fs.lstatSync(fifo).isFIFO()).toBe(true);
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('piped');
+  });
+
   it('never replaces an existing file under a derived name (link, then the next free name)', async () => {
     const s = await server();
     s.route('/f.bin', { body: 'new content' });
