@@ -292,7 +292,7 @@ export function buildProgram(ctx: Ctx): Command {
     .action(async (key: string, value: string) => {
       const { configSet } = await import('./commands/config.js');
       const e = await configSet(ctx, key, value);
-      process.stderr.write(`bgdl: ${e.key} = ${e.value}${e.isDefault ? ' (default)' : ''}\n`);
+      process.stderr.write(`bgdl: ${e.key} = ${e.value}${e.isDefault ? ' (default)' : ''}${e.from ? ` (${e.from} is set and wins over the config file)` : ''}\n`);
     });
   config
     .command('unset')
@@ -301,7 +301,7 @@ export function buildProgram(ctx: Ctx): Command {
     .action(async (key: string) => {
       const { configUnset } = await import('./commands/config.js');
       const e = await configUnset(ctx, key);
-      process.stderr.write(`bgdl: ${e.key} = ${e.value} (default)\n`);
+      process.stderr.write(`bgdl: ${e.key} = ${e.value}${e.from ? ` (${e.from} is set and wins over the config file)` : ' (default)'}\n`);
     });
   config
     .command('list')
@@ -311,7 +311,7 @@ export function buildProgram(ctx: Ctx): Command {
       const [{ configList }, { table }] = await Promise.all([import('./commands/config.js'), import('./render.js')]);
       const list = configList(ctx);
       if (o.json) return json(Object.fromEntries(list.map((e) => [e.key, e.value])));
-      out(table(['KEY', 'VALUE', 'MEANING'], list.map((e) => [e.key, e.value + (e.isDefault ? ' (default)' : ''), e.describe])));
+      out(table(['KEY', 'VALUE', 'MEANING'], list.map((e) => [e.key, e.value + (e.from ? ` (from ${e.from})` : e.isDefault ? ' (default)' : ''), e.describe])));
     });
 
   program

@@ -54,4 +54,19 @@ describe('store selection from the CLI', () => {
     // The config file holds the password: readable by its owner only.
     expect(fs.statSync(path.join(t.env.XDG_CONFIG_HOME!, 'bgdl', 'config.json')).mode & 0o777).toBe(0o600);
   });
+
+  it('config list and get show the store BGDL_STORE names (it wins over the file), never its password', async () => {
+    const env = { BGDL_STORE: 'postgres://bgdl:sekrit@shared.example:5432/q' };
+    const list = await t.bgdl(['config', 'list'], { env });
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(/^store\s+postgres:\/\/\S*shared\.example:5432\/q \(from BGDL_STORE\)/m);
+    expect(list.stdout + list.stderr).not.toMatch(/sekrit/);
+    expect((await t.bgdl(['config', 'get', 'store'], { env })).stdout).toMatch(/shared\.example/);
+    expect(JSON.parse((await t.bgdl(['config', 'list', '--json'], { env })).stdout).store).toMatch(/shared\.example/);
+    // The file's own value is set and kept, and the message says which one is in effect.
+    const set = await t.bgdl(['config', 'set', 'store', 'local'], { env });
+    expect(set.code).toBe(0);
+    expect(set.stderr).toMatch(/BGDL_STORE is set and wins over the config file/);
+    expect((await t.bgdl(['config', 'get', 'store'])).stdout).toBe('local\n');
+  });
 });

@@ -7,20 +7,32 @@ import type { Ctx } from '../context.js';
 
 export interface ConfigEntry {
   key: string;
+  /** The value in effect: an environment variable's when one overrides the file (`from`). */
   value: string;
   isDefault: boolean;
   describe: string;
+  /** The environment variable whose value is in effect instead of the file's (`store`: BGDL_STORE). */
+  from?: string;
 }
+
+/** Config keys an environment variable overrides, as the programs read them (src/shared/config.ts). */
+const OVERRIDES: Record<string, string> = { store: 'BGDL_STORE' };
 
 export function configList(ctx: Ctx): ConfigEntry[] {
   const raw = readRawConfig(ctx.env);
-  return Object.entries(CONFIG_KEYS).map(([key, spec]) => ({
-    key,
-    // A store URL may carry a password: never print it.
-    value: key === 'store' && raw[key] ? redactUrl(raw[key]!)! : (raw[key] ?? spec.defaultText()),
-    isDefault: raw[key] === undefined,
-    describe: spec.describe,
-  }));
+  return Object.entries(CONFIG_KEYS).map(([key, spec]) => {
+    const variable = OVERRIDES[key];
+    const env = variable ? ctx.env[variable]?.trim() : undefined;
+    const value = env || raw[key];
+    return {
+      key,
+      // A store URL may carry a password: never print it.
+      value: key === 'store' && value ? redactUrl(value)! : (value ?? spec.defaultText()),
+      isDefault: value === undefined,
+      describe: spec.describe,
+      ...(env ? { from: variable } : {}),
+    };
+  });
 }
 
 export function configGet(ctx: Ctx, key: string): ConfigEntry {
