@@ -170,6 +170,16 @@ describe('over a connection', () => {
     expect(s.connections).toBe(3);
   });
 
+  it('a Keep-Alive timeout too short to use, or our own Connection: close, leaves the connection unused', async () => {
+    const s = await serve((sock, req) => sock.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n${/x-short/i.test(req) ? 'Keep-Alive: timeout=1\r\n' : ''}\r\nok`));
+    expect(await text(await h1Request(s.url(), opts({ headers: [['X-Short', '1']] })))).toBe('ok');
+    expect(await text(await h1Request(s.url(), opts({ headers: [['Connection', 'close']] })))).toBe('ok');
+    expect(await text(await h1Request(s.url(), opts()))).toBe('ok');
+    expect(await text(await h1Request(s.url(), opts()))).toBe('ok');
+    // One connection each for the first two, then one kept alive for the last two.
+    expect(s.connections).toBe(3);
+  });
+
   it('a body cut short of its Content-Length fails E_SHORT_BODY after handing over what came', async () => {
     const s = await serve((sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this'));
     const r = await h1Request(s.url(), opts());
