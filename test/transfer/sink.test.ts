@@ -44,6 +44,24 @@ async function fresh(name = 'f.bgdl-part', start = 0) {
 }
 
 describe('FileSink', () => {
+  it('files ending together are each fsync\'d (their fsyncs issued together): every end() resolves with its bytes durable', async () => {
+    const sinks = await Promise.all(Array.from({ length: 6 }, (_, i) => fresh(`g${i}.bgdl-part`)));
+    const bodies = sinks.map(() => crypto.randomBytes(20_000));
+    sinks.forEach(({ sink }, i) => {
+      sink.bind({ drain: () => {}, fail: (err) => { throw err; } });
+      sink.write(bodies[i]!);
+    });
+    // A lone end first (fsync'd at once), then the rest together (a stream: they wait for one another).
+    await sinks[0]!.sink.end();
+    await Promise.all(sinks.slice(1).map(({ sink }) => sink.end()));
+    sinks.forEach(({ file, sink, durable }, i) => {
+      expect(sink.durable).toBe(bodies[i]!.length);
+      expect(durable.at(-1)).toBe(bodies[i]!.length);
+      expect(fs.readFileSync(file).equals(bodies[i]!)).toBe(true);
+    });
+    await Promise.all(sinks.map(({ sink }) => sink.close()));
+  });
+
   it('writes from the event loop while the disk is quick: every full batch is written before write() returns', async () => {
     const { file, sink } = await fresh();
     sink.bind({ drain: () => {}, fail: (err) => { throw err; } });
