@@ -210,8 +210,7 @@ function keepAliveMs(head: Head): number {
 
 /** One request and its response on a connection. */
 interface Exchange {
-  method: string;
-  requestHeaders: Array<[string, string]>;
+  /** The request's method and headers among them. */
   opts: H1Options;
   resolve(r: Response): void;
   reject(err: unknown): void;
@@ -262,9 +261,8 @@ class Connection {
 
   exchange(head: string, opts: H1Options): Promise<Response> {
     return new Promise<Response>((resolve, reject) => {
-      const method = head.slice(0, head.indexOf(' '));
       const ex: Exchange = {
-        method, requestHeaders: opts.headers, opts, resolve, reject,
+        opts, resolve, reject,
         answered: false, head: null, headBytes: [], headLength: 0, framing: null, body: null,
         onAbort: () => this.fail(stopped()),
       };
@@ -353,7 +351,7 @@ class Connection {
     if (head.statusCode === 101) throw protocolError('a protocol switch nobody asked for (HTTP 101)');
     if (head.statusCode < 200) return end; // an interim answer (100, 103): the real one follows
     ex.head = head;
-    const framing = framingOf(ex.method, head);
+    const framing = framingOf(ex.opts.method, head);
     ex.framing = framing;
     ex.body = new H1Body(this);
     this.arm('body', ex.opts.bodyTimeoutMs);
@@ -416,7 +414,7 @@ class Connection {
     ex.opts.signal.removeEventListener('abort', ex.onAbort);
     ex.body!.end();
     if (this.held) this.hold(false);
-    if (!keepsAlive(ex.head!, ex.framing!, ex.requestHeaders)) return this.destroy();
+    if (!keepsAlive(ex.head!, ex.framing!, ex.opts.headers)) return this.destroy();
     const ms = keepAliveMs(ex.head!);
     if (ms <= 0) return this.destroy();
     this.socket.unref();
