@@ -1,9 +1,8 @@
 // What every command needs: the environment, the store, and the promise that a command which leaves
 // work behind makes sure a worker is alive to do it (a detached `bgdl worker`).
 
-import type { spawn as Spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { childProcess } from '../shared/builtins.js';
 import { NotFoundError } from '../shared/errors.js';
 import { loadConfig } from '../shared/config.js';
 import { pidAlive } from '../shared/lease.js';
@@ -91,9 +90,8 @@ const WORKER_NODE_FLAGS = ['--max-semi-space-size=1'];
 export async function ensureWorker(ctx: Ctx, store: TaskStore): Promise<'running' | 'started' | 'idle'> {
   return store.ensureWorker(Date.now(), leaseTimeout(ctx), pidAlive, () => {
     const env = { ...ctx.env, UV_THREADPOOL_SIZE: ctx.env.UV_THREADPOOL_SIZE ?? WORKER_THREADPOOL };
-    // Loaded here only: the worker process imports this module too, and never starts a worker itself.
-    const { spawn } = createRequire(import.meta.url)('node:child_process') as { spawn: typeof Spawn };
-    const child = spawn(process.execPath, [...WORKER_NODE_FLAGS, BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env, cwd: '/' });
+    // The worker process imports this module too, and never starts a worker: loaded only here.
+    const child = childProcess().spawn(process.execPath, [...WORKER_NODE_FLAGS, BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env, cwd: '/' });
     child.unref();
     return child.pid;
   });

@@ -1,10 +1,9 @@
 // Which boot of this machine we run in: bytes a crashed process wrote are still in the file when the
 // machine has not rebooted since (the page cache survives a process), not after a reboot.
 
-import type { execFileSync as ExecFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
+import { childProcess } from './builtins.js';
 
 let cached: string | null = null;
 
@@ -31,9 +30,8 @@ function linuxBootId(): string | null {
 function macBootId(): string | null {
   if (process.platform !== 'darwin') return null;
   try {
-    // Loaded here only: on Linux the boot id is a file, and node:child_process costs memory to load.
-    const { execFileSync } = createRequire(import.meta.url)('node:child_process') as { execFileSync: typeof ExecFileSync };
-    const id = execFileSync('/usr/sbin/sysctl', ['-n', 'kern.bootsessionuuid'], { encoding: 'utf8', timeout: 2000 }).trim();
+    // On Linux the boot id is a file: node:child_process is loaded only here.
+    const id = childProcess().execFileSync('/usr/sbin/sysctl', ['-n', 'kern.bootsessionuuid'], { encoding: 'utf8', timeout: 2000 }).trim();
     return id || null;
   } catch {
     return null;

@@ -81,8 +81,9 @@ export function nonRegularKind(st: fs.Stats): string | null {
  * An open file, like node's FileHandle, but closed (and, when it exists already, opened) without a
  * trip through the thread pool: neither waits on the disk, and on a batch of small files each trip
  * cost the main thread more than the call (docs/ARCHITECTURE.md, "Many small files"). Reads, writes,
- * syncs, truncation and creating a new file go through the pool. As with FileHandle, `close` waits for the operations in flight, and nothing is done on a
- * closed descriptor (EBADF): its number may already name another file.
+ * syncs, truncation and creating a new file go through the pool. As with FileHandle, `close` waits for
+ * the operations in flight, and nothing is done on a closed descriptor (EBADF): its number may already
+ * name another file.
  */
 export class Descriptor {
   private closed = false;

@@ -5,8 +5,8 @@
 // multiplexed on one connection, and the protocol each origin spoke is remembered for `status`.
 
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import type tls from 'node:tls';
+import { tlsModule } from '../shared/builtins.js';
 import type { buildConnector as BuildConnector, Client as UndiciClient, Dispatcher, Pool as UndiciPool } from 'undici';
 import { closeIdleConnections } from './h1.js';
 import { undici } from './undici.js';
@@ -56,7 +56,7 @@ function connectOptions(opts: TlsOptions): tls.ConnectionOptions {
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
     throw new TransferError('E_TLS_CA', `--ca-file ${opts.caFile} holds no PEM certificate`, false);
   }
-  return { ca: [...(createRequire(import.meta.url)('node:tls') as typeof tls).rootCertificates, pem] };
+  return { ca: [...tlsModule().rootCertificates, pem] };
 }
 
 /**

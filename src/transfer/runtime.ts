@@ -1,15 +1,11 @@
 // Two settings of the JavaScript engine that keep a process using undici small: both measured with
 // `npm run bench -- --only=big` (see docs/ARCHITECTURE.md, "The body path") and both process-wide, so
 // they live here, applied once, rather than spread over the modules that benefit. Neither is needed
-// by our own HTTP/1.1 reader (no WebAssembly parser, no buffer per read), so node:v8 and node:vm are
-// loaded only when undici is.
+// by our own HTTP/1.1 reader (no WebAssembly parser, no buffer per read), so they are applied (and
+// node:vm loaded) only when undici is.
 
-import { createRequire } from 'node:module';
-import type V8 from 'node:v8';
-import type Vm from 'node:vm';
+import { v8Module, vmModule } from '../shared/builtins.js';
 import { TUNING } from './tuning.js';
-
-const load = createRequire(import.meta.url);
 
 let leaned = false;
 
@@ -23,7 +19,7 @@ export function leanRuntime(): void {
   if (leaned) return;
   leaned = true;
   try {
-    (load('node:v8') as typeof V8).setFlagsFromString('--liftoff-only');
+    v8Module().setFlagsFromString('--liftoff-only');
   } catch {
     /* an engine without the flag: nothing to save */
   }
@@ -49,8 +45,8 @@ export function countTowardsCollection(n: number): void {
   sinceCollect = 0;
   if (collect === undefined) {
     try {
-      (load('node:v8') as typeof V8).setFlagsFromString('--expose-gc');
-      collect = (load('node:vm') as typeof Vm).runInNewContext('gc') as Collect;
+      v8Module().setFlagsFromString('--expose-gc');
+      collect = vmModule().runInNewContext('gc') as Collect;
     } catch {
       collect = null;
     }

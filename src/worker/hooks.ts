@@ -2,18 +2,14 @@
 // `/bin/sh -c CMD` when the session is idle; exit 0 is the completion handler (events delivered).
 // Event data reaches the hook only through its environment, stdin and the events file.
 
-import type { spawn as Spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { BgdlEvent, Session } from '../shared/model.js';
 import { formatDuration } from '../shared/parse.js';
 import { hookDir } from '../shared/paths.js';
+import { childProcess } from '../shared/builtins.js';
 import { setLongTimeout } from '../shared/timers.js';
-
-/** node:child_process, loaded when the first hook runs: most workers never run one, and it costs ~1 MiB to load. */
-const spawnLater = (): typeof Spawn => (createRequire(import.meta.url)('node:child_process') as { spawn: typeof Spawn }).spawn;
 
 /** Failed hooks are retried after hookRetryDelay, doubling with each failure, at most an hour. */
 export const HOOK_RETRY_CAP_MS = 3_600_000;
@@ -95,7 +91,7 @@ export async function runHook(plan: HookPlan, timeoutMs: number, onOutput: (line
   fs.writeFileSync(plan.eventsFile, plan.input, { mode: 0o600 });
   try {
     return await new Promise<HookOutcome>((resolve) => {
-      const child = spawnLater()('/bin/sh', ['-c', plan.command], { cwd: plan.cwd, env: plan.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+      const child = childProcess().spawn('/bin/sh', ['-c', plan.command], { cwd: plan.cwd, env: plan.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
       let timedOut = false;
       const killGroup = (sig: NodeJS.Signals) => {
         try {

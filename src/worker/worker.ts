@@ -3,8 +3,8 @@
 // a second, runs session hooks when sessions go idle, and exits a few seconds after it has nothing to do.
 
 import os from 'node:os';
-import v8 from 'node:v8';
 import { fairShares, formatRate, scheduledRate, tightest, type Rate } from '../shared/bandwidth.js';
+import { v8Module } from '../shared/builtins.js';
 import { loadConfig, type Config } from '../shared/config.js';
 import { StoreError } from '../shared/errors.js';
 import { removePartFile } from '../shared/files.js';
@@ -78,7 +78,7 @@ export function napLength(o: { now: number; busy: boolean; nextWake: number | nu
  * after start-up takes effect (the size limits themselves cannot be changed once the heap exists).
  */
 function keepYoungGenerationSmall(): void {
-  v8.setFlagsFromString('--semi-space-growth-factor=1');
+  v8Module().setFlagsFromString('--semi-space-growth-factor=1');
 }
 
 export async function runWorker(opts: WorkerOptions): Promise<WorkerExit> {
