@@ -261,10 +261,13 @@ async function noBody(req: DownloadRequest, final: FinalResponse): Promise<Downl
 
 /**
  * Only a regular file (or nothing) at the destination is ever replaced: a device, FIFO, socket or
- * directory that is there (put there after add, say) fails the task and is left alone. For an output
- * that is renamed over (`outputFixed`); a derived name is linked without clobbering instead.
+ * directory that is there (put there after add, say) fails the task and is left alone. Only an output
+ * that is renamed over (`outputFixed`) is looked at: a derived name is linked without clobbering, so
+ * whatever appears there is never replaced (and a look per file cost a small-file batch ~50-100 µs
+ * of the main thread each, the directory busy with other files' creates).
  */
-export async function refuseNonRegular(output: string): Promise<void> {
+export async function refuseNonRegular(output: string, req: Pick<DownloadRequest, 'outputFixed'>): Promise<void> {
+  if (!req.outputFixed) return;
   let st;
   try {
     // Synchronous: usually nothing is there, and the asynchronous lstat's way to say so (the thread
@@ -373,10 +376,7 @@ async function receive(
     const end = meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null);
     if (req.maxSize != null && end != null && end > req.maxSize) throw tooLargeError(end, req.maxSize, true, { httpStatus: meta.status, finalUrl: meta.finalUrl });
     output = await cb.chooseOutput(meta);
-    // A derived name is linked without clobbering (finish): whatever appears there is never replaced,
-    // so only an output that will be renamed over is looked at (a look per file cost a small-file
-    // batch ~50-100 µs of the main thread each, the directory busy with other files' creates).
-    if (req.outputFixed) await refuseNonRegular(output);
+    await refuseNonRegular(output, req);
     if (startOffset > 0 && output !== plan?.output) {
       throw new TransferError('E_RESUME', `cannot resume into ${output}: the partial file belongs to ${plan?.output}`, true);
     }
@@ -463,7 +463,7 @@ export async function placeFile(part: FileSink, output: string, req: Pick<Downlo
     throw fencedError();
   }
   try {
-    if (req.outputFixed) await refuseNonRegular(output);
+    await refuseNonRegular(output, req);
   } catch (err) {
     await part.abort();
     throw err;

@@ -217,7 +217,7 @@ async function freshSplit(
   try {
     if (req.maxSize != null && file.total > req.maxSize) throw tooLargeError(file.total, req.maxSize, true, { httpStatus: status, finalUrl: meta.finalUrl });
     const output = await cb.chooseOutput(meta);
-    if (req.outputFixed) await refuseNonRegular(output);
+    await refuseNonRegular(output, req);
     await checkFreeSpace(path.dirname(output), file.total, null, req.minFreeSpace ?? null);
     opened = await createFresh(output, lineage.tag, current);
     const segs = initialSegments(file.total, splitCount(opts.split, file.total, opts.minSplitSize, opts.perHost));
