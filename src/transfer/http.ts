@@ -219,10 +219,11 @@ export function answeredByProxy(status: number, headers: Headers): boolean {
  */
 async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Response> {
   const withBody = hop.withBody && opts.body !== undefined;
-  if (hop.url.protocol === 'http:' && !withBody && !proxyFor(hop.url, opts.proxy)) {
+  const proxy = proxyFor(hop.url, opts.proxy);
+  if (hop.url.protocol === 'http:' && !withBody && !proxy) {
     return h1Request(hop.url, { method: hop.method, headers, signal: opts.signal, headersTimeoutMs: opts.stallTimeoutMs, bodyTimeoutMs: opts.stallTimeoutMs });
   }
-  const r = await viaUndici(hop, headers, opts);
+  const r = await viaUndici(hop, headers, opts, proxy);
   return { statusCode: r.statusCode, headers: r.headers, body: readableBody(r.body) };
 }
 
@@ -232,7 +233,7 @@ async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOpt
  * tunnel. Proxy credentials (from the proxy URL, or the user's own Proxy-Authorization header) go
  * only to the proxy.
  */
-async function viaUndici(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Dispatcher.ResponseData> {
+async function viaUndici(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions, proxy: string | null): Promise<Dispatcher.ResponseData> {
   const common = {
     method: hop.method as Dispatcher.HttpMethod,
     body: hop.withBody && opts.body ? opts.body() : null,
@@ -241,7 +242,6 @@ async function viaUndici(hop: Hop, headers: Array<[string, string]>, opts: Perfo
     bodyTimeout: opts.stallTimeoutMs,
     highWaterMark: BODY_HIGH_WATER_MARK,
   };
-  const proxy = proxyFor(hop.url, opts.proxy);
   if (!proxy) return request(hop.url, { dispatcher: dispatcherFor(opts), headers: headers.flat(), ...common });
   const p = new URL(proxy);
   const own = headers.find(([n]) => n.toLowerCase() === 'proxy-authorization')?.[1];
