@@ -4,6 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import { childProcess } from '../shared/builtins.js';
 import { NotFoundError } from '../shared/errors.js';
+import { workerEnvironment } from '../shared/extra-ca.js';
 import { loadConfig } from '../shared/config.js';
 import { pidAlive } from '../shared/lease.js';
 import { DEFAULT_SESSION, bgdlHome } from '../shared/paths.js';
@@ -89,7 +90,7 @@ const WORKER_NODE_FLAGS = ['--max-semi-space-size=1'];
 /** Start a detached worker when there is work and none is alive. Cheap when one is. */
 export async function ensureWorker(ctx: Ctx, store: TaskStore): Promise<'running' | 'started' | 'idle'> {
   return store.ensureWorker(Date.now(), leaseTimeout(ctx), pidAlive, () => {
-    const env = { ...ctx.env, UV_THREADPOOL_SIZE: ctx.env.UV_THREADPOOL_SIZE ?? WORKER_THREADPOOL };
+    const env = { ...workerEnvironment(ctx.env, store.shared), UV_THREADPOOL_SIZE: ctx.env.UV_THREADPOOL_SIZE ?? WORKER_THREADPOOL };
     // The worker process imports this module too, and never starts a worker: loaded only here.
     const child = childProcess().spawn(process.execPath, [...WORKER_NODE_FLAGS, BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env, cwd: '/' });
     child.unref();

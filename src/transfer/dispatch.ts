@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import type tls from 'node:tls';
 import { tlsModule } from '../shared/builtins.js';
+import { extraCaCerts } from '../shared/extra-ca.js';
 import type { buildConnector as BuildConnector, Client as UndiciClient, Dispatcher, Pool as UndiciPool } from 'undici';
 import { closeIdleConnections } from './h1.js';
 import { undici } from './undici.js';
@@ -43,10 +44,14 @@ function tlsKey(opts: TlsOptions): string {
   }
 }
 
-/** The TLS connect options: verification on unless `insecure`; `caFile` adds to the system roots. */
+/**
+ * The TLS connect options: verification on unless `insecure`; `caFile` adds to the system roots, as
+ * NODE_EXTRA_CA_CERTS does (src/shared/extra-ca.ts says when its certificates must be given here).
+ */
 function connectOptions(opts: TlsOptions): tls.ConnectionOptions {
   if (opts.insecure) return { rejectUnauthorized: false };
-  if (!opts.caFile) return {};
+  const extra = extraCaCerts(!!opts.caFile);
+  if (!opts.caFile) return extra ? { ca: [...tlsModule().rootCertificates, extra] } : {};
   let pem: string;
   try {
     pem = fs.readFileSync(opts.caFile, 'utf8');
@@ -56,7 +61,7 @@ function connectOptions(opts: TlsOptions): tls.ConnectionOptions {
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
     throw new TransferError('E_TLS_CA', `--ca-file ${opts.caFile} holds no PEM certificate`, false);
   }
-  return { ca: [...tlsModule().rootCertificates, pem] };
+  return { ca: [...tlsModule().rootCertificates, ...(extra ? [extra] : []), pem] };
 }
 
 /**

@@ -1,6 +1,7 @@
 // Security and hostile input: nothing is written where it should not be, no secret is shown,
 // nothing from the network or from events is ever run. Real CLI, real worker, real local servers.
 
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -257,6 +258,32 @@ describe('network', () => {
       expect(fs.existsSync(path.join(t.downloads, 'plain.bin'))).toBe(false);
       expect(fs.readFileSync(path.join(t.downloads, 'ca.bin')).equals(bodyFor(10_000))).toBe(true);
       expect(h.requestsTo('/tls.bin')).toHaveLength(2); // the unverified connection never sent a request
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('NODE_EXTRA_CA_CERTS is trusted as Node.js trusts it, alone or with --ca-file, though the worker starts without loading it; hooks still see it', async () => {
+    const h = await startHttpsServer();
+    // A CA file of another server's: --ca-file with it must not drop what NODE_EXTRA_CA_CERTS adds.
+    const otherCa = path.join(t.dir, 'other-ca.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(t.dir, 'other-key.pem'), '-out', otherCa, '-subj', '/CN=other', '-days', '1'], { stdio: 'ignore' });
+    try {
+      h.route('/extra.bin', { body: { size: 10_000 }, delayMs: 500 });
+      const seen = path.join(t.dir, 'hook-saw.txt');
+      const env = { NODE_EXTRA_CA_CERTS: h.caFile };
+      expect((await t.bgdl(['session', 'create', 'tls', '--hook', `printf %s "$NODE_EXTRA_CA_CERTS" > '${seen}'`], { env })).code).toBe(0);
+      const [alone] = await addJson([h.url('/extra.bin'), '-o', 'alone.bin', '-s', 'tls'], env);
+      // The worker was started with the variable carried aside: Node.js did not parse the file at its start.
+      const pid = t.workerPid()!;
+      const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+      expect(environ.filter((v) => v.startsWith('NODE_EXTRA_CA_CERTS='))).toEqual([]);
+      // With --ca-file too (a CA of its own for another server), the extra certificates still count.
+      const [both] = await addJson([h.url('/extra.bin'), '-o', 'both.bin', '--ca-file', otherCa], env);
+      const done = await waitFinal(t, [alone.id, both.id]);
+      expect(done.map((d) => d.state)).toEqual(['completed', 'completed']);
+      expect(fs.readFileSync(path.join(t.downloads, 'alone.bin')).equals(bodyFor(10_000))).toBe(true);
+      await waitUntil(() => fs.existsSync(seen) && fs.readFileSync(seen, 'utf8') === h.caFile, 10_000);
     } finally {
       await h.close();
     }
