@@ -197,8 +197,10 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     if (r.output == null) {
       // HEAD, 204, 205, 304: no body, so no file; a fixed -o is not created and is free again.
       const none = await store.finishTask(fence, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: null, sha256: null, bytesReceived: 0, outcome: 'no-body' });
-      if (none) log.write(t.session, `task ${t.id}: completed without a file: HTTP ${r.httpStatus} to ${t.method} has no body`);
-      else fencedOut();
+      if (!none) return void fencedOut();
+      log.write(t.session, `task ${t.id}: completed without a file: HTTP ${r.httpStatus} to ${t.method} has no body`);
+      // A resumed task's partial file has nothing left to become: the lineage's, so ours to remove (the commit above held the claim).
+      if (removePartFile(a.part ?? recordedPart(t))) log.write(t.session, `task ${t.id}: removed its partial file`);
       return;
     }
     const done = await store.finishTask(fence, { state: 'completed', httpStatus: r.httpStatus, finalUrl: r.finalUrl, output: r.output, sha256: r.sha256, bytesReceived: r.bytes });

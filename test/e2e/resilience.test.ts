@@ -109,6 +109,21 @@ describe('resume', () => {
     await t.bgdl(['cancel', String(task.id)]);
   });
 
+  it('a resumed task answered with no body (204) completes without a file and leaves no partial file behind', async () => {
+    s.route('/gone.bin', { body: { size: SIZE }, etag: '"g1"', throttle: 400_000 });
+    const [task] = await addJson([s.url('/gone.bin')]);
+    await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 200_000, 15_000, 'some bytes');
+    expect((await t.bgdl(['pause', String(task.id)])).code).toBe(0);
+    await waitUntil(async () => (await t.bgdl(['log'])).stdout.includes(`task ${task.id}: paused at byte`), 5000, 'the worker to stop the transfer');
+    expect(fs.existsSync(file('gone.bin.bgdl-part'))).toBe(true);
+    s.route('/gone.bin', { status: 204 });
+    expect((await t.bgdl(['resume', String(task.id)])).code).toBe(0);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done).toMatchObject({ state: 'completed', httpStatus: 204, output: null });
+    expect(s.requestsTo('/gone.bin').at(-1)!.headers.range).toMatch(/^bytes=\d+-$/);
+    expect(fs.readdirSync(t.downloads)).toEqual([]);
+  });
+
   it('a server that ignores Range makes the download start over, never splicing', async () => {
     s.route('/norange.bin', { body: { size: 500_000 }, etag: '"n1"', ranges: false, dropAfter: { bytes: 200_000, times: 1 } });
     const [task] = await addJson([s.url('/norange.bin')]);
