@@ -80,7 +80,7 @@ describe('add → worker → completed', () => {
     const { execFile } = await import('node:child_process');
     const { promisify } = await import('node:util');
     const { BIN } = await import('../helpers/cli.js');
-    const env = { ...t.env, NO_COLOR: '1' };
+    const env: NodeJS.ProcessEnv = { ...t.env, NO_COLOR: '1' };
     delete env.CI; // bars never show under CI
     // Asynchronously: the test server runs in this process and must keep answering.
     let screen = '';

@@ -64,7 +64,7 @@ describe('resume', () => {
     process.kill(pid, 'SIGKILL');
     await waitUntil(() => !alive(pid), 5000, 'the worker to die');
     await statusJson(t, [task.id]); // any command re-attaches a worker
-    const next = await waitUntil(() => t.workerPid() !== pid && t.workerPid(), 5000, 'a new worker');
+    const next = await waitUntil(() => (t.workerPid() !== pid ? t.workerPid() : null), 5000, 'a new worker');
     expect(alive(next)).toBe(true);
     const [done] = await waitFinal(t, [task.id], 30_000);
     expect(done.state).toBe('completed');

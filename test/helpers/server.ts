@@ -290,7 +290,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
     let status = o.status ?? 200;
     let data = full;
     const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
-    const ifRange = req.headers['if-range'];
+    const ifRange = req.headers['if-range'] as string | undefined;
     const rangeApplies = range && o.ranges !== false && (o.ifRange === false || !ifRange || ifRangeMatches(ifRange, etag, o.lastModified ?? null));
     if (!req.headers.range && o.rangeForPlainGet) {
       const { start, end } = o.rangeForPlainGet;

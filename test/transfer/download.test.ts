@@ -84,9 +84,9 @@ describe('download: plain transfers', () => {
     const r = await download(req(s.url('/files/data.bin'), { headers: [['Accept-Encoding', 'gzip, br'], ['X-Custom', 'v']] }), cb);
     const body = bodyFor(300_000);
     expect(r).toEqual({ output: path.join(dir, 'data.bin'), finalUrl: s.url('/files/data.bin'), httpStatus: 200, bytes: body.length, sha256: sha256(body) });
-    expect(fs.readFileSync(r.output).equals(body)).toBe(true);
-    expect(fs.statSync(r.output).mode & 0o777).toBe(0o644 & ~umask);
-    expect(fs.existsSync(part(r.output))).toBe(false);
+    expect(fs.readFileSync(r.output!).equals(body)).toBe(true);
+    expect(fs.statSync(r.output!).mode & 0o777).toBe(0o644 & ~umask);
+    expect(fs.existsSync(part(r.output!))).toBe(false);
     expect(seen.metas).toHaveLength(1);
     expect(seen.metas[0]).toMatchObject({ status: 200, totalBytes: body.length, startOffset: 0 });
     expect(seen.durable.at(-1)).toBe(body.length);
@@ -105,7 +105,7 @@ describe('download: plain transfers', () => {
     const { cb, seen } = callbacks();
     const r = await download(req(s.url('/big')), cb);
     expect(r.sha256).toBe(sha256(bodyFor(size, 'big')));
-    expect(fs.statSync(r.output).size).toBe(size);
+    expect(fs.statSync(r.output!).size).toBe(size);
     // Durable offsets only grow and never pass what was written.
     expect([...seen.durable].sort((a, b) => a - b)).toEqual(seen.durable);
     expect(Math.max(...seen.durable)).toBe(size);
@@ -129,7 +129,7 @@ describe('download: plain transfers', () => {
     const wire = s.wireBody('/page.html.gz');
     expect(wire.length).toBeLessThan(60_000);
     expect(r.bytes).toBe(wire.length);
-    expect(fs.readFileSync(r.output).equals(wire)).toBe(true);
+    expect(fs.readFileSync(r.output!).equals(wire)).toBe(true);
     expect(s.requests[0]!.headers['accept-encoding']).toBe('identity');
   });
 
@@ -163,7 +163,7 @@ describe('download: plain transfers', () => {
     const r = await download(req(s.url('/f.bin')), cb);
     expect(r.output).toBe(path.join(dir, 'f.1.bin'));
     expect(fs.readFileSync(mine, 'utf8')).toBe('mine');
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('new content');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('new content');
     expect(fs.readdirSync(dir).sort()).toEqual(['f.1.bin', 'f.bin']);
   });
 
@@ -225,7 +225,7 @@ describe('download: statuses and failures', () => {
     expect(e).toMatchObject({ code: 'E_HTTP_STATUS', transient: true });
     expect(e.extra).toMatchObject({ httpStatus: 503, retryAfterMs: 7000 });
     const r = await download(req(s.url('/busy')), callbacks().cb);
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('x');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('x');
   });
 
   it('a refused connection is a transient connection error', async () => {
@@ -502,7 +502,7 @@ describe('download: resume', () => {
     const out = path.join(dir, 'gone');
     const r = await download(req(s.url('/gone'), { output: out, outputFixed: true, resume: { offset: 3, etag: null, lastModified: null } }), fixed(out).cb);
     expect(s.requests[0]!.headers.range).toBeUndefined();
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('whole');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('whole');
   });
 });
 
@@ -639,7 +639,7 @@ describe('download: one owner per partial file', () => {
     const c = fixed(out, { onPartFile: async (p) => (parts.push(p.path), true) });
     const r = await download(req(s.url('/r'), { output: out, outputFixed: true, resume: { offset: 5, etag: '"old"', lastModified: null }, part: plan }), c.cb);
     expect(parts).toEqual([`${out}.4.bgdl-part`]);
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('fresh');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('fresh');
     const buf = Buffer.alloc(64);
     expect(buf.toString('utf8', 0, fs.readSync(reader, buf, 0, 64, 0))).toBe('old bytes of an older version');
     fs.closeSync(reader);
@@ -707,7 +707,7 @@ describe('download: redirects', () => {
     s.route('/result', { body: 'result' });
     const r = await download(req(s.url('/form'), { method: 'POST' }), callbacks().cb);
     expect(s.requests.map((q) => q.method)).toEqual(['POST', 'GET']);
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('result');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('result');
   });
 });
 

@@ -52,7 +52,7 @@ const through = (url: string, noProxy: string | null = null) => ({ proxy: { http
 describe('requests through the proxy recorded with the task', () => {
   it('sends an http:// URL to the proxy in absolute form (no CONNECT), with the origin as Host', async () => {
     const r = await get(server.url('/f?x=1#part'), through(proxy.url));
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('via proxy');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('via proxy');
     expect(proxy.requests.map((q) => [q.method, q.target])).toEqual([['GET', server.url('/f?x=1')]]);
     expect(server.requestsTo('/f')[0]!.headers.host).toBe(new URL(server.origin).host);
   });
@@ -62,7 +62,7 @@ describe('requests through the proxy recorded with the task', () => {
     try {
       tls.route('/s', { body: 'over tls via proxy' });
       const r = await get(tls.url('/s'), { ...through(proxy.url), caFile: tls.caFile });
-      expect(fs.readFileSync(r.output, 'utf8')).toBe('over tls via proxy');
+      expect(fs.readFileSync(r.output!, 'utf8')).toBe('over tls via proxy');
       expect(proxy.requests.map((q) => [q.method, q.target])).toEqual([['CONNECT', new URL(tls.origin).host]]);
     } finally {
       await tls.close();
@@ -75,9 +75,9 @@ describe('requests through the proxy recorded with the task', () => {
     try {
       tls.route('/s', { body: 'tls in tls' });
       const r1 = await get(server.url('/f'), { ...through(tlsProxy.url), caFile: tls.caFile });
-      expect(fs.readFileSync(r1.output, 'utf8')).toBe('via proxy');
+      expect(fs.readFileSync(r1.output!, 'utf8')).toBe('via proxy');
       const r2 = await get(tls.url('/s'), { ...through(tlsProxy.url), caFile: tls.caFile });
-      expect(fs.readFileSync(r2.output, 'utf8')).toBe('tls in tls');
+      expect(fs.readFileSync(r2.output!, 'utf8')).toBe('tls in tls');
       expect(tlsProxy.requests.map((q) => [q.method, q.target])).toEqual([['GET', server.url('/f')], ['CONNECT', new URL(tls.origin).host]]);
       // An https:// proxy's certificate is verified like an origin's.
       expect(await failure(get(server.url('/f?again'), through(tlsProxy.url)))).toMatchObject({ code: 'E_PROXY', transient: false });

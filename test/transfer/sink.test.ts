@@ -3,11 +3,10 @@
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createExclusive, partIdOf } from '../../src/shared/files.js';
+import { createExclusive, openNoFollow, partIdOf } from '../../src/shared/files.js';
 import { FileSink } from '../../src/transfer/sink.js';
 import { TUNING } from '../../src/transfer/tuning.js';
 import { TransferError } from '../../src/transfer/types.js';
@@ -137,7 +136,7 @@ describe('FileSink', () => {
   it('a write error stops the sink, tells the sender, and end() throws it', async () => {
     const file = path.join(dir, 'ro.bgdl-part');
     fs.writeFileSync(file, '');
-    const fh = await fsp.open(file, 'r'); // writes fail with EBADF
+    const fh = await openNoFollow(file, fs.constants.O_RDONLY); // writes fail with EBADF
     const sink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, 0, { onDurable: () => {} });
     const failures: unknown[] = [];
     sink.bind({ drain: () => {}, fail: (err) => failures.push(err) });
@@ -154,7 +153,7 @@ describe('FileSink', () => {
     const file = path.join(dir, 'r.bgdl-part');
     const head = crypto.randomBytes(300_000);
     fs.writeFileSync(file, Buffer.concat([head, Buffer.from('garbage a crashed writer left')]));
-    const fh = await fsp.open(file, 'r+');
+    const fh = await openNoFollow(file);
     const st = await fh.stat();
     const sink = await FileSink.open({ path: file, fh, id: partIdOf(st), size: st.size }, head.length, { onDurable: () => {} });
     expect(fs.statSync(file).size).toBe(head.length);
@@ -172,7 +171,7 @@ describe('FileSink', () => {
   it('a partial file shorter than the offset to resume from is E_RESUME', async () => {
     const file = path.join(dir, 's.bgdl-part');
     fs.writeFileSync(file, 'short');
-    const fh = await fsp.open(file, 'r+');
+    const fh = await openNoFollow(file);
     const err = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 5 }, 1000, { onDurable: () => {} }).catch((e) => e);
     await fh.close();
     expect(err).toBeInstanceOf(TransferError);

@@ -54,13 +54,13 @@ describe('TLS verification', () => {
   it('trusts the certificate given with caFile', async () => {
     const s = await https();
     const r = await get(s.url('/secret.txt'), { caFile: s.caFile });
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('over tls');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('over tls');
   });
 
   it('skips verification with insecure', async () => {
     const s = await https();
     const r = await get(s.url('/secret.txt'), { insecure: true });
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('over tls');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('over tls');
   });
 
   it('an unreadable caFile is a permanent E_TLS_CA', async () => {
@@ -85,6 +85,6 @@ describe('https → http redirects', () => {
     expect(plain.hits('/landing')).toBe(0);
     const r = await get(secure.url('/down'), { insecure: true, allowDowngrade: true });
     expect(r.finalUrl).toBe(plain.url('/landing'));
-    expect(fs.readFileSync(r.output, 'utf8')).toBe('plain text');
+    expect(fs.readFileSync(r.output!, 'utf8')).toBe('plain text');
   });
 });

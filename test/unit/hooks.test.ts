@@ -5,7 +5,7 @@ import { hookDue, hookRetryDelay, planHook } from '../../src/worker/hooks.js';
 
 const session = (p: Partial<Session> = {}): Session => ({
   name: 'nightly', hook: 'true', launchEvents: true, discretionary: false, createdAt: 0, hookFailures: 0, hookNextAt: null,
-  hookLastError: null, hookLastRunAt: null, hookRuns: 0, rateLimitCount: 0, rateLimitLastRunAt: null, ...p,
+  hookLastError: null, hookLastRunAt: null, hookRuns: 0, rateLimitCount: 0, rateLimitLastRunAt: null, limitRate: null, ...p,
 });
 
 describe('the idle rule', () => {

@@ -10,7 +10,9 @@ function task(p: Partial<Task> = {}): Task {
     beginAt: null, discretionary: false, priority: 'normal', expectSend: null, expectReceive: null, sha256Expected: null, sha256: null,
     bytesReceived: 0, bytesExpected: null, bytesSent: 0, httpStatus: null, attempts: 0, error: null, etag: null, lastModified: null,
     resumeOffset: 0, responseBody: null, insecure: false, caFile: null, allowDowngrade: false, fromHook: false, speed: null,
-    createdAt: 0, startedAt: null, finishedAt: null, ...p,
+    createdAt: 0, startedAt: null, finishedAt: null, claim: 0, partPath: null, partId: null, partBoot: null, maxSize: null, proxy: null,
+    netrcFile: null, cookiesFile: null, skipExisting: false, ifChanged: false, checksums: null, maxAttempts: null, outcome: null,
+    protocol: null, limitRate: null, split: null, segments: null, ...p,
   };
 }
 const good = { ok: true, reason: null };
