@@ -3,6 +3,8 @@
 // of the largest one still running, never below minSplitSize), and the segment table kept with the
 // task so that a crash resumes every segment from what it had durably written. Pure: no I/O, no clock.
 
+import { sameFileId } from '../shared/files.js';
+
 /** One segment of the file: bytes [start, end). `pos`: written so far; `done`: of those, fsync'd. */
 export interface Seg {
   start: number;
@@ -19,7 +21,7 @@ export interface Seg {
 
 /** The segment table as stored with the task (JSON): which partial file, which version, which bytes are durable. */
 export interface SegmentTable {
-  /** `dev:ino` of the partial file the table describes: a table of another file is never trusted. */
+  /** `dev:ino` of the partial file the table describes: a table of another file is never trusted (the inode decides, as for every recorded file: `sameFileId`). */
   part: string;
   total: number;
   etag: string | null;
@@ -145,7 +147,7 @@ export function decodeTable(json: string | null, part: string | null): SegmentTa
   } catch {
     return null;
   }
-  if (!t || typeof t !== 'object' || t.part !== part || !Number.isSafeInteger(t.total) || t.total <= 0 || !Array.isArray(t.segs) || t.segs.length === 0) return null;
+  if (!t || typeof t !== 'object' || typeof t.part !== 'string' || !sameFileId(t.part, part) || !Number.isSafeInteger(t.total) || t.total <= 0 || !Array.isArray(t.segs) || t.segs.length === 0) return null;
   let at = 0;
   for (const s of t.segs) {
     if (!Array.isArray(s) || s.length !== 3 || !s.every(Number.isSafeInteger)) return null;

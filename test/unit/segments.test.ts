@@ -98,6 +98,11 @@ describe('segment table (crash recovery)', () => {
     expect(resumeSegments(back)).toEqual([seg(0, 150, 120), seg(150, 300, 200)]);
   });
 
+  it('trusts its own file seen from another host of a shared directory (same inode, another device number)', () => {
+    const t = tableOf([seg(0, 150, 140, true, 120), seg(150, 300, 290, true, 200)], file, 2);
+    expect(decodeTable(encodeTable(t), '77:2')?.segs).toEqual(t.segs);
+  });
+
   it.each([
     ['another partial file', { ...file, segs: [[0, 300, 10]] }, '9:9'],
     ['a gap between segments', { ...file, segs: [[0, 100, 10], [120, 300, 130]] }, '1:2'],
