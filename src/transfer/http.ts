@@ -8,7 +8,7 @@ import type { Dispatcher } from 'undici';
 import { request } from './undici.js';
 import { h1Request } from './h1.js';
 import { readableBody, type Headers, type Response } from './response.js';
-import { cookieHeader, cookiesFor, readCookieFile, type Cookie } from '../shared/cookies.js';
+import { cookieHeader, cookiesFor, readCookieFile, storeSetCookies, type Cookie } from '../shared/cookies.js';
 import type { Header } from '../shared/model.js';
 import { netrcLookup, readNetrc, type NetrcEntry } from '../shared/netrc.js';
 import { proxyFor } from '../shared/proxy.js';
@@ -157,7 +157,10 @@ export interface FileCredentials {
   cookies: Cookie[] | null;
 }
 
-/** Read the task's netrc and cookie files. A cookie file that cannot be read fails the task (E_COOKIES). */
+/**
+ * Read the task's netrc and cookie files. A cookie file that cannot be read fails the task (E_COOKIES).
+ * The cookies are this request's own copy: Set-Cookie answers add to it (requestFollowingRedirects).
+ */
 export function loadFileCredentials(opts: NetworkOptions): FileCredentials {
   const creds: FileCredentials = { netrc: null, cookies: null };
   if (opts.netrcFile) {
@@ -272,6 +275,8 @@ export async function requestFollowingRedirects(first: Hop, opts: PerformOptions
   let hop = first;
   for (let redirects = 0; ; redirects++) {
     const response = await send(hop, hopHeaders(hop, creds, Date.now()), opts);
+    // With a cookie file, what the server sets goes with the later hops (a login or CDN redirect).
+    if (creds.cookies) storeSetCookies(creds.cookies, response.headers['set-cookie'], hop.url, Date.now());
     const location = headerValue(response.headers, 'location');
     if (!isRedirect(response.statusCode) || !location) {
       const protocol = proxyFor(hop.url, opts.proxy) ? 'HTTP/1.1' : directProtocol(opts, hop.url);

@@ -158,6 +158,21 @@ describe('credentials from .netrc and cookie files', () => {
     expect(notJar.code).toBe(2);
     expect(notJar.stderr).toMatch(/line 1: not a Netscape cookie line/);
   });
+
+  it('with --cookies, a cookie the server sets on a redirect goes with the next hop (as curl -b); without, nothing is kept', async () => {
+    const jar = path.join(t.dir, 'cookies.txt');
+    fs.writeFileSync(jar, `127.0.0.1\tFALSE\t/\tFALSE\t0\tpref\tdark\n`);
+    s.route('/login', { redirect: { to: '/dl/file.bin' }, headers: { 'Set-Cookie': 'session=ck5s3t; Path=/dl; HttpOnly' } });
+    s.route('/dl/file.bin', { body: 'members only' });
+    const [withJar] = await addJson(['-o', 'with.bin', '--cookies', jar, s.url('/login')]);
+    expect((await waitFinal(t, [withJar.id]))[0].state).toBe('completed');
+    expect(s.requestsTo('/dl/file.bin').at(-1)!.headers.cookie).toBe('session=ck5s3t; pref=dark');
+    expect(fs.readFileSync(jar, 'utf8')).not.toMatch(/ck5s3t/); // the file is never written
+    const [without] = await addJson(['-o', 'without.bin', s.url('/login')]);
+    expect((await waitFinal(t, [without.id]))[0].state).toBe('completed');
+    expect(s.requestsTo('/dl/file.bin').at(-1)!.headers.cookie).toBeUndefined();
+    expect(await everythingShown([withJar.id, without.id])).not.toMatch(/ck5s3t/);
+  });
 });
 
 /** A free port on 127.0.0.1 (closed again: the proxy binds it next). */

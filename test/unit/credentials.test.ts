@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cookieHeader, cookiesFor, parseCookieFile, type Cookie } from '../../src/shared/cookies.js';
+import { cookieHeader, cookiesFor, parseCookieFile, parseSetCookie, storeSetCookies, type Cookie } from '../../src/shared/cookies.js';
 import { netrcLookup, netrcPath, parseNetrc, readNetrc } from '../../src/shared/netrc.js';
 import { hopHeaders, firstHop, nextHop } from '../../src/transfer/http.js';
 
@@ -101,6 +101,39 @@ describe('Netscape cookie files', () => {
     const list = [c({ name: 'a', path: '/' }), c({ name: 'b', path: '/x/y' }), c({ name: 'c', path: '/x' })];
     expect(cookieHeader(cookiesFor(list, new URL('http://example.com/x/y/z'), NOW))).toBe('b=v; c=v; a=v');
     expect(cookieHeader([])).toBeNull();
+  });
+});
+
+describe('Set-Cookie (kept for the rest of an attempt that has a cookie file)', () => {
+  const at = (url: string, header: string) => parseSetCookie(header, new URL(url), NOW);
+  it('stores a host-only cookie with the default path, and a domain cookie for the subdomains too', () => {
+    expect(at('http://www.example.com/dl/get?id=1', 'sid=abc; HttpOnly')).toEqual({
+      domain: 'www.example.com', includeSubdomains: false, path: '/dl', secure: false, expires: 0, name: 'sid', value: 'abc', httpOnly: true,
+    });
+    expect(at('https://www.example.com/', 'a=1; Domain=.Example.com; Path=/files; Secure; Max-Age=60')).toEqual({
+      domain: 'example.com', includeSubdomains: true, path: '/files', secure: true, expires: Math.floor(NOW / 1000) + 60, name: 'a', value: '1', httpOnly: false,
+    });
+    expect(at('http://example.com/a/b', `e=1; Expires=${new Date(FUTURE * 1000).toUTCString()}`)?.expires).toBe(FUTURE);
+  });
+
+  it.each([
+    ['no name=value', 'justtext'],
+    ['an empty name', '=v'],
+    ['a domain that does not cover the host', 'a=1; Domain=other.com'],
+    ['a top-level domain', 'a=1; Domain=com'],
+    ['Secure over plain http', 'a=1; Secure'],
+    ['a control character', 'a=1\u0001'],
+  ])('refuses %s', (_what, header) => expect(at('http://www.example.com/', header)).toBeNull());
+
+  it('replaces a namesake, and an expired one deletes it', () => {
+    const url = new URL('http://example.com/');
+    const jar = parseCookieFile(`example.com\tFALSE\t/\tFALSE\t0\tsid\told\nexample.com\tFALSE\t/\tFALSE\t0\tkeep\t1\n`).cookies;
+    storeSetCookies(jar, ['sid=new; Path=/'], url, NOW);
+    expect(cookieHeader(cookiesFor(jar, url, NOW))).toBe('keep=1; sid=new');
+    storeSetCookies(jar, 'sid=gone; Path=/; Max-Age=0', url, NOW);
+    expect(cookieHeader(cookiesFor(jar, url, NOW))).toBe('keep=1');
+    storeSetCookies(jar, undefined, url, NOW);
+    expect(jar).toHaveLength(1);
   });
 });
 
