@@ -26,14 +26,22 @@ const addJson = (args: string[]) => addJsonIn(t, args);
 const file = (name: string) => path.join(t.downloads, name);
 const SIZE = 2_000_000;
 
+/**
+ * Add a task for `route` (served slowly), let 200 KB arrive, and pause it: paused in the store at once,
+ * and stopped once the worker has recorded where the file stands.
+ */
+async function pausedPartWay(route: string): Promise<{ id: number }> {
+  const [task] = await addJson([s.url(route)]);
+  await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 200_000, 15_000, 'some bytes');
+  expect((await t.bgdl(['pause', String(task.id)])).code).toBe(0);
+  await waitUntil(async () => (await t.bgdl(['log'])).stdout.includes(`task ${task.id}: paused at byte`), 5000, 'the worker to stop the transfer');
+  return task;
+}
+
 describe('resume', () => {
   it('pause holds (no bytes arrive) and resume continues with Range + If-Range', async () => {
     s.route('/big.bin', { body: { size: SIZE }, etag: '"v1"', throttle: 400_000 });
-    const [task] = await addJson([s.url('/big.bin')]);
-    await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 200_000, 15_000, 'some bytes');
-    expect((await t.bgdl(['pause', String(task.id)])).code).toBe(0);
-    // Paused in the store at once; stopped once the worker has recorded where the file stands.
-    await waitUntil(async () => (await t.bgdl(['log'])).stdout.includes(`task ${task.id}: paused at byte`), 5000, 'the worker to stop the transfer');
+    const task = await pausedPartWay('/big.bin');
     const paused = await waitUntil(async () => {
       const [x] = await statusJson(t, [task.id]);
       return x.state === 'paused' && x.speed === null ? x : null;
@@ -111,10 +119,7 @@ describe('resume', () => {
 
   it('a resumed task answered with no body (204) completes without a file and leaves no partial file behind', async () => {
     s.route('/gone.bin', { body: { size: SIZE }, etag: '"g1"', throttle: 400_000 });
-    const [task] = await addJson([s.url('/gone.bin')]);
-    await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 200_000, 15_000, 'some bytes');
-    expect((await t.bgdl(['pause', String(task.id)])).code).toBe(0);
-    await waitUntil(async () => (await t.bgdl(['log'])).stdout.includes(`task ${task.id}: paused at byte`), 5000, 'the worker to stop the transfer');
+    const task = await pausedPartWay('/gone.bin');
     expect(fs.existsSync(file('gone.bin.bgdl-part'))).toBe(true);
     s.route('/gone.bin', { status: 204 });
     expect((await t.bgdl(['resume', String(task.id)])).code).toBe(0);
