@@ -277,6 +277,14 @@ export interface TaskStore {
    */
   markRunning(id: number, now: number, lease: LeaseFence, limits?: ClaimLimits): Promise<Task | null>;
   setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[], lease: LeaseFence): Promise<boolean>;
+  /**
+   * One more connection for a running split download, counted with its origin's running tasks (and
+   * their extra connections) against `perHost` across the workers sharing the store; false when that
+   * would exceed it or the claim moved on. A store with one worker (SQLite) leaves the count to it: true.
+   */
+  takeExtraConnection(f: TaskFence, perHost: number): Promise<boolean>;
+  /** A connection `takeExtraConnection` granted is done. */
+  giveBackExtraConnection(f: TaskFence): Promise<void>;
   /** Where these tasks stand (the worker watches for pause, cancel and takeovers). */
   statesOf(ids: number[]): Promise<Map<number, TaskControl>>;
   /** Progress of many running tasks in one transaction; returns the ids whose claim has moved on. */

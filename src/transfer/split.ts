@@ -39,9 +39,10 @@ export interface SplitOptions {
 export interface SplitCallbacks extends DownloadCallbacks {
   /**
    * May the download open one more connection to its origin now (perHost counts every connection of
-   * every task)? true: granted; `releaseConnection` gives it back when that connection is done.
+   * every task, across the workers of a shared store)? true: granted; `releaseConnection` gives it back
+   * when that connection is done.
    */
-  extraConnection(): boolean;
+  extraConnection(): Promise<boolean>;
   releaseConnection(): void;
   /** The segment table, fsync'd: record it with the task (it is what a crash resumes from). */
   onSegments(table: string): void;
@@ -397,8 +398,14 @@ async function fetchAll(run: SplitRun): Promise<void> {
   };
 
   /** Open more connections while there is work, the split count allows and perHost grants them. */
-  const more = () => {
-    while (!stop.signal.aborted && connections < want && nextWork(segs, opts.minSplitSize) && cb.extraConnection()) launch(null, true);
+  const more = async (): Promise<void> => {
+    const wanted = () => !stop.signal.aborted && connections < want && nextWork(segs, opts.minSplitSize) !== null;
+    while (wanted()) {
+      if (!(await cb.extraConnection())) return;
+      // Asking took a moment (a shared store): the work or the download itself may be gone meanwhile.
+      if (!wanted()) return void cb.releaseConnection();
+      launch(null, true);
+    }
   };
 
   /** fsync what is written, then hand on the table of what is durable. */
@@ -413,7 +420,7 @@ async function fetchAll(run: SplitRun): Promise<void> {
   progress();
   launch(run.first ? { seg: run.first.seg, response: run.first.response } : null, false);
   run.first = undefined;
-  more();
+  await more();
   // The connections now running (status shows them); the durable offsets are those recorded already.
   cb.onSegments(encodeTable(tableOf(segs, { part: part.id, ...file }, connections)));
   try {
@@ -421,7 +428,7 @@ async function fetchAll(run: SplitRun): Promise<void> {
       await Promise.race([Promise.allSettled([...running]), sleep(SYNC_INTERVAL_MS, undefined, { ref: false })]);
       if (stop.signal.aborted || running.size === 0) continue;
       await syncTable().catch((err) => fail(fileError(part.path, err)));
-      more();
+      await more();
     }
   } finally {
     cb.signal.removeEventListener('abort', onAbort);

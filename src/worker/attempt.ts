@@ -58,7 +58,7 @@ export interface AttemptContext {
   /** Paths chosen by attempts still in flight, so two tasks never derive the same name. */
   reserved: Set<string>;
   /** More connections for a split download, within perHost across every task (absent: none). */
-  connections?: { acquire(a: Active): boolean; release(a: Active): void };
+  connections?: { acquire(a: Active): Promise<boolean>; release(a: Active): void };
   /** The attempt's body is all in: its slot may go to the next transfer (absent: it holds it to the end). */
   received?(a: Active): void;
 }
@@ -134,7 +134,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     const fetchFile = !conditional && t.method === 'GET' && (split !== 1 || t.segments != null)
       ? (rq: DownloadRequest, cb: DownloadCallbacks) => downloadSplit(rq, {
         ...cb,
-        extraConnection: () => ctx.connections?.acquire(a) ?? false,
+        extraConnection: async () => (await ctx.connections?.acquire(a)) ?? false,
         releaseConnection: () => ctx.connections?.release(a),
         onSegments: (table) => {
           a.segments = table;

@@ -490,19 +490,27 @@ class Worker {
 
   /**
    * Extra connections of split downloads: granted while the origin's connections (one a running
-   * transfer, plus the extra ones each holds) stay below perHost; a released one may let a queued
+   * transfer, plus the extra ones each holds) stay below perHost, this worker's and, on a shared store,
+   * every worker's (the store counts them: takeExtraConnection); a released one may let a queued
    * transfer to that origin start.
    */
   private readonly connections = {
-    acquire: (a: Active): boolean => {
+    acquire: async (a: Active): Promise<boolean> => {
       let used = 0;
       for (const b of this.active.values()) if (b.origin === a.origin && !b.placing) used += 1 + b.extra;
       if (used >= this.config.perHost) return false;
-      a.extra++;
-      return true;
+      a.extra++; // held while the store is asked, so that two downloads here cannot both take the last one
+      try {
+        if (await this.store.takeExtraConnection(a.fence, this.config.perHost)) return true;
+      } catch (err) {
+        if (!this.noteStoreFailure(err)) throw err;
+      }
+      a.extra--;
+      return false;
     },
     release: (a: Active): void => {
       if (a.extra > 0) a.extra--;
+      this.store.giveBackExtraConnection(a.fence).catch((err) => this.noteStoreFailure(err));
       this.needSchedule = true;
       this.wake();
     },

@@ -168,6 +168,26 @@ withPostgres('many hosts, one PostgreSQL store', (base) => {
     }
   });
 
+  it("perHost holds across hosts for split downloads: one host's extra connection keeps another's transfer from starting", { timeout: 90_000 }, async () => {
+    const [a, b] = hosts as [TestDir, TestDir, TestDir];
+    for (const t of [a, b]) t.setConfig({ maxConcurrent: '1', perHost: '2', minSplitSize: '64KiB' });
+    const size = 600_000;
+    // Each connection at ~200 KB/s, so that both hosts are at work together.
+    for (const n of ['s1.bin', 's2.bin']) s.route(`/${n}`, { body: { size, seed: n }, connectionRate: 200_000, etag: `"${n}"` });
+    const dir = path.join(a.dir, 'split-shared');
+    fs.mkdirSync(dir);
+    const add = await a.bgdl(['add', '--split', '4', '-d', dir, s.url('/s1.bin'), s.url('/s2.bin')]);
+    expect(add.code, add.stderr).toBe(0);
+    // a's worker runs one task (maxConcurrent 1) and takes a second connection for it; b's then finds
+    // the origin at perHost (one task and one extra connection) and waits instead of opening two more.
+    await waitUntil(() => s.requestsTo('/s1.bin').length + s.requestsTo('/s2.bin').length >= 2, 20_000, 'the split download to open its second connection');
+    expect((await b.bgdl(['worker', '--ensure'])).code).toBe(0);
+    const w = await a.bgdl(['wait', '--timeout', '60s'], { timeoutMs: 70_000 });
+    expect(w.code, w.stderr).toBe(0);
+    for (const n of ['s1.bin', 's2.bin']) expect(sha256(fs.readFileSync(path.join(dir, n)))).toBe(sha256(bodyFor(size, n)));
+    expect(s.peakInFlight()).toBeLessThanOrEqual(2);
+  });
+
   it('a worker that cannot write the download directory (read-only on its host) leaves the task to another worker instead of failing it', { timeout: 90_000 }, async (ctx) => {
     const [a, b] = hosts as [TestDir, TestDir, TestDir];
     const shared = path.join(a.dir, 'shared-ro');

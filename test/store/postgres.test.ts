@@ -58,6 +58,31 @@ withPostgres('postgres store', (base) => {
       expect(await b.markRunning(t2!.id, Date.now(), lb, { perHost: 2 })).not.toBeNull();
     });
 
+    it("a split download's extra connections count against perHost on every worker, until given back or the task is claimed again", async () => {
+      const a = await open('/hosts/a');
+      const b = await open('/hosts/b');
+      const la = (await a.takeLease(1001, Date.now(), 5_000, alive))!;
+      const lb = (await b.takeLease(1002, Date.now(), 5_000, alive))!;
+      const [t1, t2, t3] = await a.enqueue([newTask({ url: 'http://same.test/1' }), newTask({ url: 'http://same.test/2' }), newTask({ url: 'http://same.test/3' })], rl);
+      const r1 = (await a.markRunning(t1!.id, Date.now(), la, { perHost: 3 }))!;
+      const r2 = (await b.markRunning(t2!.id, Date.now(), lb, { perHost: 3 }))!;
+      const f1 = { id: r1.id, claim: r1.claim };
+      const f2 = { id: r2.id, claim: r2.claim };
+      // Two tasks run; a's split download takes the third connection, so b's cannot.
+      expect(await a.takeExtraConnection(f1, 3)).toBe(true);
+      expect(await b.takeExtraConnection(f2, 3)).toBe(false);
+      // Nor can a third task start on either worker.
+      expect(await b.markRunning(t3!.id, Date.now(), lb, { perHost: 3 })).toBeNull();
+      await a.giveBackExtraConnection(f1);
+      expect(await b.takeExtraConnection(f2, 3)).toBe(true);
+      // A claim that moved on takes nothing, and its task's connections go with the attempt.
+      expect(await a.takeExtraConnection({ id: f1.id, claim: f1.claim + 1 }, 10)).toBe(false);
+      expect(await b.requeue(f2, { notBefore: null, reason: 'retry', error: null })).toBe(true);
+      const again = (await b.markRunning(t2!.id, Date.now(), lb, { perHost: 3 }))!;
+      expect(again.claim).toBe(f2.claim + 1);
+      expect(await b.markRunning(t3!.id, Date.now(), lb, { perHost: 3 })).not.toBeNull();
+    });
+
     it("a silent worker's tasks return to the queue at another's heartbeat, with a new claim that fences the old attempt", async () => {
       const a = await open('/hosts/a', 2_000);
       const b = await open('/hosts/b', 2_000);

@@ -1,8 +1,8 @@
 // The PostgreSQL schema, by version number (kept in bgdl_meta). Each entry upgrades from the
 // previous version, applied under an advisory lock on first use; a newer schema is refused. The
 // columns are those of the SQLite store (so both decode rows the same way), plus what many workers
-// sharing one store need: per-task lease owners, origins for perHost across the cluster, hook leases, and the worker a task
-// avoids (one that could not write its directory).
+// sharing one store need: per-task lease owners, origins and split downloads' extra connections for
+// perHost across the cluster, hook leases, and the worker a task avoids (one that could not write its directory).
 
 export const PG_MIGRATIONS: string[] = [
   // 1: everything of SQLite's schema 4, and the cluster's columns.
@@ -119,6 +119,11 @@ export const PG_MIGRATIONS: string[] = [
   `
   ALTER TABLE tasks ADD COLUMN split INTEGER;
   ALTER TABLE tasks ADD COLUMN segments TEXT;
+  `,
+  // 3: a running split download's connections beyond its first, so that perHost counts them across
+  // the cluster (reset by each claim).
+  `
+  ALTER TABLE tasks ADD COLUMN extra_connections INTEGER NOT NULL DEFAULT 0;
   `,
 ];
 

@@ -729,18 +729,39 @@ export class PgStore implements TaskStore {
       if (!row) return null;
       if (limits) {
         await db.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS + LOCK_ORIGIN, row.origin]);
-        const [c] = await this.rows("SELECT count(*) AS n FROM tasks WHERE state = 'running' AND origin = $1", [row.origin], db);
-        if (c!.n >= limits.perHost) return null;
+        if ((await this.connectionsTo(row.origin, db)) >= limits.perHost) return null;
       }
       const [t] = await this.tasks(
         `UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $1), wait_reason = NULL, wait_detail = NULL,
-           not_before = NULL, speed = NULL, claim = claim + 1, owner = $2, owner_token = $3 WHERE id = $4 AND state = 'queued' RETURNING *`,
+           not_before = NULL, speed = NULL, claim = claim + 1, owner = $2, owner_token = $3, extra_connections = 0 WHERE id = $4 AND state = 'queued' RETURNING *`,
         [now, this.workerId, lease.token, id],
         taskFrom,
         db,
       );
       return t ?? null;
     });
+  }
+
+  /** Connections to `origin` across the cluster: its running tasks and their split downloads' extra ones (call under the origin's lock). */
+  private async connectionsTo(origin: string, db: Db): Promise<number> {
+    const [c] = await this.rows("SELECT count(*) + coalesce(sum(extra_connections), 0) AS n FROM tasks WHERE state = 'running' AND origin = $1", [origin], db);
+    return Number(c!.n);
+  }
+
+  async takeExtraConnection(f: TaskFence, perHost: number): Promise<boolean> {
+    return this.tx(async (db) => {
+      const [row] = await this.rows("SELECT origin FROM tasks WHERE id = $1 AND claim = $2 AND state = 'running'", [f.id, f.claim], db);
+      if (!row) return false;
+      await db.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS + LOCK_ORIGIN, row.origin]);
+      if ((await this.connectionsTo(row.origin, db)) >= perHost) return false;
+      await db.query('UPDATE tasks SET extra_connections = extra_connections + 1 WHERE id = $1 AND claim = $2', [f.id, f.claim]);
+      return true;
+    }, false);
+  }
+
+  /** The connection is done: other workers are told (one of theirs may start in its place). */
+  async giveBackExtraConnection(f: TaskFence): Promise<void> {
+    await this.tx((db) => db.query('UPDATE tasks SET extra_connections = greatest(extra_connections - 1, 0) WHERE id = $1 AND claim = $2', [f.id, f.claim]));
   }
 
   async setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[], lease: LeaseFence): Promise<boolean> {

@@ -827,6 +827,13 @@ export class SqliteStore implements TaskStore {
     });
   }
 
+  /** One worker per SQLite store: its own count of connections is the whole truth. */
+  async takeExtraConnection(_f: TaskFence, _perHost: number): Promise<boolean> {
+    return true;
+  }
+
+  async giveBackExtraConnection(_f: TaskFence): Promise<void> {}
+
   /** Mark queued tasks as held by a reason that has no time (conditions); clears it for the others given. */
   async setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[], lease: LeaseFence): Promise<boolean> {
     this.queueEpoch++;
