@@ -1,9 +1,11 @@
-// Our own HTTP/1.1 client, for the hot path: direct http:// requests that carry no body (downloads).
-// Every connection reads into ONE buffer shared by all of them (net's `onread`): a read allocates
-// nothing, and each chunk is consumed (hashed, copied into the part file's write batch) before the
-// callback returns. Node's usual way of reading, a fresh buffer per read, cost 20-40% more CPU than
-// curl for the same work and tens of MiB of dead buffers (scripts/bench-floor.mjs measures both).
-// TLS (where HTTP/2 may be offered), proxies and uploads go through undici (dispatch.ts).
+// Our own HTTP/1.1 client, for the hot path: direct requests that carry no body (downloads), over
+// http://, and over https:// to an origin already known to speak HTTP/1.1 (dispatch.ts remembers what
+// each origin's TLS connections negotiated; the first goes through undici, which offers HTTP/2).
+// Every connection reads into ONE buffer shared by all of them (net's and tls's `onread`): a read
+// allocates nothing, and each chunk is consumed (hashed, copied into the part file's write batch)
+// before the callback returns. Node's usual way of reading, a fresh buffer per read, cost 20-40% more
+// CPU than curl for the same work and tens of MiB of dead buffers (scripts/bench-floor.mjs measures
+// both). HTTP/2, proxies and uploads go through undici (dispatch.ts).
 //
 // Keep-alive: an idle connection is pooled per host:port and reused, most recently used first; a
 // reused connection that fails before any byte of the answer (the server closed it meanwhile) is
@@ -11,6 +13,8 @@
 // Transfer-Encoding chunked, else Content-Length, else the body ends when the connection closes.
 
 import net from 'node:net';
+import type tls from 'node:tls';
+import { tlsModule } from '../shared/builtins.js';
 import type { Headers, Response, ResponseBody } from './response.js';
 import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
@@ -49,19 +53,27 @@ export interface H1Options {
   headersTimeoutMs: number;
   /** The longest silence while the body is being read (not while its reader holds it). */
   bodyTimeoutMs: number;
+  /**
+   * For an https:// URL: the TLS options (dispatch.ts: verification, CAs) and a key naming them, so
+   * that connections made with other options are never reused for it.
+   */
+  tls?: { key: string; options: tls.ConnectionOptions };
 }
 
 const protocolError = (what: string) => new TransferError('E_PROTOCOL', `malformed HTTP response: ${what}`, true);
 const stopped = () => new TransferError('E_ABORTED', 'stopped', true);
 
-/** Send a request without a body to an http:// URL; resolves at the response head. */
+/** Send a request without a body to an http:// URL (or https:// with `opts.tls`); resolves at the response head. */
 export async function h1Request(url: URL, opts: H1Options): Promise<Response> {
   const head = requestHead(url, opts.method, opts.headers);
-  const key = `${url.hostname}:${url.port || 80}`;
+  const secure = url.protocol === 'https:';
+  if (secure && !opts.tls) throw new TransferError('E_REQUEST', 'an https:// request needs its TLS options', false);
+  const port = Number(url.port || (secure ? 443 : 80));
+  const key = secure ? `https:${url.hostname}:${port}|${opts.tls!.key}` : `${url.hostname}:${port}`;
   for (let attempt = 0; ; attempt++) {
     if (opts.signal.aborted) throw stopped();
     const reused = attempt === 0 ? takeIdle(key) : null;
-    const conn = reused ?? new Connection(key, url.hostname.replace(/^\[|\]$/g, ''), Number(url.port || 80));
+    const conn = reused ?? new Connection(key, url.hostname.replace(/^\[|\]$/g, ''), port, secure ? opts.tls!.options : null);
     try {
       return await conn.exchange(head, opts);
     } catch (err) {
@@ -241,11 +253,18 @@ class Connection {
     readonly key: string,
     host: string,
     port: number,
+    /** TLS options for https://, offering HTTP/1.1 only (null: plain TCP). */
+    secure: tls.ConnectionOptions | null,
   ) {
     readBuffer ??= Buffer.allocUnsafeSlow(TUNING.readBufferBytes);
-    this.socket = net.connect({ host, port, onread: { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => (this.onRead(buf as Buffer, n), true) } });
+    const onread = { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => (this.onRead(buf as Buffer, n), true) };
+    this.socket = secure
+      ? // tls.connect takes `onread` as net.connect does (Node's documentation; @types/node 20 lacks it).
+        tlsModule().connect({ ...secure, host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
+      : net.connect({ host, port, onread });
     this.socket.setNoDelay(true);
-    this.socket.once('connect', () => {
+    // Connected once TLS is set up too: the connect timeout covers the handshake, and a request waits for it.
+    this.socket.once(secure ? 'secureConnect' : 'connect', () => {
       this.connected = true;
       if (this.timerKind === 'connect') this.arm('headers', this.ex?.opts.headersTimeoutMs ?? 0);
     });

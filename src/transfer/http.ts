@@ -13,7 +13,7 @@ import type { Header } from '../shared/model.js';
 import { netrcLookup, readNetrc, type NetrcEntry } from '../shared/netrc.js';
 import { proxyFor } from '../shared/proxy.js';
 import { isCredentialHeader, redactUrl } from '../shared/redact.js';
-import { directProtocol, dispatcherFor, forwardDispatcherFor, proxyRefused, proxyUnreachable, tunnelDispatcherFor, type Protocol } from './dispatch.js';
+import { directProtocol, dispatcherFor, forwardDispatcherFor, proxyRefused, proxyUnreachable, tlsFor, tunnelDispatcherFor, type Protocol } from './dispatch.js';
 import { TransferError, type NetworkOptions, type TlsOptions } from './types.js';
 
 export const DEFAULT_MAX_REDIRECTS = 20;
@@ -217,14 +217,17 @@ export function answeredByProxy(status: number, headers: Headers): boolean {
 }
 
 /**
- * Send one hop. A direct http:// request without a body goes through our own HTTP/1.1 reader (h1.ts);
- * the rest through undici (`viaUndici`).
+ * Send one hop. A direct request without a body goes through our own HTTP/1.1 reader (h1.ts): over
+ * http://, and over https:// once the origin's TLS connections are known to speak HTTP/1.1 (the first
+ * goes through undici, which offers HTTP/2 and remembers what was chosen); the rest through undici
+ * (`viaUndici`).
  */
 async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Response> {
   const withBody = hop.withBody && opts.body !== undefined;
   const proxy = proxyFor(hop.url, opts.proxy);
-  if (hop.url.protocol === 'http:' && !withBody && !proxy) {
-    return h1Request(hop.url, { method: hop.method, headers, signal: opts.signal, headersTimeoutMs: opts.stallTimeoutMs, bodyTimeoutMs: opts.stallTimeoutMs });
+  if (!withBody && !proxy && (hop.url.protocol === 'http:' || directProtocol(opts, hop.url) === 'HTTP/1.1')) {
+    const tls = hop.url.protocol === 'https:' ? tlsFor(opts) : undefined;
+    return h1Request(hop.url, { method: hop.method, headers, signal: opts.signal, headersTimeoutMs: opts.stallTimeoutMs, bodyTimeoutMs: opts.stallTimeoutMs, tls });
   }
   const r = await viaUndici(hop, headers, opts, proxy);
   return { statusCode: r.statusCode, headers: r.headers, body: readableBody(r.body) };

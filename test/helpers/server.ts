@@ -85,6 +85,8 @@ export interface RecordedRequest {
   headers: http.IncomingHttpHeaders;
   bodyLength: number;
   bodySha256: string;
+  /** The client's port: requests with the same one came over the same connection. */
+  remotePort: number | undefined;
   /** Response body bytes handed to the socket so far (what the client may have fetched). */
   bytesSent: number;
 }
@@ -245,7 +247,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       bodyLength += chunk.length;
     }
     const url = new URL(req.url ?? '/', 'http://x');
-    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', headers: req.headers, bodyLength, bodySha256: hash.digest('hex'), bytesSent: 0 };
+    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', headers: req.headers, bodyLength, bodySha256: hash.digest('hex'), remotePort: req.socket.remotePort, bytesSent: 0 };
     log.push(record);
     const route = routes.get(url.pathname);
     if (!route) {
