@@ -46,12 +46,18 @@ withPostgres('postgres store', (base) => {
       expect(await b.markRunning(t2!.id, Date.now(), lb)).toMatchObject({ state: 'running' });
     });
 
-    it('perHost counts the running tasks of every worker', async () => {
+    /** Two hosts' workers, each holding its lease, and tasks to these URLs. */
+    const twoWorkers = async (urls: string[]) => {
       const a = await open('/hosts/a');
       const b = await open('/hosts/b');
       const la = (await a.takeLease(1001, Date.now(), 5_000, alive))!;
       const lb = (await b.takeLease(1002, Date.now(), 5_000, alive))!;
-      const [t1, t2, t3] = await a.enqueue([newTask({ url: 'http://same.test/1' }), newTask({ url: 'http://same.test/2' }), newTask({ url: 'http://other.test/3' })], rl);
+      const tasks = await a.enqueue(urls.map((url) => newTask({ url })), rl);
+      return { a, b, la, lb, tasks };
+    };
+
+    it('perHost counts the running tasks of every worker', async () => {
+      const { a, b, la, lb, tasks: [t1, t2, t3] } = await twoWorkers(['http://same.test/1', 'http://same.test/2', 'http://other.test/3']);
       expect(await a.markRunning(t1!.id, Date.now(), la, { perHost: 1 })).not.toBeNull();
       expect(await b.markRunning(t2!.id, Date.now(), lb, { perHost: 1 })).toBeNull();
       expect(await b.markRunning(t3!.id, Date.now(), lb, { perHost: 1 })).not.toBeNull();
@@ -59,11 +65,7 @@ withPostgres('postgres store', (base) => {
     });
 
     it("a split download's extra connections count against perHost on every worker, until given back or the task is claimed again", async () => {
-      const a = await open('/hosts/a');
-      const b = await open('/hosts/b');
-      const la = (await a.takeLease(1001, Date.now(), 5_000, alive))!;
-      const lb = (await b.takeLease(1002, Date.now(), 5_000, alive))!;
-      const [t1, t2, t3] = await a.enqueue([newTask({ url: 'http://same.test/1' }), newTask({ url: 'http://same.test/2' }), newTask({ url: 'http://same.test/3' })], rl);
+      const { a, b, la, lb, tasks: [t1, t2, t3] } = await twoWorkers(['http://same.test/1', 'http://same.test/2', 'http://same.test/3']);
       const r1 = (await a.markRunning(t1!.id, Date.now(), la, { perHost: 3 }))!;
       const r2 = (await b.markRunning(t2!.id, Date.now(), lb, { perHost: 3 }))!;
       const f1 = { id: r1.id, claim: r1.claim };
