@@ -15,7 +15,8 @@
 //      old full table vs the summary; status --all now 473 ms); json10k 216 -> 215 ms.
 //   8. split: a 40 MB file from a server that limits each connection (as nginx limit_rate), with
 //      `--split 4` and with `--split 1`: the ratio of wall times (bar: at least 3x faster)
-// Usage: npm run bench [-- --only=big,many,status,memory,add100k,status100k,json10k,split] [--size=1GiB] [--rounds=3]
+//   9. latency: `bgdl add --wait` of one small file, with and without a running worker (no bar)
+// Usage: npm run bench [-- --only=big,many,status,memory,add100k,status100k,json10k,split,latency] [--size=1GiB] [--rounds=3]
 // curl and aria2c are optional (apt-get install -y curl aria2); a missing one is reported and skipped.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -595,7 +596,37 @@ async function benchScaleOut() {
   report("the shared store's cost per claimed task (claim, progress, finish; one worker)", `${r.perTaskMs} ms, ${r.tasksPerSecond} tasks/s`);
 }
 
+/**
+ * What a person at a shell feels: `bgdl add --wait` of one 16 KiB file, from the command's start to
+ * its return, with the worker already running (it lingers between commands) and with none, beside
+ * `curl -o` of the same file. No bar: a line to watch.
+ */
+async function benchLatency() {
+  const root = path.join(work, 'latency-src');
+  fs.mkdirSync(root);
+  fs.writeFileSync(path.join(root, 'small.bin'), crypto.randomBytes(16 * 1024));
+  const { server, base } = await startServer(root);
+  const e = envFor('latency', { BGDL_WORKER_LINGER: '60000' });
+  const t = { cold: [], warm: [], curl: [] };
+  try {
+    for (let i = 0; i < 7; i++) {
+      await stopWorker(e);
+      t.cold.push((await bgdl(e, ['add', '--wait', '-o', `cold${i}.bin`, `${base}/small.bin`])).seconds);
+    }
+    for (let i = 0; i < 7; i++) t.warm.push((await bgdl(e, ['add', '--wait', '-o', `warm${i}.bin`, `${base}/small.bin`])).seconds);
+    if (have('curl')) for (let i = 0; i < 7; i++) t.curl.push((await run('curl', ['-s', '-o', path.join(e.out, `curl${i}.bin`), `${base}/small.bin`])).seconds);
+    const ms = (xs) => `${(median(xs) * 1000).toFixed(0)} ms median (best ${(Math.min(...xs) * 1000).toFixed(0)})`;
+    report('add --wait of one 16 KiB file, no worker running', ms(t.cold));
+    report('add --wait of one 16 KiB file, worker running', ms(t.warm));
+    if (t.curl.length) report('curl -o of the same file', ms(t.curl));
+  } finally {
+    await stopWorker(e);
+    server.close();
+  }
+}
+
 const benches = {
+  latency: benchLatency,
   status: benchStatus,
   many: benchMany,
   big: benchBig,

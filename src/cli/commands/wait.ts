@@ -13,6 +13,7 @@ export interface WaitOptions {
   timeout?: string;
 }
 
+/** The longest wait between two looks (bars move on their own); a commit to the store ends it sooner. */
 const POLL_MS = 200;
 const ENSURE_MS = 2_000;
 /** Failed tasks named in the closing error line; the rest are counted. */
@@ -56,9 +57,15 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
   let lastEnsure = 0;
   let tasks: Task[] = [];
   let interrupted: NodeJS.Signals | null = null;
-  void stop.signal.then((s) => (interrupted = s));
+  const interrupted$ = new AbortController();
+  void stop.signal.then((s) => {
+    interrupted = s;
+    interrupted$.abort();
+  });
   try {
     for (;;) {
+      // What the store looked like before this read: a commit after it (progress, an end) wakes the wait.
+      const seen = store.changes();
       tasks = await store.getTasks(watched);
       reporter.update(tasks);
       if (tasks.every((t) => isFinal(t.state))) break;
@@ -72,7 +79,7 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
         const open = tasks.filter((t) => !isFinal(t.state)).length;
         throw new WaitFailedError(`timed out after ${formatDuration(timeoutMs)} with ${open} task(s) unfinished (they continue in the background)`, 'E_WAIT_TIMEOUT');
       }
-      await Promise.race([new Promise((r) => setTimeout(r, POLL_MS)), stop.signal]);
+      await store.waitForChange(seen, POLL_MS, interrupted$.signal);
       if (interrupted) {
         const open = tasks.filter((t) => !isFinal(t.state)).length;
         throw new BgdlError(

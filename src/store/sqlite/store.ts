@@ -268,11 +268,22 @@ export class SqliteStore implements TaskStore {
     return { others: this.dataVersion(), mine: this.queueEpoch };
   }
 
-  /** SQLite has no notifications: look at the data version every 100 ms (a read of a counter, no I/O). */
+  /**
+   * SQLite has no notifications, but another process's commit writes the WAL file: a watch on it
+   * (inotify, kqueue) wakes the wait at once, and the data version (a read of a counter, no I/O) says
+   * whether it was another's commit. Looked at every 100 ms as well, for filesystems that report no
+   * changes. A running worker used to notice an `add` up to 100 ms late, and `wait` its end up to 200.
+   */
   async waitForChange(since: ChangeToken, ms: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return;
+    if (this.dataVersion() !== since.others) return;
     await new Promise<void>((resolve, reject) => {
+      let watcher: fs.FSWatcher | null = null;
+      let settled = false;
       const finish = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        watcher?.close();
         clearInterval(poll);
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
@@ -280,13 +291,25 @@ export class SqliteStore implements TaskStore {
         else resolve();
       };
       const onAbort = () => finish();
-      const poll = setInterval(() => {
+      const look = () => {
+        if (settled) return;
         try {
           if (this.dataVersion() !== since.others) finish();
         } catch (err) {
           finish(err);
         }
-      }, 100);
+      };
+      // The WAL is written before the commit that ends the write is visible: look again a moment later.
+      const written = () => {
+        look();
+        if (!settled) setTimeout(look, 5);
+      };
+      try {
+        watcher = fs.watch(`${this.file}-wal`, { persistent: false }, written).on('error', () => {});
+      } catch {
+        // No WAL file yet, or nothing to watch with here: the polling below is enough.
+      }
+      const poll = setInterval(look, 100);
       const timer = setTimeout(() => finish(), ms);
       signal?.addEventListener('abort', onAbort);
     });
