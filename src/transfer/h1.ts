@@ -238,6 +238,8 @@ interface Exchange {
 
 class Connection {
   private readonly socket: net.Socket;
+  /** host:port, for messages. */
+  private readonly where: string;
   private ex: Exchange | null = null;
   private served = 0;
   private dead = false;
@@ -250,12 +252,14 @@ class Connection {
   private held = false;
 
   constructor(
+    /** The idle pool's key (for https:// it names the TLS settings too). */
     readonly key: string,
     host: string,
     port: number,
     /** TLS options for https://, offering HTTP/1.1 only (null: plain TCP). */
     secure: tls.ConnectionOptions | null,
   ) {
+    this.where = `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
     readBuffer ??= Buffer.allocUnsafeSlow(TUNING.readBufferBytes);
     const onread = { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => (this.onRead(buf as Buffer, n), true) };
     this.socket = secure
@@ -321,7 +325,7 @@ class Connection {
     const kind = this.timerKind;
     this.timerKind = null;
     if (kind === 'idle') return this.destroy();
-    if (kind === 'connect') return this.fail(new TransferError('E_CONNECTION', `connection timed out: connecting to ${this.key}`, true));
+    if (kind === 'connect') return this.fail(new TransferError('E_CONNECTION', `connection timed out: connecting to ${this.where}`, true));
     if (kind === 'headers') return this.fail(new TransferError('E_STALL', 'no response headers within the stall timeout', true));
     if (kind === 'body') return this.fail(new TransferError('E_STALL', 'no body bytes within the stall timeout', true));
   }
