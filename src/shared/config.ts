@@ -188,10 +188,20 @@ export function parseStoreUrl(text: string, what: string): string | null {
   return text;
 }
 
+/** Config keys an environment variable overrides when set (non-empty): the one place that rule lives. */
+const OVERRIDDEN_BY: Partial<Record<string, string>> = { store: 'BGDL_STORE' };
+
+/** The environment variable that overrides config `key` in `env`, and its value; null when none does. */
+export function envOverride(env: NodeJS.ProcessEnv, key: string): { variable: string; value: string } | null {
+  const variable = OVERRIDDEN_BY[key];
+  const value = variable ? env[variable]?.trim() : undefined;
+  return variable && value ? { variable, value } : null;
+}
+
 /** The store this environment points at: BGDL_STORE, else config `store`; null for the local store. */
 export function storeUrl(env: NodeJS.ProcessEnv = process.env): string | null {
-  const fromEnv = env.BGDL_STORE?.trim();
-  if (fromEnv) return parseStoreUrl(fromEnv, 'BGDL_STORE');
+  const over = envOverride(env, 'store');
+  if (over) return parseStoreUrl(over.value, over.variable);
   return loadConfig(env).store;
 }
 

@@ -1,7 +1,7 @@
 // `bgdl config get|set|list [KEY] [VALUE]`: user defaults kept with conf; a running worker re-reads
 // them within a couple of seconds.
 
-import { CONFIG_KEYS, checkKey, readRawConfig, setConfig, unsetConfig } from '../../shared/config.js';
+import { CONFIG_KEYS, checkKey, envOverride, readRawConfig, setConfig, unsetConfig } from '../../shared/config.js';
 import { redactUrl } from '../../shared/redact.js';
 import type { Ctx } from '../context.js';
 
@@ -15,22 +15,18 @@ export interface ConfigEntry {
   from?: string;
 }
 
-/** Config keys an environment variable overrides, as the programs read them (src/shared/config.ts). */
-const OVERRIDES: Record<string, string> = { store: 'BGDL_STORE' };
-
 export function configList(ctx: Ctx): ConfigEntry[] {
   const raw = readRawConfig(ctx.env);
   return Object.entries(CONFIG_KEYS).map(([key, spec]) => {
-    const variable = OVERRIDES[key];
-    const env = variable ? ctx.env[variable]?.trim() : undefined;
-    const value = env || raw[key];
+    const over = envOverride(ctx.env, key);
+    const value = over?.value ?? raw[key];
     return {
       key,
       // A store URL may carry a password: never print it.
       value: key === 'store' && value ? redactUrl(value)! : (value ?? spec.defaultText()),
       isDefault: value === undefined,
       describe: spec.describe,
-      ...(env ? { from: variable } : {}),
+      ...(over ? { from: over.variable } : {}),
     };
   });
 }
