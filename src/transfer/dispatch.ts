@@ -138,7 +138,7 @@ export function forwardDispatcherFor(opts: TlsOptions, proxyOrigin: string): Dis
   const key = `${tlsKey(opts)}|forward:${proxyOrigin}`;
   let d = dispatchers.get(key);
   if (!d) {
-    d = new (undici().Pool)(proxyOrigin, { ...CONNECTION_OPTIONS, connect: connectOptions(opts) });
+    d = new (undici().Pool)(proxyOrigin, { ...CONNECTION_OPTIONS, connect: tlsFor(opts).options });
     dispatchers.set(key, d);
   }
   return d;
@@ -154,7 +154,7 @@ export function tunnelDispatcherFor(opts: TlsOptions, proxyOrigin: string, proxy
   const key = `${tlsKey(opts)}|tunnel:${proxyOrigin}|${proxyAuthorization ?? ''}`;
   let d = dispatchers.get(key);
   if (!d) {
-    const tls = connectOptions(opts);
+    const tls = tlsFor(opts).options;
     const shown = proxyOrigin;
     const { Pool, ProxyAgent } = undici();
     d = new ProxyAgent({

@@ -727,10 +727,7 @@ export class PgStore implements TaskStore {
       if (!(await this.leaseHeld(db, lease))) return null;
       const [row] = await this.rows("SELECT origin FROM tasks WHERE id = $1 AND state = 'queued' AND avoid IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED", [id, this.workerId], db);
       if (!row) return null;
-      if (limits) {
-        await db.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS + LOCK_ORIGIN, row.origin]);
-        if ((await this.connectionsTo(row.origin, db)) >= limits.perHost) return null;
-      }
+      if (limits && (await this.connectionsTo(row.origin, db)) >= limits.perHost) return null;
       const [t] = await this.tasks(
         `UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, $1), wait_reason = NULL, wait_detail = NULL,
            not_before = NULL, speed = NULL, claim = claim + 1, owner = $2, owner_token = $3, extra_connections = 0 WHERE id = $4 AND state = 'queued' RETURNING *`,
@@ -742,8 +739,13 @@ export class PgStore implements TaskStore {
     });
   }
 
-  /** Connections to `origin` across the cluster: its running tasks and their split downloads' extra ones (call under the origin's lock). */
+  /**
+   * Connections to `origin` across the cluster: its running tasks and their split downloads' extra
+   * ones. Counted under the origin's advisory lock, held to the end of the transaction, so that the
+   * claim or connection the caller then records is counted by the next one to look.
+   */
   private async connectionsTo(origin: string, db: Db): Promise<number> {
+    await db.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS + LOCK_ORIGIN, origin]);
     const [c] = await this.rows("SELECT count(*) + coalesce(sum(extra_connections), 0) AS n FROM tasks WHERE state = 'running' AND origin = $1", [origin], db);
     return Number(c!.n);
   }
@@ -751,9 +753,7 @@ export class PgStore implements TaskStore {
   async takeExtraConnection(f: TaskFence, perHost: number): Promise<boolean> {
     return this.tx(async (db) => {
       const [row] = await this.rows("SELECT origin FROM tasks WHERE id = $1 AND claim = $2 AND state = 'running'", [f.id, f.claim], db);
-      if (!row) return false;
-      await db.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NS + LOCK_ORIGIN, row.origin]);
-      if ((await this.connectionsTo(row.origin, db)) >= perHost) return false;
+      if (!row || (await this.connectionsTo(row.origin, db)) >= perHost) return false;
       await db.query('UPDATE tasks SET extra_connections = extra_connections + 1 WHERE id = $1 AND claim = $2', [f.id, f.claim]);
       return true;
     }, false);
