@@ -1,7 +1,8 @@
 // What bin/bgdl.js runs. A plain `bgdl worker` (how the CLI starts the detached worker) goes straight
 // to the worker command without loading commander and the program's definition, which a process that
-// parses no options does not need (measured: an idle worker's peak RSS 62.1 -> 60.9 MiB). Everything else, `bgdl worker --ensure` and `bgdl worker --help` included, goes through
-// the commander program in main.ts.
+// parses no options does not need (measured: an idle worker's peak RSS 62.1 -> 60.9 MiB). Everything
+// else, `bgdl worker --ensure` and `bgdl worker --help` included, goes through the commander program in
+// main.ts.
 
 import { reportError } from './report.js';
 
@@ -10,10 +11,10 @@ export async function run(argv: string[]): Promise<number> {
     const { main } = await import('./main.js');
     return main(argv);
   }
-  const [{ makeCtx, closeStore }, { worker }] = await Promise.all([import('./context.js'), import('./commands/worker.js')]);
+  const [{ makeCtx, closeStore }, { worker, workerNotice }] = await Promise.all([import('./context.js'), import('./commands/worker.js')]);
   try {
-    const r = await worker(makeCtx(), {});
-    if (r === 'another-worker') process.stderr.write('bgdl: another worker is already running for this BGDL_HOME\n');
+    const notice = workerNotice(await worker(makeCtx(), {}));
+    if (notice) process.stderr.write(`bgdl: ${notice}\n`);
     return 0;
   } catch (err) {
     return reportError(err);

@@ -319,9 +319,9 @@ export function buildProgram(ctx: Ctx): Command {
     .description('run the worker in the foreground, or --ensure one runs when there is work')
     .option('--ensure', 'start a detached worker only if there is work and none is alive (silent)')
     .action(async (o: { ensure?: boolean }) => {
-      const { worker } = await import('./commands/worker.js');
-      const r = await worker(ctx, o);
-      if (r === 'another-worker') process.stderr.write('bgdl: another worker is already running for this BGDL_HOME\n');
+      const { worker, workerNotice } = await import('./commands/worker.js');
+      const notice = workerNotice(await worker(ctx, o));
+      if (notice) process.stderr.write(`bgdl: ${notice}\n`);
     });
 
   program

@@ -3,10 +3,9 @@
 // each chunk (SHA-256) on the event loop as it arrives, copies it into a write batch (a chunk is only
 // valid during the call: it may be a view of the connection's one read buffer), writes each full
 // batch with one write() (from the event loop while the disk is quick, else through the thread pool,
-// one in flight while the next gathers), and
-// fdatasync()s in the background as it goes (tuning.ts says how often); only an fsync'd offset is ever reported
-// durable. The file-safety steps it needs (rename or link without clobbering, the name still ours,
-// directory fsync) come from src/shared/files.ts.
+// one in flight while the next gathers), and fdatasync()s in the background as it goes (tuning.ts says
+// how often); only an fsync'd offset is ever reported durable. The file-safety steps it needs (rename
+// or link without clobbering, the name still ours, directory fsync) come from src/shared/files.ts.
 
 import fs from 'node:fs';
 import path from 'node:path';

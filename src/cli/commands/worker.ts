@@ -13,6 +13,11 @@ export function reconnectDelay(failures: number): number {
   return Math.min(1_000 * 2 ** Math.max(0, failures), 30_000);
 }
 
+/** What `bgdl worker` says when it ends, if anything (both ways of starting it print this). */
+export function workerNotice(result: string): string | null {
+  return result === 'another-worker' ? 'another worker is already running for this BGDL_HOME' : null;
+}
+
 export async function worker(ctx: Ctx, o: { ensure?: boolean }): Promise<string> {
   if (o.ensure) {
     const store = await openStore(ctx);
