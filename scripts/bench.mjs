@@ -123,7 +123,8 @@ function run(cmd, argv, { env = process.env, cwd, input } = {}) {
   });
 }
 
-const bgdl = (e, argv, input) => run(process.execPath, [BIN, ...argv], { env: e.env, cwd: e.out, input });
+// As a shell runs `bgdl`: the file itself (its first line is for the shell), not `node bin/bgdl.js`.
+const bgdl = (e, argv, input) => run(BIN, argv, { env: e.env, cwd: e.out, input });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Seconds from `start` until `done()` is true, polling every few milliseconds. */

@@ -4,9 +4,14 @@
 // else, `bgdl worker --ensure` and `bgdl worker --help` included, goes through the commander program in
 // main.ts.
 
+import { childProcess } from '../shared/builtins.js';
+import { storeUrl } from '../shared/config.js';
+import { mustLoadAtStart, restoreExtraCaCerts } from '../shared/extra-ca.js';
 import { reportError } from './report.js';
 
 export async function run(argv: string[]): Promise<number> {
+  restoreExtraCaCerts(process.env);
+  if (mustLoadExtraCaCerts()) return startAgain(argv);
   if (argv.length !== 3 || argv[2] !== 'worker') {
     const { main } = await import('./main.js');
     return main(argv);
@@ -21,4 +26,27 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     await closeStore().catch(() => {});
   }
+}
+
+/** A store URL that cannot be read is the command's to report; here it only means no TLS to care about. */
+function mustLoadExtraCaCerts(): boolean {
+  try {
+    return mustLoadAtStart(storeUrl(process.env), process.env);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The same command again, in a Node.js that loads NODE_EXTRA_CA_CERTS as it starts (the variable is
+ * back in the environment): its exit status is ours, a signal that ended it ends us the same way.
+ */
+function startAgain(argv: string[]): number {
+  const r = childProcess().spawnSync(process.execPath, [...process.execArgv, ...argv.slice(1)], { stdio: 'inherit', env: process.env });
+  if (r.signal) process.kill(process.pid, r.signal);
+  if (r.error) {
+    process.stderr.write(`bgdl: cannot start ${process.execPath} again: ${r.error.message}\n`);
+    return 1;
+  }
+  return r.status ?? 1;
 }

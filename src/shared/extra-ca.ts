@@ -1,12 +1,14 @@
-// NODE_EXTRA_CA_CERTS, carried to the worker without Node.js loading it at the worker's start.
+// NODE_EXTRA_CA_CERTS, carried past Node.js's start instead of loaded by it.
 //
 // Node.js reads and parses the file NODE_EXTRA_CA_CERTS names while it boots, before any of our code
-// runs: with the system bundle named there (a common set-up) that is ~33 ms of every process start,
-// and the worker's start is on the path from `bgdl add` to the first byte. Most workers never open a
-// TLS connection. So the CLI starts the worker with the variable moved aside (workerEnvironment), the
-// worker puts it back at once for its hooks (restoreExtraCaCerts), and the TLS connections it opens
-// are given the certificates themselves (extraCaCerts, read at the first TLS connection): what Node.js
-// would have trusted, trusted the same.
+// runs: with the system bundle named there (a common set-up) that is ~33 ms of every process start.
+// A command opens no TLS connection, and most workers never do. So `bgdl` (bin/bgdl.js, a shell line
+// before the JavaScript) starts Node.js with the variable moved aside, and so does the CLI when it
+// starts the worker (workerEnvironment); the process puts it back at once for its children
+// (restoreExtraCaCerts), and the TLS connections it opens are given the certificates themselves
+// (extraCaCerts, read at the first TLS connection): what Node.js would have trusted, trusted the same.
+// The exception is a PostgreSQL store reached over TLS: node-postgres trusts Node's default store
+// only, so such a process starts again with Node.js loading the file (mustLoadAtStart).
 
 import fs from 'node:fs';
 
@@ -32,7 +34,7 @@ export function workerEnvironment(env: NodeJS.ProcessEnv, sharedStore: boolean):
 let carried: string | null = null;
 let extra: string | null | undefined;
 
-/** In the worker, first thing: NODE_EXTRA_CA_CERTS back in `env` (hooks inherit it), remembering that Node.js did not load it. */
+/** First thing: NODE_EXTRA_CA_CERTS back in `env` (children inherit it), remembering that Node.js did not load it. */
 export function restoreExtraCaCerts(env: NodeJS.ProcessEnv): void {
   const file = env[CARRIED];
   if (file === undefined) return;
@@ -58,4 +60,18 @@ export function extraCaCerts(withCaFile: boolean): string | null {
     }
   }
   return extra;
+}
+
+/** node-postgres's settings that make it connect over TLS (libpq's names: sslmode, sslrootcert, …). */
+const PG_TLS_PARAM = /^ssl/i;
+
+/**
+ * Must this process start again with Node.js loading NODE_EXTRA_CA_CERTS itself? Only when it
+ * started without (carried) and its store is PostgreSQL that may be reached over TLS: an `ssl…`
+ * setting in the URL, or PGSSLMODE other than `disable` (node-postgres reads it).
+ */
+export function mustLoadAtStart(storeUrl: string | null, env: NodeJS.ProcessEnv): boolean {
+  if (!carried || !storeUrl) return false;
+  if (env.PGSSLMODE && env.PGSSLMODE !== 'disable') return true;
+  return [...new URL(storeUrl).searchParams.keys()].some((k) => PG_TLS_PARAM.test(k));
 }

@@ -289,6 +289,33 @@ describe('network', () => {
     }
   });
 
+  it('`bgdl` as a command starts Node.js with NODE_EXTRA_CA_CERTS moved aside and puts it back; a PostgreSQL store over TLS starts again with it loaded', async () => {
+    // A file Node.js cannot load: it warns on stderr when it tries, at its start.
+    const missing = path.join(t.dir, 'no-such-ca.pem');
+    const warning = /Ignoring extra certs from `[^`]*no-such-ca\.pem`/;
+    const env = { NODE_EXTRA_CA_CERTS: missing };
+    expect((await t.bgdl(['--version'], { env })).stderr).toMatch(warning);
+    const asCommand = await t.bgdl(['--version'], { env, asCommand: true });
+    expect(asCommand).toMatchObject({ code: 0, stderr: '' });
+    // The variable is back for what the command starts: the worker, and the hook the worker runs.
+    const seen = path.join(t.dir, 'hook-saw.txt');
+    expect((await t.bgdl(['session', 'create', 'ca', '--hook', `printf %s "$NODE_EXTRA_CA_CERTS" > '${seen}'`], { env, asCommand: true })).code).toBe(0);
+    s.route('/ca.bin', { body: 'x' });
+    const added = await t.bgdl(['add', '--json', '-s', 'ca', s.url('/ca.bin')], { env, asCommand: true });
+    expect(added).toMatchObject({ code: 0, stderr: '' });
+    await waitFinal(t, [JSON.parse(added.stdout)[0].id]);
+    await waitUntil(() => fs.existsSync(seen) && fs.readFileSync(seen, 'utf8') === missing, 10_000);
+    // node-postgres trusts Node's own store only: over TLS the command runs again in a Node.js that
+    // loaded the file (one warning), and without TLS it does not.
+    const tls = await t.bgdl(['status'], { env: { ...env, BGDL_STORE: 'postgres://bgdl@127.0.0.1:1/none?sslmode=verify-full' }, asCommand: true });
+    expect(tls.code).toBe(4);
+    expect(tls.stderr.match(new RegExp(warning, 'g'))).toHaveLength(1);
+    expect(tls.stderr).toMatch(/^bgdl: the store .* cannot be reached/m);
+    const plain = await t.bgdl(['status'], { env: { ...env, BGDL_STORE: 'postgres://bgdl@127.0.0.1:1/none' }, asCommand: true });
+    expect(plain.code).toBe(4);
+    expect(plain.stderr).not.toMatch(warning);
+  });
+
   it('an https → http redirect is refused (E_REDIRECT_DOWNGRADE) unless --allow-downgrade', async () => {
     const h = await startHttpsServer();
     try {

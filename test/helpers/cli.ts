@@ -30,6 +30,8 @@ export interface RunOptions {
   cwd?: string;
   input?: string | Buffer;
   timeoutMs?: number;
+  /** Run bin/bgdl.js itself, as a shell runs `bgdl` (its first line is for the shell), not `node bin/bgdl.js`. */
+  asCommand?: boolean;
 }
 
 export interface RunResult {
@@ -41,7 +43,8 @@ export interface RunResult {
 
 export function runCli(args: string[], opts: RunOptions & { env: NodeJS.ProcessEnv }): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: opts.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const [file, argv] = opts.asCommand ? [BIN, args] : [process.execPath, [BIN, ...args]];
+    const child = spawn(file, argv, { env: opts.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));

@@ -4,7 +4,6 @@
 // and is run again once the store answers, with backoff.
 
 import { StoreError } from '../../shared/errors.js';
-import { restoreExtraCaCerts } from '../../shared/extra-ca.js';
 import { Logger } from '../../shared/log.js';
 import { ensureWorker, openStore, type Ctx } from '../context.js';
 
@@ -23,7 +22,6 @@ export async function worker(ctx: Ctx, o: { ensure?: boolean }): Promise<string>
     const store = await openStore(ctx);
     return ensureWorker(ctx, store);
   }
-  restoreExtraCaCerts(ctx.env);
   const { runWorker } = await import('../../worker/index.js');
   const ac = new AbortController();
   const stop = () => ac.abort();
