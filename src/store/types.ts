@@ -276,6 +276,13 @@ export interface TaskStore {
    * worker is claiming it, `limits` would be exceeded across the workers sharing the store, or the lease is lost.
    */
   markRunning(id: number, now: number, lease: LeaseFence, limits?: ClaimLimits): Promise<Task | null>;
+  /**
+   * The task as markRunning(id, now, …) will return it, read at once without writing, where only a
+   * command's pause or cancel can refuse the claim (one worker per store: SQLite); null when it is not
+   * queued. Absent where claims contend (PostgreSQL). The worker starts the transfer meanwhile, and
+   * the claim still decides: until it is known, the attempt sends its request and nothing more.
+   */
+  previewClaim?(id: number, now: number): Task | null;
   setHeld(hold: { id: number; reason: WaitingFor; detail: string | null }[], release: number[], lease: LeaseFence): Promise<boolean>;
   /**
    * One more connection for a running split download, counted with its origin's running tasks (and

@@ -363,6 +363,16 @@ async function receive(
 ): Promise<DownloadResult> {
   // Take body bytes from now on, so none are lost if the connection fails while we prepare.
   const incoming = verdict.kind === 'write' ? new Incoming(final.response.body, cb.throttle) : null;
+  // The transfer holds no connection once the network has given the whole body (a small file comes
+  // with its head): its slot may go to the next transfer while this file is named, created, recorded,
+  // written and placed. A larger body is in once written (below).
+  let told = false;
+  const bodyIn = () => {
+    if (told) return;
+    told = true;
+    cb.onReceived?.();
+  };
+  incoming?.done.then(bodyIn, () => {});
   if (!incoming) await final.response.body.dump({ limit: 64 * 1024 }).catch(() => {});
   const meta = describeResponse(final, verdict, plan);
   const { startOffset } = meta;
@@ -433,7 +443,7 @@ async function receive(
     }
   }
   // Written, not yet fsync'd: verified first, then made durable once with its final mode (finish).
-  cb.onReceived?.();
+  bodyIn();
   const size = startOffset + received;
   await verifyLength(part, size, meta.totalBytes ?? (bodyBytes != null ? startOffset + bodyBytes : null), state);
   let sha256: string;

@@ -6,6 +6,7 @@ export { download, judgeResponse, parseContentRange, rangeHeaders, type Verdict 
 export { upload } from './upload.js';
 export { downloadSplit, type SplitCallbacks, type SplitOptions } from './split.js';
 export { TokenBucket } from './throttle.js';
+export { fencedError } from './partfile.js';
 export { backoffDelay, classifyError, classifyStatus, parseRetryAfter } from './classify.js';
 export { closeDispatchers, dispatcherFor } from './dispatch.js';
 export { nameFromResponse, numberedName, parseContentDisposition, pickFreePath, safeBaseName } from './naming.js';

@@ -142,8 +142,10 @@ export interface DownloadCallbacks {
   /** Asked just before the final rename (cheap): does this attempt still own the task? */
   stillOwner?(): Promise<boolean>;
   /**
-   * Every byte of the body is in and the connection is done with: what remains is verifying the file
-   * and placing it (fsync, rename, directory fsync). Not called when the body fails.
+   * Every byte of the body has come from the network and the connection is done with: what remains
+   * is writing what is still in memory (a small body that came with its head: naming, creating and
+   * recording its file first), verifying the file and placing it (fsync, rename, directory fsync).
+   * Called at most once; not called when the body fails before it is all in.
    */
   onReceived?(): void;
 }

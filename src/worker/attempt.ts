@@ -12,10 +12,10 @@ import { pidAlive } from '../shared/lease.js';
 import type { Logger } from '../shared/log.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
-import type { Task } from '../shared/model.js';
+import type { Split, Task } from '../shared/model.js';
 import { partPathFor } from '../shared/paths.js';
 import type { ResponseInfo, TaskStore, TaskFence } from '../store/index.js';
-import { backoffDelay, classifyError, download, downloadSplit, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
+import { backoffDelay, classifyError, download, downloadSplit, fencedError, nameFromResponse, pickFreePath, TokenBucket, TransferError, upload } from '../transfer/index.js';
 import type { DownloadCallbacks, DownloadRequest, ResponseMeta } from '../transfer/index.js';
 import { conditionalFor, derivedDecision, DestinationExists, existingFile, expectedSha256, finishUnfetched, type Conditional } from './batch.js';
 import { formatPartBoot, planPart } from './ownership.js';
@@ -30,6 +30,11 @@ export interface Active {
   task: Task;
   /** The task and the claim this attempt holds: every store write of the attempt carries it. */
   fence: TaskFence;
+  /**
+   * The claim, when the attempt started while it was committing (null: claimed before it started).
+   * Until it is known the attempt may send its request, nothing more (`claimHeld`).
+   */
+  claim: Promise<Task | null> | null;
   /** The partial file this attempt writes, once recorded. */
   part: PartRef | null;
   origin: string;
@@ -85,6 +90,21 @@ function writableDir(dir: string): boolean {
   }
 }
 
+/** Whether the attempt holds its claim: at once when it was claimed before starting, else once the claim is known. */
+async function claimHeld(a: Active): Promise<boolean> {
+  return !a.claim || (await a.claim) !== null;
+}
+
+/**
+ * May this attempt go as far as its request before its claim is known? A plain GET of a fresh file:
+ * its request changes nothing, and nothing else happens before the response's output is chosen
+ * (which waits for the claim). Uploads, split downloads, resumes, --skip-existing and --if-changed
+ * do more first, so they wait for the claim before anything.
+ */
+function requestsAhead(t: Task, split: Split): boolean {
+  return t.kind === 'download' && t.method === 'GET' && !t.skipExisting && !t.ifChanged && split === 1 && t.segments == null && t.partPath == null;
+}
+
 export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> {
   const { store, log } = ctx;
   const t = a.task;
@@ -93,6 +113,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
   let chosen: string | null = null;
   let conditional: Conditional | null = null;
   const fencedOut = () => log.write(t.session, `task ${t.id}: taken over by another worker (or canceled); this attempt stopped without changing anything`);
+  if (!requestsAhead(t, t.split ?? cfg.split) && !(await claimHeld(a))) return void fencedOut();
   try {
     if (t.kind === 'upload') {
       const r = await upload(
@@ -149,6 +170,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         signal: a.abort.signal,
         throttle: (n) => a.bucket.take(n, Date.now()),
         chooseOutput: async (meta: ResponseMeta) => {
+          if (!(await claimHeld(a))) throw fencedError();
           // Asked again when a split download starts the file over: the name chosen first stays.
           chosen = t.output ?? chosen ?? (await deriveOutput(ctx, t, meta));
           // A derived name's line of --checksums applies once the name is known (verified after the body).
@@ -252,8 +274,9 @@ async function settleFailure(ctx: AttemptContext, a: Active, err: TransferError,
   const fence = a.fence;
   const cfg = ctx.config();
   const now = Date.now();
-  // Another worker owns the task now, or this worker lost its lease: nothing more is written anywhere.
-  if (a.stopReason === 'lease-lost' || a.stopReason === 'fenced' || err.code === 'E_FENCED') {
+  // Another worker owns the task now, this worker lost its lease, or the claim this attempt started
+  // ahead of was refused (a command paused or canceled the task first): nothing more is written anywhere.
+  if (a.stopReason === 'lease-lost' || a.stopReason === 'fenced' || err.code === 'E_FENCED' || !(await claimHeld(a))) {
     log.write(t.session, `task ${t.id}: taken over by another worker (or canceled); this attempt stopped without changing anything`);
     return;
   }

@@ -431,10 +431,19 @@ class Worker {
     }
     if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
     // The pass's claims are asked for together (a store may commit them as one), then started in order.
-    const claimed = await Promise.all(d.start.map((t) => this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost })));
-    for (const t of claimed) {
+    // Where the store can tell what a claim will give (one worker: SQLite), each transfer starts at once
+    // and sends its request while the claims commit (they wait for the end of this event-loop turn):
+    // 2,000 x 16 KiB at the defaults, a connection sat idle ~1.1 ms per file for its next claim.
+    const claims = d.start.map((t) => this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost }));
+    const ahead = d.start.map((t, i) => {
+      const task = this.store.previewClaim?.(t.id, now) ?? null;
+      if (task) this.start(task, claims[i]!);
+      return task !== null;
+    });
+    const claimed = await Promise.all(claims);
+    for (const [i, t] of claimed.entries()) {
       if (this.lost) return;
-      if (t) this.start(t);
+      if (t && !ahead[i]) this.start(t);
     }
   }
 
@@ -457,10 +466,12 @@ class Worker {
     return this.facts;
   }
 
-  private start(task: Task): void {
+  /** Start an attempt of a claimed task, or of one whose claim is still committing (`claim`: see schedule). */
+  private start(task: Task, claim: Promise<Task | null> | null = null): void {
     const a: Active = {
       task,
       fence: { id: task.id, claim: task.claim },
+      claim,
       part: null,
       origin: originOf(task.url),
       abort: new AbortController(),

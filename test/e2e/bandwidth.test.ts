@@ -179,10 +179,11 @@ describe('bandwidth limits', () => {
     s.route('/up', { upload: true });
     const src = path.join(t.dir, 'up.bin');
     fs.writeFileSync(src, bodyFor(1_500_000));
+    // From before the command: the worker may start the upload before the command has returned.
+    const started = Date.now();
     const r = await t.bgdl(['upload', '--json', '--limit-rate', '500K', src, s.url('/up')]);
     expect(r.code, r.stderr).toBe(0);
     const id = JSON.parse(r.stdout)[0].id;
-    const started = Date.now();
     const [done] = await waitFinal(t, [id], 30_000);
     expect(done.state).toBe('completed');
     // 1.5 MB at 500 KB/s less the first burst: not before two seconds (a lower bound only: load can only slow it).

@@ -57,6 +57,41 @@ describe('sqlite store', () => {
   });
 });
 
+describe('claims ahead (previewClaim)', () => {
+  it('shows the task exactly as markRunning then returns it; null once it is not queued', async () => {
+    const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
+    const [a, b] = await store.enqueue([newTask(), newTask()], { base: 10_000, max: 3_600_000 });
+    const preview = store.previewClaim(a!.id, 5_000);
+    expect(preview).toMatchObject({ state: 'running', attempts: 1, claim: a!.claim + 1, startedAt: 5_000 });
+    expect(await store.markRunning(a!.id, 5_000, lease)).toEqual(preview);
+    expect(store.previewClaim(a!.id, 6_000)).toBeNull(); // running now
+    // A second attempt keeps the first start time and counts on.
+    expect(await store.requeue({ id: a!.id, claim: preview!.claim }, { notBefore: null, reason: 'retry', error: { code: 'E_X', message: 'x' } })).toBe(true);
+    const again = store.previewClaim(a!.id, 7_000);
+    expect(again).toMatchObject({ attempts: 2, claim: a!.claim + 2, startedAt: 5_000, waitReason: null, notBefore: null });
+    expect(await store.markRunning(a!.id, 7_000, lease)).toEqual(again);
+    // A command's pause between the preview and the claim: the claim is refused.
+    const ahead = store.previewClaim(b!.id, 8_000);
+    expect(ahead).not.toBeNull();
+    await store.transition([b!.id], 'pause');
+    expect(await store.markRunning(b!.id, 8_000, lease)).toBeNull();
+  });
+
+  it("a requeue moves the queue's epoch when it is committed, not only when it is asked for", async () => {
+    const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
+    const [a] = await store.enqueue([newTask()], { base: 10_000, max: 3_600_000 });
+    const running = (await store.markRunning(a!.id, Date.now(), lease))!;
+    const requeued = store.requeue({ id: a!.id, claim: running.claim }, { notBefore: Date.now() + 60_000, reason: 'retry' });
+    // The worker looks at the queue while the write waits for its group: the retry time is not there yet...
+    const seen = store.changes().mine;
+    expect(await store.nextWakeAt(Date.now())).toBeNull();
+    await requeued;
+    // ...and the epoch it saw is not the one after the commit, so it looks again and finds it.
+    expect(store.changes().mine).not.toBe(seen);
+    expect(await store.nextWakeAt(Date.now())).toBeGreaterThan(Date.now());
+  });
+});
+
 describe('store files', () => {
   it('a corrupt file is a StoreError naming the file', async () => {
     const h = fs.mkdtempSync(path.join(os.tmpdir(), 'bgdl-bad-'));

@@ -831,6 +831,8 @@ export class PgStore implements TaskStore {
   }
 
   async requeue(f: TaskFence, info: RequeueInfo): Promise<boolean> {
+    // The epoch moves again once the write is done: a look at the queue while it was in flight must not
+    // be kept under the new epoch (see the SQLite store's requeue).
     this.queueEpoch++;
     return this.tx(async (db) => {
       const r = await db.query(
@@ -845,7 +847,7 @@ export class PgStore implements TaskStore {
         ],
       );
       return r.rowCount === 1;
-    });
+    }).finally(() => this.queueEpoch++);
   }
 
   async recordStopped(f: TaskFence, info: { resumeOffset: number; bytesReceived: number }): Promise<boolean> {

@@ -106,6 +106,12 @@ function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
 /** Prepared statements kept per store; past this many distinct texts (IN lists of varying length) the cache starts over. */
 const STATEMENT_CACHE_MAX = 256;
 
+
+/** A queued task as markRunning's UPDATE leaves it (the same columns, the same values). */
+function claimedTask(t: Task, now: number): Task {
+  return { ...t, state: 'running', attempts: t.attempts + 1, startedAt: t.startedAt ?? now, waitReason: null, waitDetail: null, notBefore: null, speed: null, claim: t.claim + 1 };
+}
+
 export class SqliteStore implements TaskStore {
   private readonly statements = new Map<string, Database.Statement>();
   /** Outputs of unfinished tasks as last read, and the data version they were read at (see outputsInUse). */
@@ -841,6 +847,7 @@ export class SqliteStore implements TaskStore {
     // One worker per SQLite store: the scheduler's own count of running transfers is already the whole truth.
     return this.grouped(() => {
       if (!this.leaseHeld(lease)) return null;
+      // What this writes, claimedTask says (previewClaim): the store tests hold the two together.
       const info = this
         .prepare(`UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = coalesce(started_at, ?),
                   wait_reason = NULL, wait_detail = NULL, not_before = NULL, speed = NULL, claim = claim + 1 WHERE id = ? AND state = 'queued'`)
@@ -848,6 +855,11 @@ export class SqliteStore implements TaskStore {
       if (info.changes !== 1) return null;
       return this.taskById(id);
     });
+  }
+
+  previewClaim(id: number, now: number): Task | null {
+    const t = this.taskById(id);
+    return t && t.state === 'queued' ? claimedTask(t, now) : null;
   }
 
   /** One worker per SQLite store: its own count of connections is the whole truth. */
@@ -974,9 +986,13 @@ export class SqliteStore implements TaskStore {
    * attempt), or because conditions, disk space or a pause stopped it. Only if it is still running.
    */
   async requeue(f: TaskFence, info: RequeueInfo): Promise<boolean> {
+    // The queue changes when this write runs (with its group), and the epoch says so then too: a look
+    // at the queue between the call and the commit (the worker reading its next wake-up time) would
+    // otherwise be kept under the new epoch without the task's retry time in it.
     this.queueEpoch++;
-    return this.grouped(() => this
-      .prepare(`UPDATE tasks SET state = 'queued', not_before = @notBefore, wait_reason = @reason, wait_detail = @detail,
+    return this.grouped(() => {
+      this.queueEpoch++;
+      return this.prepare(`UPDATE tasks SET state = 'queued', not_before = @notBefore, wait_reason = @reason, wait_detail = @detail,
                   error_code = CASE WHEN @setError THEN @code ELSE error_code END,
                   error_message = CASE WHEN @setError THEN @message ELSE error_message END,
                   resume_offset = coalesce(@resumeOffset, resume_offset),
@@ -986,7 +1002,8 @@ export class SqliteStore implements TaskStore {
         notBefore: info.notBefore, reason: info.reason, detail: info.detail ?? null,
         setError: info.error !== undefined ? 1 : 0, code: info.error?.code ?? null, message: info.error?.message ?? null,
         resumeOffset: info.resumeOffset ?? null, bytesReceived: info.bytesReceived ?? null, id: f.id, claim: f.claim,
-      }).changes === 1);
+      }).changes === 1;
+    });
   }
 
   /** Record where a paused task's partial file stands; false when the claim has moved on. */
