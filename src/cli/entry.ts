@@ -10,8 +10,8 @@ import { mustLoadAtStart, restoreExtraCaCerts } from '../shared/extra-ca.js';
 import { reportError } from './report.js';
 
 export async function run(argv: string[]): Promise<number> {
-  restoreExtraCaCerts(process.env);
-  if (mustLoadExtraCaCerts()) return startAgain(argv);
+  // Only a process whose certificates were carried reads the store's URL for this (a config file read).
+  if (restoreExtraCaCerts(process.env) && mustLoadExtraCaCerts()) return startAgain(argv);
   if (argv.length !== 3 || argv[2] !== 'worker') {
     const { main } = await import('./main.js');
     return main(argv);
@@ -45,7 +45,9 @@ function startAgain(argv: string[]): number {
   const r = childProcess().spawnSync(process.execPath, [...process.execArgv, ...argv.slice(1)], { stdio: 'inherit', env: process.env });
   if (r.signal) process.kill(process.pid, r.signal);
   if (r.error) {
-    process.stderr.write(`bgdl: cannot start ${process.execPath} again: ${r.error.message}\n`);
+    process.stderr.write(
+      `bgdl: cannot start Node.js again with NODE_EXTRA_CA_CERTS loaded, as the PostgreSQL store over TLS needs (${r.error.message}); run \`node ${argv[1]}\` instead of \`bgdl\`, which loads it at once\n`,
+    );
     return 1;
   }
   return r.status ?? 1;

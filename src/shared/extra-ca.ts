@@ -34,13 +34,17 @@ export function workerEnvironment(env: NodeJS.ProcessEnv, sharedStore: boolean):
 let carried: string | null = null;
 let extra: string | null | undefined;
 
-/** First thing: NODE_EXTRA_CA_CERTS back in `env` (children inherit it), remembering that Node.js did not load it. */
-export function restoreExtraCaCerts(env: NodeJS.ProcessEnv): void {
+/**
+ * First thing: NODE_EXTRA_CA_CERTS back in `env` (children inherit it), remembering that Node.js did
+ * not load it. True when it was carried.
+ */
+export function restoreExtraCaCerts(env: NodeJS.ProcessEnv): boolean {
   const file = env[CARRIED];
-  if (file === undefined) return;
+  if (file === undefined) return false;
   delete env[CARRIED];
   env.NODE_EXTRA_CA_CERTS = file;
   carried = file;
+  return true;
 }
 
 /**
@@ -66,12 +70,12 @@ export function extraCaCerts(withCaFile: boolean): string | null {
 const PG_TLS_PARAM = /^ssl/i;
 
 /**
- * Must this process start again with Node.js loading NODE_EXTRA_CA_CERTS itself? Only when it
- * started without (carried) and its store is PostgreSQL that may be reached over TLS: an `ssl…`
- * setting in the URL, or PGSSLMODE other than `disable` (node-postgres reads it).
+ * Must this process, started without Node.js loading NODE_EXTRA_CA_CERTS (restoreExtraCaCerts said
+ * so), start again with it loaded? Only when its store is PostgreSQL that may be reached over TLS: an
+ * `ssl…` setting in the URL, or PGSSLMODE other than `disable` (node-postgres reads it).
  */
 export function mustLoadAtStart(storeUrl: string | null, env: NodeJS.ProcessEnv): boolean {
-  if (!carried || !storeUrl) return false;
+  if (!storeUrl) return false;
   if (env.PGSSLMODE && env.PGSSLMODE !== 'disable') return true;
   return [...new URL(storeUrl).searchParams.keys()].some((k) => PG_TLS_PARAM.test(k));
 }

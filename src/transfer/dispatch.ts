@@ -125,8 +125,12 @@ export function dispatcherFor(opts: TlsOptions): Dispatcher {
 
 /** The protocol a direct request to `url`'s origin went over under these options (null: not known yet). */
 export function directProtocol(opts: TlsOptions, url: URL): Protocol | null {
-  if (url.protocol === 'http:') return 'HTTP/1.1';
-  return protocols.get(`${tlsKey(opts)} ${url.origin}`) ?? null;
+  return url.protocol === 'http:' ? 'HTTP/1.1' : protocolWith(tlsKey(opts), url);
+}
+
+/** What an https:// origin's connections made with the TLS settings `key` (tlsFor) negotiated, if known. */
+export function protocolWith(key: string, url: URL): Protocol | null {
+  return protocols.get(`${key} ${url.origin}`) ?? null;
 }
 
 /**

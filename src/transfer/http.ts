@@ -13,7 +13,7 @@ import type { Header } from '../shared/model.js';
 import { netrcLookup, readNetrc, type NetrcEntry } from '../shared/netrc.js';
 import { proxyFor } from '../shared/proxy.js';
 import { isCredentialHeader, redactUrl } from '../shared/redact.js';
-import { directProtocol, dispatcherFor, forwardDispatcherFor, proxyRefused, proxyUnreachable, tlsFor, tunnelDispatcherFor, type Protocol } from './dispatch.js';
+import { directProtocol, dispatcherFor, forwardDispatcherFor, protocolWith, proxyRefused, proxyUnreachable, tlsFor, tunnelDispatcherFor, type Protocol } from './dispatch.js';
 import { TransferError, type NetworkOptions, type TlsOptions } from './types.js';
 
 export const DEFAULT_MAX_REDIRECTS = 20;
@@ -225,9 +225,12 @@ export function answeredByProxy(status: number, headers: Headers): boolean {
 async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Response> {
   const withBody = hop.withBody && opts.body !== undefined;
   const proxy = proxyFor(hop.url, opts.proxy);
-  if (!withBody && !proxy && (hop.url.protocol === 'http:' || directProtocol(opts, hop.url) === 'HTTP/1.1')) {
+  if (!withBody && !proxy) {
+    // The TLS settings are looked up once per hop (with --ca-file, a stat of the file).
     const tls = hop.url.protocol === 'https:' ? tlsFor(opts) : undefined;
-    return h1Request(hop.url, { method: hop.method, headers, signal: opts.signal, headersTimeoutMs: opts.stallTimeoutMs, bodyTimeoutMs: opts.stallTimeoutMs, tls });
+    if (!tls || protocolWith(tls.key, hop.url) === 'HTTP/1.1') {
+      return h1Request(hop.url, { method: hop.method, headers, signal: opts.signal, headersTimeoutMs: opts.stallTimeoutMs, bodyTimeoutMs: opts.stallTimeoutMs, tls });
+    }
   }
   const r = await viaUndici(hop, headers, opts, proxy);
   return { statusCode: r.statusCode, headers: r.headers, body: readableBody(r.body) };

@@ -102,7 +102,12 @@ async function claimHeld(a: Active): Promise<boolean> {
  * do more first, so they wait for the claim before anything.
  */
 function requestsAhead(t: Task, split: Split): boolean {
-  return t.kind === 'download' && t.method === 'GET' && !t.skipExisting && !t.ifChanged && split === 1 && t.segments == null && t.partPath == null;
+  return t.kind === 'download' && t.method === 'GET' && !t.skipExisting && !t.ifChanged && !splits(t, split) && t.partPath == null;
+}
+
+/** Does a GET of this task go to the split download (--split, or a split file to continue)? */
+function splits(t: Task, split: Split): boolean {
+  return t.method === 'GET' && (split !== 1 || t.segments != null);
 }
 
 export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> {
@@ -152,7 +157,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
     };
     // --split (or a split file to continue): several range connections, else one.
     const split = t.split ?? cfg.split;
-    const fetchFile = !conditional && t.method === 'GET' && (split !== 1 || t.segments != null)
+    const fetchFile = !conditional && splits(t, split)
       ? (rq: DownloadRequest, cb: DownloadCallbacks) => downloadSplit(rq, {
         ...cb,
         extraConnection: async () => (await ctx.connections?.acquire(a)) ?? false,

@@ -2,6 +2,7 @@
 // terminal. Exit 1 when a waited task failed or was canceled, or the timeout came first; Ctrl-C stops
 // waiting at once (exit 130) and leaves the tasks to the worker.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BgdlError, WaitFailedError } from '../../shared/errors.js';
 import { isFinal, type Task } from '../../shared/model.js';
 import { formatBytes, formatDuration, parseDuration } from '../../shared/parse.js';
@@ -45,16 +46,7 @@ function interruption(): { signal: Promise<NodeJS.Signals>; done: () => void } {
 
 /** Sleep `ms` (nothing when not positive), ended early by `signal`. */
 function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
+  return ms > 0 ? sleep(ms, undefined, { signal }).catch(() => {}) : Promise.resolve();
 }
 
 const EXIT_FOR: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGQUIT: 131, SIGTERM: 143 };

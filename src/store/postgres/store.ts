@@ -831,9 +831,8 @@ export class PgStore implements TaskStore {
   }
 
   async requeue(f: TaskFence, info: RequeueInfo): Promise<boolean> {
-    // The epoch moves again once the write is done: a look at the queue while it was in flight must not
-    // be kept under the new epoch (see the SQLite store's requeue).
-    this.queueEpoch++;
+    // The epoch moves once the write is done: a look at the queue while it was in flight must not be
+    // kept under the new epoch (see the SQLite store's requeue).
     return this.tx(async (db) => {
       const r = await db.query(
         `UPDATE tasks SET state = 'queued', not_before = $1, wait_reason = $2, wait_detail = $3,

@@ -106,7 +106,6 @@ function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
 /** Prepared statements kept per store; past this many distinct texts (IN lists of varying length) the cache starts over. */
 const STATEMENT_CACHE_MAX = 256;
 
-
 /** A queued task as markRunning's UPDATE leaves it (the same columns, the same values). */
 function claimedTask(t: Task, now: number): Task {
   return { ...t, state: 'running', attempts: t.attempts + 1, startedAt: t.startedAt ?? now, waitReason: null, waitDetail: null, notBefore: null, speed: null, claim: t.claim + 1 };
@@ -986,10 +985,9 @@ export class SqliteStore implements TaskStore {
    * attempt), or because conditions, disk space or a pause stopped it. Only if it is still running.
    */
   async requeue(f: TaskFence, info: RequeueInfo): Promise<boolean> {
-    // The queue changes when this write runs (with its group), and the epoch says so then too: a look
-    // at the queue between the call and the commit (the worker reading its next wake-up time) would
-    // otherwise be kept under the new epoch without the task's retry time in it.
-    this.queueEpoch++;
+    // The epoch moves when the queue does, as this write runs with its group: moved when it was asked
+    // for, a look at the queue before the commit (the worker reading its next wake-up time) was kept
+    // under the new epoch without the task's retry time in it.
     return this.grouped(() => {
       this.queueEpoch++;
       return this.prepare(`UPDATE tasks SET state = 'queued', not_before = @notBefore, wait_reason = @reason, wait_detail = @detail,
