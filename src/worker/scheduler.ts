@@ -84,19 +84,27 @@ export function transfersCounted(running: Iterable<{ placing: boolean }>, maxCon
 }
 
 /**
- * `origins`, when given, holds every origin among `candidates` (or more), and the caller knows no
- * candidate needs a hold or a release (none is held, and conditions allow every candidate). The pass
- * then stops once maxConcurrent is reached or every one of those origins is at perHost: what is left
- * could not start. The decision is the same; one host's batch at the defaults (perHost binding) no
- * longer walks the whole window for every started transfer.
+ * A view of the queue, for a pass that may stop early: `origins` holds every origin among the
+ * candidates (or more), and the caller knows no candidate needs a hold or a release (none is held,
+ * and conditions allow every candidate). The pass then stops once maxConcurrent is reached or every
+ * one of those origins is at perHost: what is left could not start. The decision is the same; one
+ * host's batch at the defaults (perHost binding) no longer walks the whole window for every started
+ * transfer. `ordered`: the candidates are already in orderCandidates' order (kept so as read), so
+ * the pass does not look at every one of them to know it.
  */
-export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict, origins?: ReadonlySet<string>): Decision {
+export interface QueueShape {
+  origins: ReadonlySet<string>;
+  ordered?: boolean;
+}
+
+export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict, view?: QueueShape): Decision {
   const decision: Decision = { start: [], hold: [], release: [] };
+  const origins = view?.origins;
   const byOrigin = new Map(slots.runningByOrigin);
   let running = slots.running;
   let full = 0;
   if (origins) for (const o of origins) if ((byOrigin.get(o) ?? 0) >= slots.perHost) full++;
-  for (const t of orderCandidates(candidates)) {
+  for (const t of view?.ordered ? candidates : orderCandidates(candidates)) {
     if (origins && (running >= slots.maxConcurrent || full >= origins.size)) break;
     if (t.discretionary && !conditions.ok) {
       if (t.waitReason !== 'conditions' || t.waitDetail !== conditions.reason) decision.hold.push({ id: t.id, reason: 'conditions', detail: conditions.reason });

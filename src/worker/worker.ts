@@ -18,7 +18,7 @@ import { closeDispatchers, TokenBucket } from '../transfer/index.js';
 import { resourceTimeoutError, runAttempt, type Active, type StopReason } from './attempt.js';
 import { evaluateConditions, nearlyDone, readMachine, type Verdict } from './conditions.js';
 import { hookDue, hookRetryDelay, planHook, runHook } from './hooks.js';
-import { originOf, schedule, transfersCounted, type Decision } from './scheduler.js';
+import { orderCandidates, originOf, schedule, transfersCounted, type Decision, type SlotState } from './scheduler.js';
 
 export interface WorkerOptions {
   home: string;
@@ -38,6 +38,8 @@ interface QueueView {
   limit: number;
   whole: boolean;
   rows: Candidate[];
+  /** Whether `rows` holds a discretionary task as read. */
+  discretionary: boolean;
   /** The origins of `rows` as read (those taken since included): see schedule's `origins`. */
   origins: Set<string>;
   taken: number;
@@ -371,19 +373,48 @@ class Worker {
 
   private async schedule(now: number): Promise<void> {
     this.needSchedule = false;
-    const cfg = this.config;
-    const running = this.transfers();
-    if (running >= cfg.maxConcurrent && this.conditions.ok) return;
+    const d = await this.decide(now);
+    if (!d) return;
+    if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
+    await Promise.all(this.begin(d.start, now));
+  }
+
+  /** Running transfers as maxConcurrent counts them, and connections per origin as perHost does. */
+  private slots(): SlotState {
     const byOrigin = new Map<string, number>();
     // perHost counts connections: a split download's extra ones too; a file being placed holds none.
     for (const a of this.active.values()) if (!a.placing) byOrigin.set(a.origin, (byOrigin.get(a.origin) ?? 0) + 1 + a.extra);
-    const slots = { running, runningByOrigin: byOrigin, maxConcurrent: cfg.maxConcurrent, perHost: cfg.perHost };
+    return { running: this.transfers(), runningByOrigin: byOrigin, maxConcurrent: this.config.maxConcurrent, perHost: this.config.perHost };
+  }
+
+  /**
+   * Whether a decision made on `view` alone (schedule's early stop) is the one the whole queue would
+   * give: the view is the whole queue, or the decision fills every free slot, or it is the full window
+   * with fewer than HEAD_WINDOW of its tasks claimed since it was read.
+   */
+  private decides(v: QueueView, d: Decision, slots: SlotState): boolean {
+    return v.whole || slots.running + d.start.length >= slots.maxConcurrent || (v.limit === FULL_WINDOW && v.taken < HEAD_WINDOW);
+  }
+
+  /** Tasks taken from the view as last read are no longer in it. */
+  private taken(d: Decision): void {
+    if (!this.queueView || d.start.length === 0) return;
+    const started = new Set(d.start.map((t) => t.id));
+    this.queueView.rows = this.queueView.rows.filter((t) => !started.has(t.id));
+    this.queueView.taken += d.start.length;
+  }
+
+  private async decide(now: number): Promise<Decision | null> {
+    const cfg = this.config;
+    const slots = this.slots();
+    if (slots.running >= cfg.maxConcurrent && this.conditions.ok) return null;
     const key = this.queueKey();
     const read = async (limit: number): Promise<QueueView> => {
       const rows = await this.store.runnableCandidates(now, limit);
-      return { key, limit, whole: rows.length < limit, rows, origins: new Set(rows.map((t) => originOf(t.url))), taken: 0 };
+      // In the order they would start, less those running here (a claim still committing).
+      const fresh = orderCandidates(rows).filter((t) => !this.active.has(t.id));
+      return { key, limit, whole: rows.length < limit, rows: fresh, discretionary: fresh.some((t) => t.discretionary), origins: new Set(rows.map((t) => originOf(t.url))), taken: 0 };
     };
-    const fresh = (v: QueueView) => v.rows.filter((t) => !this.active.has(t.id));
     // Most passes follow one finished transfer, so look only at the head of the queue. Its decision is
     // the one the full window would make when no task is held by conditions, conditions allow
     // everything or no task is discretionary, the head holds no discretionary task (those are ordered
@@ -395,8 +426,6 @@ class Worker {
     // once HEAD_WINDOW of its tasks have been claimed, so what lay beyond it comes into view. Without
     // this a perHost-bound batch read the full window twice per started transfer (the profile of
     // 2,000 files at the defaults: 2.2 s of 8 s in decoding those rows).
-    const decides = (v: QueueView, hd: Decision) =>
-      v.whole || slots.running + hd.start.length >= cfg.maxConcurrent || (v.limit === FULL_WINDOW && v.taken < HEAD_WINDOW);
     let d: Decision | null = null;
     const facts = await this.queueFacts();
     if (!facts.held && (this.conditions.ok || !facts.discretionary)) {
@@ -406,11 +435,10 @@ class Worker {
       const limits = stale ? [HEAD_WINDOW, FULL_WINDOW] : view!.limit === FULL_WINDOW ? [0, FULL_WINDOW] : [0, HEAD_WINDOW, FULL_WINDOW];
       for (const limit of limits) {
         if (limit) view = await read(limit);
-        const candidates = fresh(view!);
-        if (candidates.some((t) => t.discretionary)) break;
+        if (view!.discretionary) break;
         // Nothing is held and conditions allow every candidate here: the pass may stop early.
-        const hd = schedule(candidates, slots, this.conditions, view!.origins);
-        if (decides(view!, hd)) {
+        const hd = schedule(view!.rows, slots, this.conditions, { origins: view!.origins, ordered: true });
+        if (this.decides(view!, hd, slots)) {
           d = hd;
           break;
         }
@@ -420,31 +448,31 @@ class Worker {
       this.queueView = null;
     }
     if (!d) {
-      const candidates = fresh(await read(FULL_WINDOW));
-      if (candidates.length === 0) return;
+      const candidates = (await read(FULL_WINDOW)).rows;
+      if (candidates.length === 0) return null;
       d = schedule(candidates, slots, this.conditions);
     }
-    if (this.queueView && d.start.length) {
-      const started = new Set(d.start.map((t) => t.id));
-      this.queueView.rows = this.queueView.rows.filter((t) => !started.has(t.id));
-      this.queueView.taken += d.start.length;
-    }
-    if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
-    // The pass's claims are asked for together (a store may commit them as one), then started in order.
-    // Where the store can tell what a claim will give (one worker: SQLite), each transfer starts at once
-    // and sends its request while the claims commit (they wait for the end of this event-loop turn):
-    // 2,000 x 16 KiB at the defaults, a connection sat idle ~1.1 ms per file for its next claim.
-    const claims = d.start.map((t) => this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost }));
-    const ahead = d.start.map((t, i) => {
+    this.taken(d);
+    return d;
+  }
+
+  /**
+   * Claim these tasks and start their transfers; the promises settle once the claims are known. The
+   * claims are asked for together (a store may commit them as one), then started in order. Where the
+   * store can tell what a claim will give (one worker: SQLite), each transfer starts at once and sends
+   * its request while the claims commit (they wait for the end of this event-loop turn): 2,000 x 16 KiB
+   * at the defaults, a connection sat idle ~1.1 ms per file for its next claim.
+   */
+  private begin(tasks: Candidate[], now: number): Promise<void>[] {
+    const cfg = this.config;
+    return tasks.map((t) => {
+      const claim = this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost });
       const task = this.store.previewClaim?.(t.id, now) ?? null;
-      if (task) this.start(task, claims[i]!);
-      return task !== null;
+      if (task) this.start(task, claim);
+      return claim.then((c) => {
+        if (c && !task && !this.lost) this.start(c);
+      });
     });
-    const claimed = await Promise.all(claims);
-    for (const [i, t] of claimed.entries()) {
-      if (this.lost) return;
-      if (t && !ahead[i]) this.start(t);
-    }
   }
 
   /**

@@ -57,6 +57,28 @@ describe('sqlite store', () => {
   });
 });
 
+describe('group commit', () => {
+  it('a write of the group that throws is refused alone: the writes beside it are committed', async () => {
+    const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
+    const [a, b, c] = await store.enqueue([newTask(), newTask(), newTask()], { base: 10_000, max: 3_600_000 });
+    const ra = (await store.markRunning(a!.id, Date.now(), lease))!;
+    // Issued in one turn: a claim, a write that cannot be bound (it throws inside the transaction), a finish.
+    const claimB = store.markRunning(b!.id, Date.now(), lease);
+    const bad = store.recordResponse({ id: a!.id, claim: ra.claim }, { etag: { not: 'bindable' } as never, httpStatus: 299 });
+    const claimC = store.markRunning(c!.id, Date.now(), lease);
+    await expect(bad).rejects.toThrow();
+    expect((await claimB)?.state).toBe('running');
+    expect((await claimC)?.state).toBe('running');
+    const other = await Store.open(path.join(home, 'h'));
+    expect((await other.getTasks([a!.id, b!.id, c!.id])).map((t) => [t.state, t.httpStatus])).toEqual([
+      ['running', null],
+      ['running', null],
+      ['running', null],
+    ]);
+    await other.close();
+  });
+});
+
 describe('claims ahead (previewClaim)', () => {
   it('shows the task exactly as markRunning then returns it; null once it is not queued', async () => {
     const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
@@ -64,6 +86,8 @@ describe('claims ahead (previewClaim)', () => {
     const preview = store.previewClaim(a!.id, 5_000);
     expect(preview).toMatchObject({ state: 'running', attempts: 1, claim: a!.claim + 1, startedAt: 5_000 });
     expect(await store.markRunning(a!.id, 5_000, lease)).toEqual(preview);
+    // markRunning answers with the preview: the row as written must be exactly that.
+    expect(await store.getTask(a!.id)).toEqual(preview);
     expect(store.previewClaim(a!.id, 6_000)).toBeNull(); // running now
     // A second attempt keeps the first start time and counts on.
     expect(await store.requeue({ id: a!.id, claim: preview!.claim }, { notBefore: null, reason: 'retry', error: { code: 'E_X', message: 'x' } })).toBe(true);
@@ -75,6 +99,22 @@ describe('claims ahead (previewClaim)', () => {
     expect(ahead).not.toBeNull();
     await store.transition([b!.id], 'pause');
     expect(await store.markRunning(b!.id, 8_000, lease)).toBeNull();
+  });
+
+  it('a task canceled and retried between the preview and the claim is not claimed as previewed', async () => {
+    const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;
+    const [a] = await store.enqueue([newTask()], { base: 10_000, max: 3_600_000 });
+    const other = await Store.open(path.join(home, 'h'));
+    const preview = store.previewClaim(a!.id, 5_000)!;
+    const claim = store.markRunning(a!.id, 5_000, lease);
+    // Another process, before this turn's writes commit: queued again, but under a newer claim.
+    await other.transition([a!.id], 'cancel');
+    await other.transition([a!.id], 'retry');
+    expect((await other.getTask(a!.id))!.state).toBe('queued');
+    expect(preview.claim).toBe(a!.claim + 1);
+    expect(await claim).toBeNull();
+    expect((await other.getTask(a!.id))!.state).toBe('queued');
+    await other.close();
   });
 
   it("a requeue moves the queue's epoch when it is committed, not only when it is asked for", async () => {

@@ -70,14 +70,15 @@ describe('scheduler', () => {
       const s = slots({ maxConcurrent: 1 + rnd(12), perHost: 1 + rnd(6), runningByOrigin, running: [...runningByOrigin.values()].reduce((a, b) => a + b, 0) });
       // The origins given may hold more than the candidates have (tasks taken since the window was read).
       const origins = new Set([...ts.map((t) => new URL(t.url).origin), 'http://gone.test']);
-      expect(schedule(ts, s, good, origins)).toEqual(schedule(ts, s, good));
+      expect(schedule(ts, s, good, { origins })).toEqual(schedule(ts, s, good));
+      expect(schedule(orderCandidates(ts), s, good, { origins, ordered: true })).toEqual(schedule(ts, s, good));
     }
   });
   it('stops early: once every origin is at perHost, what follows is not looked at', () => {
     const one = Array.from({ length: 3 }, () => task({ url: 'http://one.test/f' }));
     // A later candidate the pass never reaches: reading its URL throws.
     const unseen = { ...task({ url: 'http://one.test/g' }), get url(): string { throw new Error('looked at'); } };
-    const d = schedule([...one, unseen], slots({ perHost: 2 }), good, new Set(['http://one.test']));
+    const d = schedule([...one, unseen], slots({ perHost: 2 }), good, { origins: new Set(['http://one.test']) });
     expect(d.start.map((t) => t.id)).toEqual([one[0]!.id, one[1]!.id]);
   });
 });
