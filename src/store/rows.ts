@@ -7,7 +7,7 @@ import type { Candidate, TaskBrief } from './types.js';
 type Row = Record<string, any>;
 
 /** What the scheduler needs of a candidate (see scheduler.ts). */
-export const CANDIDATE_COLUMNS = 'id, session, kind, url, state, priority, discretionary, expect_send, expect_receive, upload_size, wait_reason, wait_detail';
+export const CANDIDATE_COLUMNS = 'id, session, kind, url, method, state, priority, discretionary, expect_send, expect_receive, upload_size, wait_reason, wait_detail, split, segments';
 /** What the status table shows (the URL only for uploads: a download shows its destination). */
 export const BRIEF_COLUMNS = `id, session, kind, CASE kind WHEN 'upload' THEN url END AS url, output, dir, state, wait_reason, wait_detail,
   not_before, begin_at, bytes_received, bytes_expected, bytes_sent, upload_size, speed, error_code, error_message, attempts, http_status`;
@@ -70,7 +70,7 @@ export function taskFrom(v: any[], ix: Record<string, number>): Task {
     outcome: v[ix.outcome!],
     protocol: v[ix.protocol!],
     limitRate: v[ix.limit_rate!],
-    split: v[ix.split!] == null ? null : v[ix.split!] === 0 ? 'auto' : v[ix.split!],
+    split: splitFrom(v[ix.split!]),
     segments: v[ix.segments!] ?? null,
   };
 }
@@ -118,9 +118,14 @@ export function candidateFrom(v: any[], ix: Record<string, number>): Candidate {
     uploadSize: v[ix.upload_size!],
     waitReason: v[ix.wait_reason!],
     waitDetail: v[ix.wait_detail!],
+    method: v[ix.method!],
+    split: splitFrom(v[ix.split!]),
+    segments: v[ix.segments!] ?? null,
   };
 }
 
+/** A task's own --split as stored (NULL: the config's, 0: auto). */
+const splitFrom = (v: number | null): Task['split'] => (v == null ? null : v === 0 ? 'auto' : v);
 
 export function rowToSession(r: Row): Session {
   return {

@@ -160,7 +160,8 @@ export type TaskBrief = Pick<
 /** What the scheduler looks at of a queued task (see src/worker/scheduler.ts). */
 export type Candidate = Pick<
   Task,
-  'id' | 'session' | 'kind' | 'url' | 'state' | 'priority' | 'discretionary' | 'expectSend' | 'expectReceive' | 'uploadSize' | 'waitReason' | 'waitDetail'
+  | 'id' | 'session' | 'kind' | 'url' | 'method' | 'state' | 'priority' | 'discretionary' | 'expectSend' | 'expectReceive' | 'uploadSize'
+  | 'waitReason' | 'waitDetail' | 'split' | 'segments'
 >;
 
 /** A task's state and claim: the attempt holding an older claim was canceled or taken over. */

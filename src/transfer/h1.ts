@@ -11,6 +11,13 @@
 // reused connection that fails before any byte of the answer (the server closed it meanwhile) is
 // retried once on a fresh one (these requests are safe to repeat). Framing follows RFC 9112:
 // Transfer-Encoding chunked, else Content-Length, else the body ends when the connection closes.
+//
+// Pipelining (RFC 9112 section 9.3.2): a request that may wait (`behind`) is sent at once on a busy
+// http:// connection whose server has kept it alive over HTTP/1.1, one request deep; its response is
+// read when the one before it ends. Nothing is lost when the server does not keep up its side: a
+// queued request with no byte of its answer is asked again on a fresh connection (as a stale reused
+// one is), and a host whose connections fail that way (or with a malformed answer) while a request
+// waits is not pipelined to again.
 
 import net from 'node:net';
 import type tls from 'node:tls';
@@ -35,10 +42,22 @@ const MAX_IDLE_PER_ORIGIN = 64;
 const MAX_LINE_BYTES = 4096;
 // - ITERATED_PIECE_BYTES: the largest chunk the body's async iterator yields (a stream's usual read).
 const ITERATED_PIECE_BYTES = 64 * 1024;
+// - PIPELINE_FAILURES: a host whose connections failed this many times with a request waiting behind
+//   another is not pipelined to again (one failure can be a server closing after N requests).
+const PIPELINE_FAILURES = 3;
+// - PIPELINE_DEPTH: requests sent behind the current one on a connection, at most.
+const PIPELINE_DEPTH = 2;
+// - BEHIND_MAX_BYTES: a request waiting behind a response longer than this (or of unknown length) is
+//   sent again on a connection of its own rather than wait for it all.
+const BEHIND_MAX_BYTES = 1024 * 1024;
 
 /** The one read buffer of every connection (made at the first connection). */
 let readBuffer: Buffer | null = null;
 const idle = new Map<string, Connection[]>();
+/** Every open connection, by key (idle or busy): where a request that may wait looks for a place behind another. */
+const live = new Map<string, Set<Connection>>();
+/** Failures with a request waiting behind another, by key (PIPELINE_FAILURES: not pipelined to again). */
+const pipelineFailures = new Map<string, number>();
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a header value may not hold, as undici says: control characters other than tab, and anything past Latin-1. */
@@ -58,6 +77,12 @@ export interface H1Options {
    * that connections made with other options are never reused for it.
    */
   tls?: { key: string; options: tls.ConnectionOptions };
+  /**
+   * The request may be sent behind another on a busy connection (pipelining: see the top of this
+   * file). Called once it no longer waits: its response is the connection's current one, or it went
+   * on a connection of its own. Absent: the request waits for a connection of its own.
+   */
+  behind?: () => void;
 }
 
 const protocolError = (what: string) => new TransferError('E_PROTOCOL', `malformed HTTP response: ${what}`, true);
@@ -72,10 +97,11 @@ export async function h1Request(url: URL, opts: H1Options): Promise<Response> {
   const key = secure ? `https:${url.hostname}:${port}|${opts.tls!.key}` : `${url.hostname}:${port}`;
   for (let attempt = 0; ; attempt++) {
     if (opts.signal.aborted) throw stopped();
-    const reused = attempt === 0 ? takeIdle(key) : null;
+    const ahead = attempt === 0 && opts.behind && !secure ? takeBusy(key) : null;
+    const reused = ahead ?? (attempt === 0 ? takeIdle(key) : null);
     const conn = reused ?? new Connection(key, url.hostname.replace(/^\[|\]$/g, ''), port, secure ? opts.tls!.options : null);
     try {
-      return await conn.exchange(head, opts);
+      return await (ahead ? conn.queue(head, opts) : conn.exchange(head, opts));
     } catch (err) {
       // The server closed a kept-alive connection just as we sent: ask once more on a fresh one.
       if (reused && err instanceof StaleConnection) continue;
@@ -88,6 +114,44 @@ export async function h1Request(url: URL, opts: H1Options): Promise<Response> {
 export function closeIdleConnections(): void {
   for (const list of idle.values()) for (const c of list) c.destroy();
   idle.clear();
+  pipelineFailures.clear();
+}
+
+/** The pool key of an http:// origin (`http://host:port`), as h1Request makes it; null for any other. */
+const originKeys = new Map<string, string | null>();
+function keyOfOrigin(origin: string): string | null {
+  let key = originKeys.get(origin);
+  if (key !== undefined) return key;
+  try {
+    const u = new URL(origin);
+    key = u.protocol === 'http:' ? `${u.hostname}:${Number(u.port || 80)}` : null;
+  } catch {
+    key = null;
+  }
+  if (originKeys.size >= 1024) originKeys.clear();
+  originKeys.set(origin, key);
+  return key;
+}
+
+/**
+ * How many requests to `origin` may wait behind others (pipelining): PIPELINE_DEPTH on each of its busy
+ * connections whose server has kept them alive over HTTP/1.1, those already waiting included (the
+ * caller subtracts the ones it started). 0 for an origin that is not http://, or no longer pipelined
+ * to (PIPELINE_FAILURES).
+ */
+export function pipelineCapacity(origin: string): number {
+  const key = keyOfOrigin(origin);
+  if (key === null || (pipelineFailures.get(key) ?? 0) >= PIPELINE_FAILURES) return 0;
+  let n = 0;
+  for (const c of live.get(key) ?? []) if (c.pipelines()) n += PIPELINE_DEPTH;
+  return n;
+}
+
+/** A busy connection that can take a request behind its current one, if any. */
+function takeBusy(key: string): Connection | null {
+  if ((pipelineFailures.get(key) ?? 0) >= PIPELINE_FAILURES) return null;
+  for (const c of live.get(key) ?? []) if (c.canQueue()) return c;
+  return null;
 }
 
 /** The request head: request line, Host, the headers (validated: no line breaks), and Content-Length: 0 where a body is expected. */
@@ -241,6 +305,12 @@ class Connection {
   /** host:port, for messages. */
   private readonly where: string;
   private ex: Exchange | null = null;
+  /** Requests sent behind `ex` (pipelining), in order: each is read once the one before it ends. */
+  private waiting: Exchange[] = [];
+  /** The waiting request was given up (its answer will come, unread): the connection ends with `ex`. */
+  private closeAfter = false;
+  /** The server kept this connection alive over HTTP/1.1: it may carry a request behind another. */
+  private proven = false;
   private served = 0;
   private dead = false;
   private connected = false;
@@ -276,25 +346,63 @@ class Connection {
     this.socket.on('end', () => this.onEnd());
     this.socket.on('close', () => this.onEnd());
     this.arm('connect', CONNECT_TIMEOUT_MS);
+    let set = live.get(key);
+    if (!set) live.set(key, (set = new Set()));
+    set.add(this);
   }
 
   usable(): boolean {
     return !this.dead && !this.socket.destroyed && this.ex === null;
   }
 
+  /** Busy, proven kept alive over HTTP/1.1, and nothing known yet that says the connection ends with this response. */
+  pipelines(): boolean {
+    if (this.dead || this.closeAfter || !this.proven || this.ex === null || this.socket.destroyed) return false;
+    const ex = this.ex;
+    return !ex.head || keepsAlive(ex.head, ex.framing!, ex.opts.headers);
+  }
+
+  /** Can a request be sent behind the current one now? */
+  canQueue(): boolean {
+    return this.waiting.length < PIPELINE_DEPTH && this.pipelines();
+  }
+
   exchange(head: string, opts: H1Options): Promise<Response> {
     return new Promise<Response>((resolve, reject) => {
-      const ex: Exchange = {
-        opts, resolve, reject,
-        answered: false, head: null, headBytes: [], headLength: 0, framing: null, body: null,
-        onAbort: () => this.fail(stopped()),
-      };
+      const ex = this.newExchange(opts, resolve, reject);
       this.ex = ex;
-      opts.signal.addEventListener('abort', ex.onAbort, { once: true });
       this.socket.ref();
       if (this.connected) this.arm('headers', opts.headersTimeoutMs);
       this.socket.write(head, 'latin1');
+      opts.behind?.();
     });
+  }
+
+  /** Send a request behind the current one (canQueue): its response is read once the current one ends. */
+  queue(head: string, opts: H1Options): Promise<Response> {
+    return new Promise<Response>((resolve, reject) => {
+      this.waiting.push(this.newExchange(opts, resolve, reject));
+      this.socket.write(head, 'latin1');
+    });
+  }
+
+  private newExchange(opts: H1Options, resolve: (r: Response) => void, reject: (err: unknown) => void): Exchange {
+    const ex: Exchange = {
+      opts, resolve, reject,
+      answered: false, head: null, headBytes: [], headLength: 0, framing: null, body: null,
+      onAbort: () => {
+        if (this.ex === ex) return this.fail(stopped());
+        const i = this.waiting.indexOf(ex);
+        if (i === -1) return;
+        // Stopped while waiting: its answer will still come, so the connection ends with the current
+        // response, and the requests behind it are asked again elsewhere.
+        this.waiting.splice(i, 1);
+        ex.reject(stopped());
+        this.release();
+      },
+    };
+    opts.signal.addEventListener('abort', ex.onAbort, { once: true });
+    return ex;
   }
 
   /** Start (or restart) the one timer for this phase. */
@@ -331,15 +439,17 @@ class Connection {
   }
 
   private onRead(buf: Buffer, n: number): void {
-    const ex = this.ex;
-    if (!ex) return this.destroy(); // bytes nobody asked for: this connection is not in a known state
+    if (!this.ex) return this.destroy(); // bytes nobody asked for: this connection is not in a known state
     this.lastActivity = Date.now();
-    ex.answered = true;
     // Only the first n bytes are this read's: the rest of the shared buffer is an older read's.
     const data = n === buf.length ? buf : buf.subarray(0, n);
     let off = 0;
     try {
-      while (off < n && this.ex === ex) off = ex.body ? this.readBody(ex, data, off) : this.readHead(ex, data, off);
+      // One read may end a response and begin the next (a request sent behind it).
+      for (let ex = this.ex; off < n && ex; ex = this.ex) {
+        ex.answered = true;
+        off = ex.body ? this.readBody(ex, data, off) : this.readHead(ex, data, off);
+      }
     } catch (err) {
       return this.fail(err);
     }
@@ -376,6 +486,7 @@ class Connection {
     ex.head = head;
     const framing = framingOf(ex.opts.method, head);
     ex.framing = framing;
+    if (this.waiting.length && !(framing.kind === 'none' || (framing.kind === 'length' && framing.left <= BEHIND_MAX_BYTES))) this.release();
     ex.body = new H1Body(this);
     this.arm('body', ex.opts.bodyTimeoutMs);
     ex.resolve({ statusCode: head.statusCode, headers: head.headers, body: ex.body });
@@ -430,6 +541,19 @@ class Connection {
     return upTo + 1;
   }
 
+  /**
+   * The requests waiting behind the current one are asked again on fresh connections (they would
+   * wait for a long answer, or the connection is ending), and this one ends with its current
+   * response (the answers to the others are not read).
+   */
+  private release(): void {
+    this.closeAfter = true;
+    for (const ex of this.waiting.splice(0)) {
+      ex.opts.signal.removeEventListener('abort', ex.onAbort);
+      ex.reject(new StaleConnection(Object.assign(new Error('the connection ends before this request is answered'), { code: 'UND_ERR_SOCKET' })));
+    }
+  }
+
   /** The whole response has arrived: the exchange ends, the connection is pooled or closed. */
   private finish(ex: Exchange): void {
     this.ex = null;
@@ -437,9 +561,19 @@ class Connection {
     ex.opts.signal.removeEventListener('abort', ex.onAbort);
     ex.body!.end();
     if (this.held) this.hold(false);
-    if (!keepsAlive(ex.head!, ex.framing!, ex.opts.headers)) return this.destroy();
     const ms = keepAliveMs(ex.head!);
-    if (ms <= 0) return this.destroy();
+    if (!keepsAlive(ex.head!, ex.framing!, ex.opts.headers) || ms <= 0 || this.closeAfter) {
+      // A request waiting behind this one is asked again elsewhere (the server said it closes).
+      return this.destroy();
+    }
+    this.proven ||= ex.head!.version === '1.1';
+    const next = this.waiting.shift();
+    if (next) {
+      this.ex = next;
+      this.arm('headers', next.opts.headersTimeoutMs);
+      next.opts.behind?.();
+      return;
+    }
     this.socket.unref();
     this.arm('idle', ms);
     putIdle(this);
@@ -450,7 +584,7 @@ class Connection {
     const ex = this.ex;
     if (!ex) {
       this.dead = true;
-      dropIdle(this);
+      this.unlist();
       this.disarm();
       return;
     }
@@ -470,6 +604,8 @@ class Connection {
   fail(err: unknown): void {
     const ex = this.ex;
     this.ex = null;
+    // A request waiting behind a response that failed: not this server's fault alone, but counted.
+    if (this.waiting.length) pipelineFailures.set(this.key, (pipelineFailures.get(this.key) ?? 0) + 1);
     this.destroy();
     if (!ex) return;
     ex.opts.signal.removeEventListener('abort', ex.onAbort);
@@ -493,11 +629,21 @@ class Connection {
   }
 
   destroy(): void {
+    // A request sent behind a response and never answered here: asked again on a fresh connection.
+    if (this.waiting.length) this.release();
     if (this.dead && this.socket.destroyed) return;
     this.dead = true;
     this.disarm();
-    dropIdle(this);
+    this.unlist();
     this.socket.destroy();
+  }
+
+  /** Out of the idle pool and the list of open connections. */
+  private unlist(): void {
+    dropIdle(this);
+    const set = live.get(this.key);
+    set?.delete(this);
+    if (set?.size === 0) live.delete(this.key);
   }
 
   /** The reader of `body` gave up on it: close, unless that response already ended. */

@@ -135,6 +135,11 @@ export interface PerformOptions extends TlsOptions, NetworkOptions {
   rules: RedirectRules;
   /** A fresh request body for each hop that carries one (uploads). */
   body?: () => Readable | Buffer;
+  /**
+   * The first request may be sent behind another on a busy HTTP/1.1 connection (h1.ts, pipelining).
+   * Called once it no longer waits (at once when it does not go that way).
+   */
+  behind?: () => void;
 }
 
 export interface FinalResponse {
@@ -222,16 +227,17 @@ export function answeredByProxy(status: number, headers: Headers): boolean {
  * goes through undici, which offers HTTP/2 and remembers what was chosen); the rest through undici
  * (`viaUndici`).
  */
-async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions): Promise<Response> {
+async function send(hop: Hop, headers: Array<[string, string]>, opts: PerformOptions, behind?: () => void): Promise<Response> {
   const withBody = hop.withBody && opts.body !== undefined;
   const proxy = proxyFor(hop.url, opts.proxy);
   if (!withBody && !proxy) {
     // The TLS settings are looked up once per hop (with --ca-file, a stat of the file).
     const tls = hop.url.protocol === 'https:' ? tlsFor(opts) : undefined;
     if (!tls || protocolWith(tls.key, hop.url) === 'HTTP/1.1') {
-      return h1Request(hop.url, { method: hop.method, headers, signal: opts.signal, headersTimeoutMs: opts.stallTimeoutMs, bodyTimeoutMs: opts.stallTimeoutMs, tls });
+      return h1Request(hop.url, { method: hop.method, headers, signal: opts.signal, headersTimeoutMs: opts.stallTimeoutMs, bodyTimeoutMs: opts.stallTimeoutMs, tls, behind });
     }
   }
+  behind?.();
   const r = await viaUndici(hop, headers, opts, proxy);
   return { statusCode: r.statusCode, headers: r.headers, body: readableBody(r.body) };
 }
@@ -279,8 +285,11 @@ async function viaUndici(hop: Hop, headers: Array<[string, string]>, opts: Perfo
 export async function requestFollowingRedirects(first: Hop, opts: PerformOptions): Promise<FinalResponse> {
   const creds = loadFileCredentials(opts);
   let hop = first;
+  // Only the first request may wait behind another; it is told once, whichever way it goes.
+  let behind = opts.behind;
+  const once = behind && (() => (behind?.(), (behind = undefined)));
   for (let redirects = 0; ; redirects++) {
-    const response = await send(hop, hopHeaders(hop, creds, Date.now()), opts);
+    const response = await send(hop, hopHeaders(hop, creds, Date.now()), opts, redirects === 0 ? once : undefined);
     // With a cookie file, what the server sets goes with the later hops (a login or CDN redirect).
     if (creds.cookies) storeSetCookies(creds.cookies, response.headers['set-cookie'], hop.url, Date.now());
     const location = headerValue(response.headers, 'location');

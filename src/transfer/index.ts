@@ -9,5 +9,6 @@ export { TokenBucket } from './throttle.js';
 export { fencedError } from './partfile.js';
 export { backoffDelay, classifyError, classifyStatus, parseRetryAfter } from './classify.js';
 export { closeDispatchers, dispatcherFor } from './dispatch.js';
+export { pipelineCapacity } from './h1.js';
 export { nameFromResponse, numberedName, parseContentDisposition, pickFreePath, safeBaseName } from './naming.js';
 export { firstHop, nextHop, type Hop, type RedirectRules } from './http.js';

@@ -148,6 +148,13 @@ export interface DownloadCallbacks {
    * Called at most once; not called when the body fails before it is all in.
    */
   onReceived?(): void;
+  /**
+   * The request may be sent behind another response on a busy HTTP/1.1 connection to its origin
+   * (pipelining, src/transfer/h1.ts); called once it no longer waits: its response is the
+   * connection's current one, or the request went another way. Absent: it waits for a connection
+   * of its own.
+   */
+  behind?(): void;
 }
 
 export interface DownloadResult {

@@ -54,6 +54,11 @@ export interface Active {
   extra: number;
   /** The body is all in: the file is being verified and placed, and the transfer's slot is free (see worker.ts). */
   placing: boolean;
+  /**
+   * Started to send its request behind another response on a busy connection (pipelining), and
+   * still waiting: it takes no slot until its response is the connection's current one (worker.ts).
+   */
+  behind: boolean;
 }
 
 export interface AttemptContext {
@@ -106,7 +111,7 @@ function requestsAhead(t: Task, split: Split): boolean {
 }
 
 /** Does a GET of this task go to the split download (--split, or a split file to continue)? */
-function splits(t: Task, split: Split): boolean {
+export function splits(t: Pick<Task, 'method' | 'segments'>, split: Split): boolean {
   return t.method === 'GET' && (split !== 1 || t.segments != null);
 }
 
@@ -206,6 +211,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
         },
         stillOwner: () => store.holdsClaim(fence),
         onReceived: () => ctx.received?.(a),
+        ...(a.behind ? { behind: () => void (a.behind = false) } : {}),
         onProgress: (bytes, total) => {
           a.bytes = bytes;
           a.total = total;

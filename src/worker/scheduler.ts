@@ -9,10 +9,21 @@ export interface SlotState {
   runningByOrigin: Map<string, number>;
   maxConcurrent: number;
   perHost: number;
+  /**
+   * Pipelining: by origin, how many more requests could be sent behind another on its busy
+   * connections (src/transfer/h1.ts), and which candidates may go that way. Absent: none.
+   */
+  behind?: { room: Map<string, number>; fits: (t: Candidate) => boolean };
 }
 
 export interface Decision {
   start: Candidate[];
+  /**
+   * Tasks to start with their request sent behind another on a busy connection to their origin:
+   * once that origin is at perHost, while fewer than maxConcurrent transfers run. Until its response
+   * begins such a task moves no bytes and holds no connection of its own, so it takes no slot.
+   */
+  behind: Candidate[];
   /** Discretionary tasks held by conditions (with the reason shown in status). */
   hold: { id: number; reason: 'conditions'; detail: string | null }[];
   /** Tasks previously held by conditions that no longer are. */
@@ -71,12 +82,14 @@ export const PLACING_PER_SLOT = 4;
 /**
  * Running tasks as maxConcurrent counts them: those placing a received file (no bytes moving, no
  * connection held) leave their slot, up to PLACING_PER_SLOT × `maxConcurrent` of them; more than that
- * count again.
+ * count again. Those waiting behind another response (`behind`, one per busy connection at most)
+ * take none.
  */
-export function transfersCounted(running: Iterable<{ placing: boolean }>, maxConcurrent: number): number {
+export function transfersCounted(running: Iterable<{ placing: boolean; behind?: boolean }>, maxConcurrent: number): number {
   let all = 0;
   let placing = 0;
   for (const t of running) {
+    if (t.behind) continue;
     all++;
     if (t.placing) placing++;
   }
@@ -98,12 +111,15 @@ export interface QueueShape {
 }
 
 export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict, view?: QueueShape): Decision {
-  const decision: Decision = { start: [], hold: [], release: [] };
+  const decision: Decision = { start: [], behind: [], hold: [], release: [] };
+  const room = new Map(slots.behind?.room);
+  /** An origin no candidate can start for: at perHost, with no room behind its connections. */
+  const closed = (o: string) => (byOrigin.get(o) ?? 0) >= slots.perHost && !((room.get(o) ?? 0) > 0);
   const origins = view?.origins;
   const byOrigin = new Map(slots.runningByOrigin);
   let running = slots.running;
   let full = 0;
-  if (origins) for (const o of origins) if ((byOrigin.get(o) ?? 0) >= slots.perHost) full++;
+  if (origins) for (const o of origins) if (closed(o)) full++;
   for (const t of view?.ordered ? candidates : orderCandidates(candidates)) {
     if (origins && (running >= slots.maxConcurrent || full >= origins.size)) break;
     if (t.discretionary && !conditions.ok) {
@@ -114,9 +130,17 @@ export function schedule(candidates: Candidate[], slots: SlotState, conditions: 
     if (running >= slots.maxConcurrent) continue;
     const origin = originOf(t.url);
     const n = byOrigin.get(origin) ?? 0;
-    if (n >= slots.perHost) continue;
+    if (n >= slots.perHost) {
+      const r = room.get(origin) ?? 0;
+      if (r > 0 && slots.behind!.fits(t)) {
+        room.set(origin, r - 1);
+        decision.behind.push(t);
+        if (origins && r === 1 && origins.has(origin)) full++;
+      }
+      continue;
+    }
     byOrigin.set(origin, n + 1);
-    if (origins && n + 1 >= slots.perHost && origins.has(origin)) full++;
+    if (origins && closed(origin) && origins.has(origin)) full++;
     running++;
     decision.start.push(t);
   }

@@ -14,8 +14,8 @@ import { isFinal, type Task } from '../shared/model.js';
 import { formatDuration } from '../shared/parse.js';
 import { redactUrl } from '../shared/redact.js';
 import { openStore, type Candidate, type LeaseFence, type TaskStore } from '../store/index.js';
-import { closeDispatchers, TokenBucket } from '../transfer/index.js';
-import { resourceTimeoutError, runAttempt, type Active, type StopReason } from './attempt.js';
+import { closeDispatchers, pipelineCapacity, TokenBucket } from '../transfer/index.js';
+import { resourceTimeoutError, runAttempt, splits, type Active, type StopReason } from './attempt.js';
 import { evaluateConditions, nearlyDone, readMachine, type Verdict } from './conditions.js';
 import { hookDue, hookRetryDelay, planHook, runHook } from './hooks.js';
 import { orderCandidates, originOf, schedule, transfersCounted, type Decision, type SlotState } from './scheduler.js';
@@ -376,15 +376,38 @@ class Worker {
     const d = await this.decide(now);
     if (!d) return;
     if ((d.hold.length || d.release.length) && !(await this.store.setHeld(d.hold, d.release, this.lease))) return this.leaseLost();
-    await Promise.all(this.begin(d.start, now));
+    await Promise.all([...this.begin(d.start, now, false), ...this.begin(d.behind, now, true)]);
   }
 
-  /** Running transfers as maxConcurrent counts them, and connections per origin as perHost does. */
+  /**
+   * Running transfers as maxConcurrent counts them, connections per origin as perHost does, and
+   * where requests may wait behind others (pipelining): on the local store (one worker, which alone
+   * counts its connections) and without --split, behind each busy connection to an origin at perHost
+   * that has proven to keep its connections alive over HTTP/1.1, one request, for plain GET and HEAD
+   * downloads. The main thread paces a batch of small files, and costs less per file the more
+   * requests are in flight (a write to a busy server wakes nobody; more files share each commit):
+   * 2,000 x 16 KiB at the defaults, worker by hand, main thread 1.21-1.28 s against 1.45-1.51 s.
+   */
   private slots(): SlotState {
     const byOrigin = new Map<string, number>();
-    // perHost counts connections: a split download's extra ones too; a file being placed holds none.
-    for (const a of this.active.values()) if (!a.placing) byOrigin.set(a.origin, (byOrigin.get(a.origin) ?? 0) + 1 + a.extra);
-    return { running: this.transfers(), runningByOrigin: byOrigin, maxConcurrent: this.config.maxConcurrent, perHost: this.config.perHost };
+    const behindBy = new Map<string, number>();
+    // perHost counts connections: a split download's extra ones too; a file being placed holds none,
+    // nor does a request waiting behind another.
+    for (const a of this.active.values()) {
+      if (a.placing) continue;
+      if (a.behind) behindBy.set(a.origin, (behindBy.get(a.origin) ?? 0) + 1);
+      else byOrigin.set(a.origin, (byOrigin.get(a.origin) ?? 0) + 1 + a.extra);
+    }
+    const cfg = this.config;
+    const slots: SlotState = { running: this.transfers(), runningByOrigin: byOrigin, maxConcurrent: cfg.maxConcurrent, perHost: cfg.perHost };
+    if (this.store.shared || cfg.split !== 1) return slots;
+    const room = new Map<string, number>();
+    for (const origin of byOrigin.keys()) {
+      const r = pipelineCapacity(origin) - (behindBy.get(origin) ?? 0);
+      if (r > 0) room.set(origin, r);
+    }
+    if (room.size) slots.behind = { room, fits: (t) => t.kind === 'download' && (t.method === 'GET' || t.method === 'HEAD') && !splits(t, t.split ?? cfg.split) };
+    return slots;
   }
 
   /**
@@ -398,10 +421,11 @@ class Worker {
 
   /** Tasks taken from the view as last read are no longer in it. */
   private taken(d: Decision): void {
-    if (!this.queueView || d.start.length === 0) return;
-    const started = new Set(d.start.map((t) => t.id));
+    const n = d.start.length + d.behind.length;
+    if (!this.queueView || n === 0) return;
+    const started = new Set([...d.start, ...d.behind].map((t) => t.id));
     this.queueView.rows = this.queueView.rows.filter((t) => !started.has(t.id));
-    this.queueView.taken += d.start.length;
+    this.queueView.taken += n;
   }
 
   private async decide(now: number): Promise<Decision | null> {
@@ -463,14 +487,14 @@ class Worker {
    * its request while the claims commit (they wait for the end of this event-loop turn): 2,000 x 16 KiB
    * at the defaults, a connection sat idle ~1.1 ms per file for its next claim.
    */
-  private begin(tasks: Candidate[], now: number): Promise<void>[] {
+  private begin(tasks: Candidate[], now: number, behind: boolean): Promise<void>[] {
     const cfg = this.config;
     return tasks.map((t) => {
       const claim = this.store.markRunning(t.id, now, this.lease, { perHost: cfg.perHost });
       const task = this.store.previewClaim?.(t.id, now) ?? null;
-      if (task) this.start(task, claim);
+      if (task) this.start(task, claim, behind);
       return claim.then((c) => {
-        if (c && !task && !this.lost) this.start(c);
+        if (c && !task && !this.lost) this.start(c, null, behind);
       });
     });
   }
@@ -495,7 +519,7 @@ class Worker {
   }
 
   /** Start an attempt of a claimed task, or of one whose claim is still committing (`claim`: see schedule). */
-  private start(task: Task, claim: Promise<Task | null> | null = null): void {
+  private start(task: Task, claim: Promise<Task | null> | null = null, behind = false): void {
     const a: Active = {
       task,
       fence: { id: task.id, claim: task.claim },
@@ -514,6 +538,7 @@ class Worker {
       segments: null,
       extra: 0,
       placing: false,
+      behind,
     };
     this.ratesStale = true;
     this.active.set(task.id, a);

@@ -116,6 +116,30 @@ describe('add → worker → completed', () => {
   });
 });
 
+describe('many files to one host', () => {
+  it('at the defaults, requests wait behind others on the 6 connections (pipelining): every file right, no seventh connection, none asked twice', async () => {
+    const n = 60;
+    const urls: string[] = [];
+    for (let i = 0; i < n; i++) {
+      // Each answer takes a while, so that a connection is busy when the next request may go behind it.
+      s.route(`/p${i}.bin`, { body: { size: 3000, seed: `p${i}` }, delayMs: 20 });
+      urls.push(s.url(`/p${i}.bin`));
+    }
+    const list = path.join(t.dir, 'list.txt');
+    fs.writeFileSync(list, `${urls.join('\n')}\n`);
+    const added = await add(['-i', list, '-d', path.join(t.dir, 'many')]);
+    const done = await waitFinal(t, added.map((x) => x.id), 60_000);
+    for (const [i, x] of done.entries()) {
+      expect(x.state).toBe('completed');
+      expect(fs.readFileSync(x.output).equals(bodyFor(3000, `p${i}`))).toBe(true);
+      expect(x.sha256).toBe(sha256(bodyFor(3000, `p${i}`)));
+    }
+    expect(s.requests).toHaveLength(n);
+    expect(new Set(s.requests.map((r) => r.remotePort)).size).toBeLessThanOrEqual(6);
+    expect(s.requests.filter((r) => r.behindAnother).length).toBeGreaterThan(0);
+  });
+});
+
 describe('redirects', () => {
   it('follows redirects, records finalUrl, and drops credentials when the origin changes', async () => {
     const other = await startServer();

@@ -89,6 +89,8 @@ export interface RecordedRequest {
   remotePort: number | undefined;
   /** Response body bytes handed to the socket so far (what the client may have fetched). */
   bytesSent: number;
+  /** It arrived on a connection still answering an earlier request (HTTP/1.1 pipelining). */
+  behindAnother: boolean;
 }
 
 export interface TestServer {
@@ -183,6 +185,9 @@ function notModified(h: http.IncomingHttpHeaders, etag: string | null, lastModif
   return !Number.isNaN(since) && Date.parse(lastModified) <= since;
 }
 
+/** Requests that arrived while their connection was still answering an earlier one (see makeServer). */
+const answering = new WeakMap<http.IncomingMessage, boolean>();
+
 function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closing: AbortSignal, load: { now: number; peak: number }) {
   const pause = (ms: number) => sleep(ms, undefined, { signal: closing, ref: false }).catch(() => {});
 
@@ -247,7 +252,7 @@ function createHandler(routes: Map<string, Route>, log: RecordedRequest[], closi
       bodyLength += chunk.length;
     }
     const url = new URL(req.url ?? '/', 'http://x');
-    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', headers: req.headers, bodyLength, bodySha256: hash.digest('hex'), remotePort: req.socket.remotePort, bytesSent: 0 };
+    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, url: req.url ?? '/', headers: req.headers, bodyLength, bodySha256: hash.digest('hex'), remotePort: req.socket.remotePort, bytesSent: 0, behindAnother: answering.get(req) ?? false };
     log.push(record);
     const route = routes.get(url.pathname);
     if (!route) {
@@ -335,7 +340,15 @@ function makeServer(create: (handler: http.RequestListener) => http.Server, sche
   const closing = new AbortController();
   const load = { now: 0, peak: 0 };
   const handle = createHandler(routes, requests, closing.signal, load);
+  // Responses not yet finished, per connection: Node.js hands over a pipelined request at once and
+  // queues its response behind the earlier ones.
+  const open = new WeakMap<object, number>();
   const server = create((req, res) => {
+    const socket = req.socket;
+    const n = open.get(socket) ?? 0;
+    answering.set(req, n > 0);
+    open.set(socket, n + 1);
+    res.on('close', () => open.set(socket, (open.get(socket) ?? 1) - 1));
     handle(req, res).catch(() => res.destroy());
   });
   return new Promise((resolve, reject) => {

@@ -3,7 +3,7 @@
 
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { closeIdleConnections, framingOf, h1Request, parseHead, requestHead, type H1Options } from '../../src/transfer/h1.js';
+import { closeIdleConnections, framingOf, h1Request, parseHead, pipelineCapacity, requestHead, type H1Options } from '../../src/transfer/h1.js';
 import type { Response } from '../../src/transfer/response.js';
 import { TransferError } from '../../src/transfer/types.js';
 
@@ -274,5 +274,162 @@ describe('over a connection', () => {
     }
     expect(total).toBe('z'.repeat(300_000));
     expect(Math.max(...sizes)).toBeLessThanOrEqual(64 * 1024);
+  });
+});
+
+describe('pipelining: requests that may wait go behind a busy connection', () => {
+  const ok = (body: string, extra = '') => `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n${extra}\r\n${body}`;
+  const pathOf = (request: string) => request.split(' ')[1]!.slice(1);
+  /** A request that may wait, and how many times it was told it no longer does. */
+  const behind = (p: string, s: Raw, over: Partial<H1Options> = {}) => {
+    const told = { n: 0 };
+    return { told, response: h1Request(s.url(`/${p}`), opts({ behind: () => told.n++, ...over })) };
+  };
+  /** A first answered request: the server has kept this connection alive over HTTP/1.1. */
+  const prove = async (s: Raw) => expect(await text(await h1Request(s.url('/a'), opts()))).toBe('a');
+
+  it('waits behind the current response, two deep, and is read after it even from the same read', async () => {
+    const held: net.Socket[] = [];
+    const s = await serve((sock, request, n) => {
+      if (n === 1) return void sock.write(ok(pathOf(request)));
+      held.push(sock);
+      // b, c and d answered together, in one write: one read ends a response and begins the next.
+      if (n === 4) sock.write(ok('b') + ok('c') + ok('d'));
+    });
+    await prove(s);
+    const origin = s.url().origin;
+    expect(pipelineCapacity(origin)).toBe(0); // proven, but idle: nothing to wait behind
+    const b = h1Request(s.url('/b'), opts());
+    expect(pipelineCapacity(origin)).toBe(2);
+    const c = behind('c', s);
+    const d = behind('d', s);
+    expect(await text(await b)).toBe('b');
+    expect(await text(await c.response)).toBe('c');
+    expect(await text(await d.response)).toBe('d');
+    expect([c.told.n, d.told.n]).toEqual([1, 1]);
+    expect(s.connections).toBe(1);
+    expect(s.requests.map(pathOf)).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('with no busy connection to wait behind, goes as any request, and is told at once', async () => {
+    const s = await serve((sock, request) => sock.write(ok(pathOf(request))));
+    const first = behind('x', s);
+    expect(first.told.n).toBe(1);
+    expect(await text(await first.response)).toBe('x');
+    // A connection not yet proven kept alive takes nobody behind it.
+    let held: net.Socket | null = null;
+    const slow = await serve((sock, request) => {
+      held ??= sock;
+      if (pathOf(request) === 'z') held.write(ok('y')), sock.write(ok('z'));
+    });
+    const y = h1Request(slow.url('/y'), opts());
+    const z = behind('z', slow);
+    expect(await text(await y)).toBe('y');
+    expect(await text(await z.response)).toBe('z');
+    expect(slow.connections).toBe(2);
+  });
+
+  it('a server that drops the connection: what waited is asked again on fresh ones; after three drops the host is not pipelined to', async () => {
+    const seen = new Set<string>();
+    const s = await serve((sock, request) => {
+      const p = pathOf(request);
+      const again = seen.has(p);
+      seen.add(p);
+      if (again || p.startsWith('a') || p.startsWith('x')) return void sock.write(ok(p));
+      if (p.startsWith('b') || p.startsWith('h')) return; // held: a request arrives behind it...
+      sock.destroy(); // ...and the server drops the connection, answering neither
+    });
+    const origin = s.url().origin;
+    for (let round = 1; round <= 3; round++) {
+      expect(await text(await h1Request(s.url(`/a${round}`), opts()))).toBe(`a${round}`);
+      const b = h1Request(s.url(`/b${round}`), opts());
+      expect(pipelineCapacity(origin)).toBe(2);
+      const c = behind(`c${round}`, s);
+      expect(c.told.n).toBe(0);
+      expect(await text(await b)).toBe(`b${round}`);
+      expect(await text(await c.response)).toBe(`c${round}`);
+      expect(c.told.n).toBe(1);
+    }
+    // A busy, proven connection, but this host is no longer pipelined to: x goes on its own.
+    void h1Request(s.url('/h'), opts()).catch(() => {});
+    expect(pipelineCapacity(origin)).toBe(0);
+    const x = behind('x', s);
+    expect(x.told.n).toBe(1);
+    expect(await text(await x.response)).toBe('x');
+    expect(s.requests.filter((r) => pathOf(r) === 'x')).toHaveLength(1);
+  });
+
+  it('an answer that closes the connection sends what waited to fresh connections, not counted against the host', async () => {
+    const s = await serve((sock, request, n) => {
+      const p = pathOf(request);
+      if (n === 1 || n > 4) return void sock.write(ok(p));
+      if (n === 4) sock.write(ok('b', 'Connection: close\r\n')); // b's answer closes; c and d were sent behind it
+    });
+    await prove(s);
+    const b = h1Request(s.url('/b'), opts());
+    const c = behind('c', s);
+    const d = behind('d', s);
+    expect(await text(await b)).toBe('b');
+    expect(await text(await c.response)).toBe('c');
+    expect(await text(await d.response)).toBe('d');
+    expect(s.connections).toBe(3);
+    // Still pipelined to: a busy, proven connection can take a request behind it.
+    const e = h1Request(s.url('/e'), opts());
+    expect(pipelineCapacity(s.url().origin)).toBe(2);
+    expect(await text(await e)).toBe('e');
+  });
+
+  it('behind a long answer, what waits is asked at once on a connection of its own', async () => {
+    let finish!: () => void;
+    const sockets: net.Socket[] = [];
+    const s = await serve((sock, request, n) => {
+      const p = pathOf(request);
+      sockets[n] = sock;
+      if (n === 2) {
+        // b: 2 MiB announced, a little sent, the rest only once c has been answered elsewhere.
+        sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${2 * 1024 * 1024}\r\n\r\nxyz`);
+        finish = () => sock.write('x'.repeat(2 * 1024 * 1024 - 3));
+        return;
+      }
+      if (n === 3) return; // c, sent behind b: never answered on that connection
+      sock.write(ok(p));
+    });
+    await prove(s);
+    const b = h1Request(s.url('/b'), opts());
+    const c = behind('c', s);
+    const rb = await b;
+    expect(await text(await c.response)).toBe('c');
+    expect(c.told.n).toBe(1);
+    finish();
+    expect((await text(rb)).length).toBe(2 * 1024 * 1024);
+    expect(s.connections).toBe(2);
+    // The long answer's connection is not kept (c's answer on it would come unread): f goes on c's.
+    expect(await text(await h1Request(s.url('/f'), opts()))).toBe('f');
+    expect(sockets[5]).toBe(sockets[4]);
+    for (const deadline = Date.now() + 2000; !sockets[2]!.destroyed && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
+    expect(sockets[2]!.destroyed).toBe(true);
+  });
+
+  it('a waiting request that is stopped fails E_ABORTED; the one behind it is asked elsewhere; the connection ends with its current answer', async () => {
+    let answerB!: () => void;
+    const s = await serve((sock, request, n) => {
+      const p = pathOf(request);
+      if (n === 2) return void (answerB = () => sock.write(ok('b')));
+      if (n === 3 || n === 4) return; // c and d, behind b
+      sock.write(ok(p));
+    });
+    await prove(s);
+    const b = h1Request(s.url('/b'), opts());
+    const stop = new AbortController();
+    const c = behind('c', s, { signal: stop.signal });
+    const d = behind('d', s);
+    stop.abort();
+    expect((await failure(c.response)).code).toBe('E_ABORTED');
+    expect(await text(await d.response)).toBe('d');
+    answerB();
+    expect(await text(await b)).toBe('b');
+    expect(s.connections).toBe(2);
+    expect(await text(await h1Request(s.url('/g'), opts()))).toBe('g');
+    expect(s.connections).toBe(2); // d's connection, idle: b's was not kept
   });
 });

@@ -68,11 +68,30 @@ describe('scheduler', () => {
       const runningByOrigin = new Map<string, number>();
       for (let h = 0; h < hosts; h++) if (rnd(2)) runningByOrigin.set(`http://h${h}.test`, rnd(5));
       const s = slots({ maxConcurrent: 1 + rnd(12), perHost: 1 + rnd(6), runningByOrigin, running: [...runningByOrigin.values()].reduce((a, b) => a + b, 0) });
+      // Room behind busy connections for some origins, for GET downloads only.
+      if (rnd(2)) s.behind = { room: new Map(Array.from({ length: hosts }, (_, h) => [`http://h${h}.test`, rnd(3)])), fits: (t) => t.kind === 'download' && t.method === 'GET' };
+      for (const t of ts) if (rnd(4) === 0) t.method = 'PUT';
       // The origins given may hold more than the candidates have (tasks taken since the window was read).
       const origins = new Set([...ts.map((t) => new URL(t.url).origin), 'http://gone.test']);
       expect(schedule(ts, s, good, { origins })).toEqual(schedule(ts, s, good));
       expect(schedule(orderCandidates(ts), s, good, { origins, ordered: true })).toEqual(schedule(ts, s, good));
     }
+  });
+  it('starts tasks behind busy connections once the origin is at perHost: as many as there is room, those that fit, below maxConcurrent', () => {
+    const put = task({ url: 'http://one.test/p', method: 'PUT' });
+    const one = Array.from({ length: 6 }, () => task({ url: 'http://one.test/f' }));
+    const late = task({ url: 'http://one.test/q', method: 'PUT' });
+    const behind = { room: new Map([['http://one.test', 3]]), fits: (t: { method: string }) => t.method === 'GET' };
+    const d = schedule([put, ...one, late], slots({ perHost: 2, maxConcurrent: 8, behind }), good);
+    // The first two get connections (perHost 2); then GETs go behind, three of them; a PUT never does.
+    expect(d.start.map((t) => t.id)).toEqual([put.id, one[0]!.id]);
+    expect(d.behind.map((t) => t.id)).toEqual([one[1]!.id, one[2]!.id, one[3]!.id]);
+    // At maxConcurrent nothing starts, not even behind another.
+    const full = schedule(one, slots({ perHost: 2, maxConcurrent: 2, running: 2, runningByOrigin: new Map([['http://one.test', 2]]), behind }), good);
+    expect([full.start, full.behind]).toEqual([[], []]);
+    // Below perHost a task gets a connection of its own, whatever the room.
+    const free = schedule(one.slice(0, 1), slots({ behind }), good);
+    expect([free.start.length, free.behind.length]).toEqual([1, 0]);
   });
   it('stops early: once every origin is at perHost, what follows is not looked at', () => {
     const one = Array.from({ length: 3 }, () => task({ url: 'http://one.test/f' }));
@@ -86,6 +105,7 @@ describe('scheduler', () => {
 describe('transfersCounted', () => {
   const tasks = (moving: number, placing: number) => [
     ...Array.from({ length: moving }, () => ({ placing: false })),
+    ...Array.from({ length: 5 }, () => ({ placing: false, behind: true })),
     ...Array.from({ length: placing }, () => ({ placing: true })),
   ];
   it.each([

@@ -35,7 +35,7 @@ function active(task: Task, claim: Promise<Task | null>): Active {
   return {
     task, fence: { id: task.id, claim: task.claim }, claim, part: null, origin: new URL(task.url).origin, abort: new AbortController(), stopReason: null,
     bytes: 0, total: null, durable: 0, sample: { bytes: 0, at: Date.now(), speed: null }, dirty: false, bucket: new TokenBucket(null, Date.now()),
-    segments: null, extra: 0, placing: false,
+    segments: null, extra: 0, placing: false, behind: false,
   };
 }
 
