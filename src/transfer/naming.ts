@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { partPathFor } from '../shared/paths.js';
+import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
 
 /** Longest name we produce, in bytes of UTF-8 (filesystems allow 255; leave room for `.N` and `.bgdl-part`). */
@@ -162,17 +163,30 @@ const exists = (p: string): boolean => {
   }
 };
 
+/** Real paths of directories lately named in, and when each was looked up (TUNING.realDirReuseMs). */
+const realDirs = new Map<string, { real: string; at: number }>();
+
+function realDirOf(dir: string): string {
+  const now = performance.now();
+  const known = realDirs.get(dir);
+  if (known && now - known.at < TUNING.realDirReuseMs) return known.real;
+  let real: string;
+  try {
+    real = fs.realpathSync(dir);
+  } catch (err) {
+    throw new TransferError('E_DEST', `cannot write in ${dir}: ${(err as Error).message}`, false);
+  }
+  if (realDirs.size >= 256) realDirs.clear();
+  realDirs.set(dir, { real, at: now });
+  return real;
+}
+
 /**
  * The first of `dir/name`, `dir/name.1.ext`, … that does not exist (a dangling symlink counts),
  * has no partial file, and is not in `taken`. The result always lies directly inside the real `dir`.
  */
 export async function pickFreePath(dir: string, name: string, taken: Set<string>): Promise<string> {
-  let realDir: string;
-  try {
-    realDir = fs.realpathSync(dir);
-  } catch (err) {
-    throw new TransferError('E_DEST', `cannot write in ${dir}: ${(err as Error).message}`, false);
-  }
+  const realDir = realDirOf(dir);
   const absDir = path.resolve(dir);
   for (let n = 0; n < 100_000; n++) {
     const candidate = n === 0 ? name : numberedName(name, n);

@@ -100,6 +100,12 @@ export const TUNING = {
   prefixReadBytes: 1024 * 1024,
   /** A statfs() answer for a directory is reused this long for the free-space check of the next file. */
   freeSpaceReuseMs: 1000,
+  /**
+   * A directory's real path (pickFreePath) is reused this long for the next file named in it: each
+   * realpath is an lstat of every component (3 of the ~6 lstats a small file cost). It only keeps
+   * apart two spellings of one directory; the file itself is created by its own path.
+   */
+  realDirReuseMs: 1000,
   /** While writing, free space is asked again after this many bytes or this long, whichever first. */
   freeSpaceLookBytes: 4 * 1024 * 1024,
   freeSpaceLookMs: 1000,

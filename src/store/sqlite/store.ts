@@ -1036,7 +1036,10 @@ export class SqliteStore implements TaskStore {
   }
 
   private finish(id: number, info: FinishInfo, now: number, fromStates: TaskState[], allowed: (t: Task) => boolean): boolean {
-    return this.inTx.immediate(() => {
+    // In a group commit it is part of that transaction (rerun alone if the group fails: commitPending);
+    // a savepoint of its own there was two more statements a file.
+    const atomic = (fn: () => boolean) => (this.db.inTransaction ? fn() : (this.inTx.immediate(fn) as boolean));
+    return atomic(() => {
       const t = this.taskById(id);
       if (!t || !fromStates.includes(t.state) || !allowed(t)) return false;
       const done = finishedTask(t, info, now);
@@ -1059,7 +1062,7 @@ export class SqliteStore implements TaskStore {
       this.insertEvent(done, info.state, now);
       this.outputs?.byId.delete(id);
       return true;
-    }) as boolean;
+    });
   }
 
   /** Unfinished, not running tasks added longer than `timeoutMs` ago (resourceTimeout). */
