@@ -40,6 +40,8 @@ export interface Config {
   split: Split;
   /** The smallest segment a split download makes (bytes). */
   minSplitSize: number;
+  /** Requests to an HTTP/1.1 origin at perHost may wait behind others on its busy connections. */
+  pipelining: boolean;
   /** A shared PostgreSQL store's URL (null: the local SQLite store under BGDL_HOME); BGDL_STORE wins. */
   store: string | null;
 }
@@ -140,6 +142,11 @@ export const CONFIG_KEYS: Record<Key, KeySpec> = {
     defaultText: () => '4MiB',
     parse: (text, key) => minSplit(text, key),
   },
+  pipelining: {
+    describe: 'on: once an http:// origin has perHost busy connections, plain downloads may send their requests behind others on them (HTTP/1.1 pipelining); off: each waits for a connection of its own',
+    defaultText: () => 'on',
+    parse: (text, key) => onOff(text, key),
+  },
   leaseTimeout: {
     describe: 'a worker silent this long loses its running tasks to another worker',
     defaultText: () => '30s',
@@ -164,6 +171,12 @@ export function parseSplit(text: string, what: string): Split {
   if (t === 'auto') return 'auto';
   if (!/^\d+$/.test(t) || Number(t) < 1 || Number(t) > 16) throw new UsageError(`invalid value '${text}' for ${what}: use a whole number from 1 to 16, or auto`);
   return Number(t);
+}
+
+function onOff(text: string, key: string): boolean {
+  const t = text.trim().toLowerCase();
+  if (t !== 'on' && t !== 'off') throw new UsageError(`invalid value '${text}' for ${key}: use on or off`);
+  return t === 'on';
 }
 
 /** The smallest segment of a split download: at least 1 KiB (a smaller one costs more in requests than it saves). */

@@ -381,7 +381,7 @@ class Worker {
 
   /**
    * Running transfers as maxConcurrent counts them, connections per origin as perHost does, and
-   * where requests may wait behind others (pipelining): on the local store (one worker, which alone
+   * where requests may wait behind others (pipelining, config `pipelining`): on the local store (one worker, which alone
    * counts its connections) and without --split, behind each busy connection to an origin at perHost
    * that has proven to keep its connections alive over HTTP/1.1, one request, for plain GET and HEAD
    * downloads. The main thread paces a batch of small files, and costs less per file the more
@@ -400,7 +400,7 @@ class Worker {
     }
     const cfg = this.config;
     const slots: SlotState = { running: this.transfers(), runningByOrigin: byOrigin, maxConcurrent: cfg.maxConcurrent, perHost: cfg.perHost };
-    if (this.store.shared || cfg.split !== 1) return slots;
+    if (this.store.shared || cfg.split !== 1 || !cfg.pipelining) return slots;
     const room = new Map<string, number>();
     for (const origin of byOrigin.keys()) {
       const r = pipelineCapacity(origin) - (behindBy.get(origin) ?? 0);

@@ -138,6 +138,22 @@ describe('many files to one host', () => {
     expect(new Set(s.requests.map((r) => r.remotePort)).size).toBeLessThanOrEqual(6);
     expect(s.requests.filter((r) => r.behindAnother).length).toBeGreaterThan(0);
   });
+
+  it('config pipelining off: every request waits for a connection of its own', async () => {
+    expect((await t.bgdl(['config', 'set', 'pipelining', 'maybe'])).code).toBe(2);
+    expect((await t.bgdl(['config', 'set', 'pipelining', 'off'])).code).toBe(0);
+    const urls: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      s.route(`/q${i}.bin`, { body: { size: 1000, seed: `q${i}` }, delayMs: 20 });
+      urls.push(s.url(`/q${i}.bin`));
+    }
+    const list = path.join(t.dir, 'list.txt');
+    fs.writeFileSync(list, `${urls.join('\n')}\n`);
+    const added = await add(['-i', list, '-d', path.join(t.dir, 'few')]);
+    const done = await waitFinal(t, added.map((x) => x.id), 60_000);
+    expect(done.every((x) => x.state === 'completed')).toBe(true);
+    expect(s.requests.filter((r) => r.behindAnother)).toEqual([]);
+  });
 });
 
 describe('redirects', () => {
