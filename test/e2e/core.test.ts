@@ -117,24 +117,29 @@ describe('add → worker → completed', () => {
 });
 
 describe('many files to one host', () => {
-  it('at the defaults, requests wait behind others on the 6 connections (pipelining): every file right, no seventh connection, none asked twice', async () => {
-    const n = 60;
-    const urls: string[] = [];
-    for (let i = 0; i < n; i++) {
-      // Each answer takes a while, so that a connection is busy when the next request may go behind it.
-      s.route(`/p${i}.bin`, { body: { size: 3000, seed: `p${i}` }, delayMs: 20 });
-      urls.push(s.url(`/p${i}.bin`));
-    }
-    const list = path.join(t.dir, 'list.txt');
+  /**
+   * `n` files of `size` bytes (seeded by their names), each answered after 20 ms so that a connection
+   * is busy when the next request may go behind it; all added with one `add -i` and waited for.
+   */
+  async function batch(name: string, n: number, size: number): Promise<any[]> {
+    const urls = Array.from({ length: n }, (_, i) => {
+      s.route(`/${name}${i}.bin`, { body: { size, seed: `${name}${i}` }, delayMs: 20 });
+      return s.url(`/${name}${i}.bin`);
+    });
+    const list = path.join(t.dir, `${name}.txt`);
     fs.writeFileSync(list, `${urls.join('\n')}\n`);
-    const added = await add(['-i', list, '-d', path.join(t.dir, 'many')]);
-    const done = await waitFinal(t, added.map((x) => x.id), 60_000);
+    const added = await add(['-i', list, '-d', path.join(t.dir, name)]);
+    return waitFinal(t, added.map((x) => x.id), 60_000);
+  }
+
+  it('at the defaults, requests wait behind others on the 6 connections (pipelining): every file right, no seventh connection, none asked twice', async () => {
+    const done = await batch('p', 60, 3000);
     for (const [i, x] of done.entries()) {
       expect(x.state).toBe('completed');
       expect(fs.readFileSync(x.output).equals(bodyFor(3000, `p${i}`))).toBe(true);
       expect(x.sha256).toBe(sha256(bodyFor(3000, `p${i}`)));
     }
-    expect(s.requests).toHaveLength(n);
+    expect(s.requests).toHaveLength(60);
     expect(new Set(s.requests.map((r) => r.remotePort)).size).toBeLessThanOrEqual(6);
     expect(s.requests.filter((r) => r.behindAnother).length).toBeGreaterThan(0);
   });
@@ -142,15 +147,7 @@ describe('many files to one host', () => {
   it('config pipelining off: every request waits for a connection of its own', async () => {
     expect((await t.bgdl(['config', 'set', 'pipelining', 'maybe'])).code).toBe(2);
     expect((await t.bgdl(['config', 'set', 'pipelining', 'off'])).code).toBe(0);
-    const urls: string[] = [];
-    for (let i = 0; i < 30; i++) {
-      s.route(`/q${i}.bin`, { body: { size: 1000, seed: `q${i}` }, delayMs: 20 });
-      urls.push(s.url(`/q${i}.bin`));
-    }
-    const list = path.join(t.dir, 'list.txt');
-    fs.writeFileSync(list, `${urls.join('\n')}\n`);
-    const added = await add(['-i', list, '-d', path.join(t.dir, 'few')]);
-    const done = await waitFinal(t, added.map((x) => x.id), 60_000);
+    const done = await batch('q', 30, 1000);
     expect(done.every((x) => x.state === 'completed')).toBe(true);
     expect(s.requests.filter((r) => r.behindAnother)).toEqual([]);
   });
