@@ -20,9 +20,11 @@ export const TUNING = {
    * Chunks are copied into batches of this size, each written with one write(): fewer system calls
    * than one per read, small enough that the kernel keeps using small page-cache folios (larger single
    * writes cost more system time per byte on this kernel: 512 KiB measured 1.76-2.18 s of worker CPU
-   * for 1 GiB against 1.25-1.31 s with 256 KiB).
+   * for 1 GiB against 1.25-1.31 s with 256 KiB). 128 KiB against 256 KiB, later: the worker's CPU
+   * for 1 GiB 1.29-1.33 s against 1.34-1.37 s (`npm run bench -- --only=big`), and by hand, four
+   * interleaved pairs, the main thread 1.30-1.80 s against 1.47-2.17 s; 64 KiB measured as 128.
    */
-  writeBatchBytes: 256 * 1024,
+  writeBatchBytes: 128 * 1024,
   /**
    * A write of a batch from the event loop that takes longer than this is slow; `slowWritesToPool` of
    * them move that file's writes to the thread pool (sink.ts). Into the page cache a 256 KiB write
