@@ -13,8 +13,8 @@
 // Transfer-Encoding chunked, else Content-Length, else the body ends when the connection closes.
 //
 // Pipelining (RFC 9112 section 9.3.2): a request that may wait (`behind`) is sent at once on a busy
-// http:// connection whose server has kept it alive over HTTP/1.1, one request deep; its response is
-// read when the one before it ends. Nothing is lost when the server does not keep up its side: a
+// http:// connection whose server has kept it alive over HTTP/1.1 after a short answer, up to
+// PIPELINE_DEPTH behind the current one; its response is read when the one before it ends. Nothing is lost when the server does not keep up its side: a
 // queued request with no byte of its answer is asked again on a fresh connection (as a stale reused
 // one is), and a host whose connections fail that way (or with a malformed answer) while a request
 // waits is not pipelined to again.
@@ -297,6 +297,8 @@ interface Exchange {
   headLength: number;
   framing: Framing | null;
   body: H1Body | null;
+  /** The answer has no body or a Content-Length of at most BEHIND_MAX_BYTES (known with its head). */
+  short: boolean;
   onAbort: () => void;
 }
 
@@ -309,7 +311,10 @@ class Connection {
   private waiting: Exchange[] = [];
   /** The waiting request was given up (its answer will come, unread): the connection ends with `ex`. */
   private closeAfter = false;
-  /** The server kept this connection alive over HTTP/1.1: it may carry a request behind another. */
+  /**
+   * The server kept this connection alive over HTTP/1.1 after a short answer (no body, or a length
+   * of at most BEHIND_MAX_BYTES): it may carry a request behind another.
+   */
   private proven = false;
   private served = 0;
   private dead = false;
@@ -389,7 +394,7 @@ class Connection {
   private newExchange(opts: H1Options, resolve: (r: Response) => void, reject: (err: unknown) => void): Exchange {
     const ex: Exchange = {
       opts, resolve, reject,
-      answered: false, head: null, headBytes: [], headLength: 0, framing: null, body: null,
+      answered: false, head: null, headBytes: [], headLength: 0, framing: null, body: null, short: false,
       onAbort: () => {
         if (this.ex === ex) return this.fail(stopped());
         const i = this.waiting.indexOf(ex);
@@ -486,7 +491,8 @@ class Connection {
     ex.head = head;
     const framing = framingOf(ex.opts.method, head);
     ex.framing = framing;
-    if (this.waiting.length && !(framing.kind === 'none' || (framing.kind === 'length' && framing.left <= BEHIND_MAX_BYTES))) this.release();
+    ex.short = framing.kind === 'none' || (framing.kind === 'length' && framing.left <= BEHIND_MAX_BYTES);
+    if (this.waiting.length && !ex.short) this.release();
     ex.body = new H1Body(this);
     this.arm('body', ex.opts.bodyTimeoutMs);
     ex.resolve({ statusCode: head.statusCode, headers: head.headers, body: ex.body });
@@ -566,7 +572,9 @@ class Connection {
       // A request waiting behind this one is asked again elsewhere (the server said it closes).
       return this.destroy();
     }
-    this.proven ||= ex.head!.version === '1.1';
+    // Only behind a connection whose last answer was short: a server whose answers are long or
+    // chunked (dynamic pages) would have each waiting request sent again elsewhere (release).
+    this.proven = ex.head!.version === '1.1' && ex.short;
     const next = this.waiting.shift();
     if (next) {
       this.ex = next;

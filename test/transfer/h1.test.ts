@@ -329,6 +329,30 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
     expect(slow.connections).toBe(2);
   });
 
+  it('only behind a connection whose last answer was short: after a long or chunked one, a request goes on its own', async () => {
+    const s = await serve((sock, request, n) => {
+      const p = pathOf(request);
+      if (p === 'long') return void sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${2 * 1024 * 1024}\r\n\r\n${'x'.repeat(2 * 1024 * 1024)}`);
+      if (p === 'chunked') return void sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n');
+      if (p.startsWith('held')) return; // keeps its connection busy
+      void n;
+      sock.write(ok(p));
+    });
+    const origin = s.url().origin;
+    for (const first of ['long', 'chunked']) {
+      await text(await h1Request(s.url(`/${first}`), opts()));
+      void h1Request(s.url(`/held-${first}`), opts()).catch(() => {});
+      expect(pipelineCapacity(origin)).toBe(0);
+      const x = behind(`x-${first}`, s);
+      expect(x.told.n).toBe(1);
+      expect(await text(await x.response)).toBe(`x-${first}`);
+    }
+    // A short answer on a connection makes it take requests behind it again.
+    await text(await h1Request(s.url('/short'), opts()));
+    void h1Request(s.url('/held-short'), opts()).catch(() => {});
+    expect(pipelineCapacity(origin)).toBe(2);
+  });
+
   it('a server that drops the connection: what waited is asked again on fresh ones; after three drops the host is not pipelined to', async () => {
     const seen = new Set<string>();
     const s = await serve((sock, request) => {
