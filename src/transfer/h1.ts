@@ -14,10 +14,10 @@
 //
 // Pipelining (RFC 9112 section 9.3.2): a request that may wait (`behind`) is sent at once on a busy
 // http:// connection whose server has kept it alive over HTTP/1.1 after a short answer, up to
-// PIPELINE_DEPTH behind the current one; its response is read when the one before it ends. Nothing is lost when the server does not keep up its side: a
-// queued request with no byte of its answer is asked again on a fresh connection (as a stale reused
-// one is), and a host whose connections fail that way (or with a malformed answer) while a request
-// waits is not pipelined to again.
+// PIPELINE_DEPTH behind the current one; its response is read when the one before it ends. Nothing
+// is lost when the server does not keep up its side: a waiting request with no byte of its answer
+// is asked again on a fresh connection (as a stale reused one is), and a host whose connections fail
+// that way (or with a malformed answer) PIPELINE_FAILURES times is not pipelined to again.
 
 import net from 'node:net';
 import type tls from 'node:tls';
@@ -556,7 +556,8 @@ class Connection {
     this.closeAfter = true;
     for (const ex of this.waiting.splice(0)) {
       ex.opts.signal.removeEventListener('abort', ex.onAbort);
-      ex.reject(new StaleConnection(Object.assign(new Error('the connection ends before this request is answered'), { code: 'UND_ERR_SOCKET' })));
+      const cause = Object.assign(new Error('the connection ends before this request is answered'), { code: 'UND_ERR_SOCKET' });
+      ex.reject(new StaleConnection(cause));
     }
   }
 

@@ -380,13 +380,14 @@ class Worker {
   }
 
   /**
-   * Running transfers as maxConcurrent counts them, connections per origin as perHost does, and
-   * where requests may wait behind others (pipelining, config `pipelining`): on the local store (one worker, which alone
-   * counts its connections) and without --split, behind each busy connection to an origin at perHost
-   * that has proven to keep its connections alive over HTTP/1.1, one request, for plain GET and HEAD
-   * downloads. The main thread paces a batch of small files, and costs less per file the more
-   * requests are in flight (a write to a busy server wakes nobody; more files share each commit):
-   * 2,000 x 16 KiB at the defaults, worker by hand, main thread 1.21-1.28 s against 1.45-1.51 s.
+   * Running transfers as maxConcurrent counts them, connections per origin as perHost does, and how
+   * many requests may wait behind others (pipelining, config `pipelining`): on the local store (one
+   * worker, which alone counts its connections) and without --split, as many as h1.ts says its busy
+   * connections to the origin can take (`pipelineCapacity`), less those already started that way,
+   * for plain GET and HEAD downloads. The main thread paces a batch of small files, and costs less
+   * per file the more requests are in flight (a write to a busy server wakes nobody; more files share
+   * each commit): 2,000 x 16 KiB at the defaults, worker by hand, main thread 1.21-1.28 s against
+   * 1.45-1.51 s.
    */
   private slots(): SlotState {
     const byOrigin = new Map<string, number>();
