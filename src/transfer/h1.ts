@@ -299,6 +299,8 @@ interface Exchange {
   body: H1Body | null;
   /** The answer has no body or a Content-Length of at most BEHIND_MAX_BYTES (known with its head). */
   short: boolean;
+  /** Stopped while it waited behind another: its answer is read and dropped. */
+  dropped: boolean;
   onAbort: () => void;
 }
 
@@ -394,16 +396,14 @@ class Connection {
   private newExchange(opts: H1Options, resolve: (r: Response) => void, reject: (err: unknown) => void): Exchange {
     const ex: Exchange = {
       opts, resolve, reject,
-      answered: false, head: null, headBytes: [], headLength: 0, framing: null, body: null, short: false,
+      answered: false, head: null, headBytes: [], headLength: 0, framing: null, body: null, short: false, dropped: false,
       onAbort: () => {
         if (this.ex === ex) return this.fail(stopped());
-        const i = this.waiting.indexOf(ex);
-        if (i === -1) return;
-        // Stopped while waiting: its answer will still come, so the connection ends with the current
-        // response, and the requests behind it are asked again elsewhere.
-        this.waiting.splice(i, 1);
+        if (!this.waiting.includes(ex)) return;
+        // Stopped while waiting: the request fails now; its answer, which will still come, is read
+        // and dropped in its turn (the connection ends there if that answer is long).
+        ex.dropped = true;
         ex.reject(stopped());
-        this.release();
       },
     };
     opts.signal.addEventListener('abort', ex.onAbort, { once: true });
@@ -492,10 +492,12 @@ class Connection {
     const framing = framingOf(ex.opts.method, head);
     ex.framing = framing;
     ex.short = framing.kind === 'none' || (framing.kind === 'length' && framing.left <= BEHIND_MAX_BYTES);
+    if (ex.dropped && !ex.short) throw stopped(); // not worth reading: the connection ends (fail)
     if (this.waiting.length && !ex.short) this.release();
     ex.body = new H1Body(this);
     this.arm('body', ex.opts.bodyTimeoutMs);
-    ex.resolve({ statusCode: head.statusCode, headers: head.headers, body: ex.body });
+    if (ex.dropped) ex.body.take(() => {});
+    else ex.resolve({ statusCode: head.statusCode, headers: head.headers, body: ex.body });
     if (framing.kind === 'none' || (framing.kind === 'length' && framing.left === 0)) this.finish(ex);
     return end;
   }
@@ -580,7 +582,7 @@ class Connection {
     if (next) {
       this.ex = next;
       this.arm('headers', next.opts.headersTimeoutMs);
-      next.opts.behind?.();
+      if (!next.dropped) next.opts.behind?.();
       return;
     }
     this.socket.unref();
@@ -614,7 +616,7 @@ class Connection {
     const ex = this.ex;
     this.ex = null;
     // A request waiting behind a response that failed: not this server's fault alone, but counted.
-    if (this.waiting.length) pipelineFailures.set(this.key, (pipelineFailures.get(this.key) ?? 0) + 1);
+    if (this.waiting.length && !ex?.dropped) pipelineFailures.set(this.key, (pipelineFailures.get(this.key) ?? 0) + 1);
     this.destroy();
     if (!ex) return;
     ex.opts.signal.removeEventListener('abort', ex.onAbort);

@@ -285,6 +285,11 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
     const told = { n: 0 };
     return { told, response: h1Request(s.url(`/${p}`), opts({ behind: () => told.n++, ...over })) };
   };
+  /** Until the server has seen `n` requests (they are on their way over loopback). */
+  const arrived = async (s: Raw, n: number) => {
+    for (const deadline = Date.now() + 2000; s.requests.length < n && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 2));
+    expect(s.requests.length).toBe(n);
+  };
   /** A first answered request: the server has kept this connection alive over HTTP/1.1. */
   const prove = async (s: Raw) => expect(await text(await h1Request(s.url('/a'), opts()))).toBe('a');
 
@@ -434,12 +439,12 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
     expect(sockets[2]!.destroyed).toBe(true);
   });
 
-  it('a waiting request that is stopped fails E_ABORTED; the one behind it is asked elsewhere; the connection ends with its current answer', async () => {
-    let answerB!: () => void;
+  it('a waiting request that is stopped fails E_ABORTED at once; its answer is read and dropped, and the connection goes on', async () => {
+    let answer!: () => void;
     const s = await serve((sock, request, n) => {
       const p = pathOf(request);
-      if (n === 2) return void (answerB = () => sock.write(ok('b')));
-      if (n === 3 || n === 4) return; // c and d, behind b
+      if (n === 2) return void (answer = () => sock.write(ok('b') + ok('c-unread') + ok('d')));
+      if (n === 3 || n === 4) return; // c and d, behind b: answered with b
       sock.write(ok(p));
     });
     await prove(s);
@@ -449,11 +454,38 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
     const d = behind('d', s);
     stop.abort();
     expect((await failure(c.response)).code).toBe('E_ABORTED');
-    expect(await text(await d.response)).toBe('d');
-    answerB();
+    await arrived(s, 4);
+    answer();
     expect(await text(await b)).toBe('b');
-    expect(s.connections).toBe(2);
+    expect(await text(await d.response)).toBe('d');
+    expect([c.told.n, d.told.n]).toEqual([0, 1]);
     expect(await text(await h1Request(s.url('/g'), opts()))).toBe('g');
-    expect(s.connections).toBe(2); // d's connection, idle: b's was not kept
+    expect(s.connections).toBe(1);
+  });
+
+  it("a stopped waiting request whose answer is long ends the connection; what waited behind it is asked elsewhere", async () => {
+    let answer!: () => void;
+    const s = await serve((sock, request, n) => {
+      const p = pathOf(request);
+      if (n === 2) return void (answer = () => sock.write(ok('b') + `HTTP/1.1 200 OK\r\nContent-Length: ${4 * 1024 * 1024}\r\n\r\nxyz`));
+      if (n === 3 || n === 4 || p === 'held') return; // c (long) and d, behind b; held: keeps its connection busy
+      sock.write(ok(p));
+    });
+    await prove(s);
+    const b = h1Request(s.url('/b'), opts());
+    const stop = new AbortController();
+    const c = behind('c', s, { signal: stop.signal });
+    const d = behind('d', s);
+    stop.abort();
+    await failure(c.response);
+    await arrived(s, 4);
+    answer();
+    expect(await text(await b)).toBe('b');
+    expect(await text(await d.response)).toBe('d');
+    expect(s.connections).toBe(2);
+    // Not counted against the host: still pipelined to.
+    void h1Request(s.url('/held'), opts()).catch(() => {});
+    await new Promise((r) => setTimeout(r, 20));
+    expect(pipelineCapacity(s.url().origin)).toBeGreaterThan(0);
   });
 });
