@@ -144,6 +144,28 @@ describe('many files to one host', () => {
     expect(s.requests.filter((r) => r.behindAnother).length).toBeGreaterThan(0);
   });
 
+  it('pause --all in the middle of a pipelined batch, then resume --all: every file right', async () => {
+    const urls = Array.from({ length: 60 }, (_, i) => {
+      s.route(`/r${i}.bin`, { body: { size: 2000, seed: `r${i}` }, delayMs: 100 });
+      return s.url(`/r${i}.bin`);
+    });
+    const list = path.join(t.dir, 'r.txt');
+    fs.writeFileSync(list, `${urls.join('\n')}\n`);
+    const added = await add(['-i', list, '-d', path.join(t.dir, 'r')]);
+    const ids = added.map((x) => x.id);
+    await waitUntil(async () => s.requests.some((r) => r.behindAnother) && s.requests.length >= 20, 20_000, 'requests behind others');
+    const paused = await t.bgdl(['pause', '--all']);
+    expect(paused.code).toBe(0);
+    expect(paused.stdout).toMatch(/\tpaused/); // the batch was not over yet
+    await waitUntil(async () => (await statusJson(t, ids)).every((x) => x.state !== 'running'), 20_000, 'nothing running');
+    expect((await t.bgdl(['resume', '--all'])).code).toBe(0);
+    const done = await waitFinal(t, ids, 60_000);
+    for (const [i, x] of done.entries()) {
+      expect(x.state).toBe('completed');
+      expect(fs.readFileSync(x.output).equals(bodyFor(2000, `r${i}`))).toBe(true);
+    }
+  });
+
   it('config pipelining off: every request waits for a connection of its own', async () => {
     expect((await t.bgdl(['config', 'set', 'pipelining', 'maybe'])).code).toBe(2);
     expect((await t.bgdl(['config', 'set', 'pipelining', 'off'])).code).toBe(0);
