@@ -45,6 +45,15 @@ describe('store selection from the CLI', () => {
     }
   });
 
+  it("sslmode require, prefer or verify-ca: still one line, no node-postgres warning (they mean verify-full, as node-postgres 8 takes them)", async () => {
+    for (const mode of ['require', 'prefer', 'verify-ca']) {
+      const r = await t.bgdl(['status'], { env: { BGDL_STORE: `postgres://u@127.0.0.1:1/db?sslmode=${mode}` } });
+      expect(r.code).toBe(4);
+      expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).toMatch(new RegExp(`^bgdl: the store postgres://u@127\\.0\\.0\\.1:1/db\\?sslmode=${mode} cannot be reached`));
+    }
+  });
+
   it('config store takes a URL or local, refuses anything else, and never shows the password', async () => {
     expect((await t.bgdl(['config', 'set', 'store', 'mysql://h/db'])).code).toBe(2);
     expect((await t.bgdl(['config', 'set', 'store', 'postgres://bgdl:sekrit@db.example:5432/bgdl'])).code).toBe(0);

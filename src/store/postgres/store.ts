@@ -78,6 +78,9 @@ export interface PgOptions {
   staleMs: number;
 }
 
+/** sslmode values node-postgres 8 treats as verify-full (see describeUrl). */
+const ALIASES_OF_VERIFY_FULL = new Set(['prefer', 'require', 'verify-ca']);
+
 /** The URL without its password, for messages; the `schema` query parameter names the PostgreSQL schema (default bgdl). */
 export function describeUrl(url: string): { location: string; schema: string; connectionString: string } {
   let u: URL;
@@ -92,9 +95,15 @@ export function describeUrl(url: string): { location: string; schema: string; co
   const schema = u.searchParams.get('schema') ?? 'bgdl';
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new StoreError(`BGDL_STORE: schema '${schema}' is not a plain lower-case name`);
   u.searchParams.delete('schema');
-  const connectionString = u.toString();
-  if (u.password) u.password = '***';
-  return { location: u.toString(), schema, connectionString };
+  const location = new URL(u);
+  if (location.password) location.password = '***';
+  // node-postgres 8 takes sslmode prefer, require and verify-ca as verify-full (the certificate and the
+  // host name are verified), and says so in a 9-line warning on stderr at every start. Asked for by
+  // that name, the same connection comes without the warning; libpq's weaker meanings stay opt-in
+  // (uselibpqcompat=true, as node-postgres documents).
+  const mode = u.searchParams.get('sslmode');
+  if (mode && ALIASES_OF_VERIFY_FULL.has(mode) && u.searchParams.get('uselibpqcompat') !== 'true') u.searchParams.set('sslmode', 'verify-full');
+  return { location: location.toString(), schema, connectionString: u.toString() };
 }
 
 function whereOf(filter: TaskFilter, args: unknown[]): string {
