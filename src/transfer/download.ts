@@ -200,7 +200,7 @@ function perform(req: DownloadRequest, cb: DownloadCallbacks, plan: ResumePlan |
     stallTimeoutMs: req.stallTimeoutMs,
     maxRedirects: req.maxRedirects ?? DEFAULT_MAX_REDIRECTS,
     rules: { allowDowngrade: req.allowDowngrade, anyRedirectDropsBody: false },
-    ...(cb.behind ? { behind: () => cb.behind!() } : {}),
+    behind: cb.behind,
   });
 }
 

@@ -311,7 +311,10 @@ class Connection {
   private ex: Exchange | null = null;
   /** Requests sent behind `ex` (pipelining), in order: each is read once the one before it ends. */
   private waiting: Exchange[] = [];
-  /** The waiting request was given up (its answer will come, unread): the connection ends with `ex`. */
+  /**
+   * The waiting requests were sent elsewhere (release: their answers would come unread here): the
+   * connection ends with `ex`.
+   */
   private closeAfter = false;
   /**
    * The server kept this connection alive over HTTP/1.1 after a short answer (no body, or a length

@@ -285,11 +285,15 @@ async function viaUndici(hop: Hop, headers: Array<[string, string]>, opts: Perfo
 export async function requestFollowingRedirects(first: Hop, opts: PerformOptions): Promise<FinalResponse> {
   const creds = loadFileCredentials(opts);
   let hop = first;
-  // Only the first request may wait behind another; it is told once, whichever way it goes.
-  let behind = opts.behind;
-  const once = behind && (() => (behind?.(), (behind = undefined)));
+  // Only the first request may wait behind another, and it is told once that it no longer does (a
+  // stale connection's retry goes through h1Request's exchange again).
+  let waits = opts.behind !== undefined;
+  const behind = () => {
+    if (waits) opts.behind!();
+    waits = false;
+  };
   for (let redirects = 0; ; redirects++) {
-    const response = await send(hop, hopHeaders(hop, creds, Date.now()), opts, redirects === 0 ? once : undefined);
+    const response = await send(hop, hopHeaders(hop, creds, Date.now()), opts, redirects === 0 && opts.behind ? behind : undefined);
     // With a cookie file, what the server sets goes with the later hops (a login or CDN redirect).
     if (creds.cookies) storeSetCookies(creds.cookies, response.headers['set-cookie'], hop.url, Date.now());
     const location = headerValue(response.headers, 'location');

@@ -82,8 +82,8 @@ export const PLACING_PER_SLOT = 4;
 /**
  * Running tasks as maxConcurrent counts them: those placing a received file (no bytes moving, no
  * connection held) leave their slot, up to PLACING_PER_SLOT × `maxConcurrent` of them; more than that
- * count again. Those waiting behind another response (`behind`, one per busy connection at most)
- * take none.
+ * count again. Those waiting behind another response (`behind`: at most what h1.ts's
+ * pipelineCapacity allows, a couple per busy connection) take none.
  */
 export function transfersCounted(running: Iterable<{ placing: boolean; behind?: boolean }>, maxConcurrent: number): number {
   let all = 0;
@@ -112,11 +112,11 @@ export interface QueueShape {
 
 export function schedule(candidates: Candidate[], slots: SlotState, conditions: Verdict, view?: QueueShape): Decision {
   const decision: Decision = { start: [], behind: [], hold: [], release: [] };
+  const origins = view?.origins;
+  const byOrigin = new Map(slots.runningByOrigin);
   const room = new Map(slots.behind?.room);
   /** An origin no candidate can start for: at perHost, with no room behind its connections. */
   const closed = (o: string) => (byOrigin.get(o) ?? 0) >= slots.perHost && !((room.get(o) ?? 0) > 0);
-  const origins = view?.origins;
-  const byOrigin = new Map(slots.runningByOrigin);
   let running = slots.running;
   let full = 0;
   if (origins) for (const o of origins) if (closed(o)) full++;
