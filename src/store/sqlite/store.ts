@@ -51,12 +51,14 @@ import type {
   WorkSummary,
 } from '../types.js';
 import { BRIEF_COLUMNS, briefTaskFrom, CANDIDATE_COLUMNS, candidateFrom, emptyCounts, rowToEvent, rowToSession, taskFrom } from '../rows.js';
-import { guardMethods, storeFailure } from './failure.js';
+import { failureKind, guardMethods, storeFailure } from './failure.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
 
 type Row = Record<string, any>;
 
 const LEASE_ID = 1;
+/** How many times opening a store answered busy at once is tried (see prepareOpened). */
+const OPEN_BUSY_TRIES = 80;
 
 /**
  * Read tasks through raw rows, one at a time: better-sqlite3 builds a keyed object per row slowly
@@ -219,18 +221,7 @@ export class SqliteStore implements TaskStore {
     let db: Database.Database | undefined;
     try {
       db = new Database(file, { timeout: 10_000 });
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      db.pragma('foreign_keys = ON');
-      const version = db.pragma('user_version', { simple: true }) as number;
-      if (version > SCHEMA_VERSION) {
-        db.close();
-        throw new StoreError(
-          `the store ${file} was written by a newer bgdl (schema ${version}, this bgdl knows ${SCHEMA_VERSION}): upgrade bgdl; it does not downgrade stores`,
-        );
-      }
-      if (version < SCHEMA_VERSION) SqliteStore.migrate(db, file, version);
-      else SqliteStore.checkForeign(db, file);
+      SqliteStore.prepareOpened(db, file);
     } catch (err) {
       db?.close();
       const failure = storeFailure(err, file);
@@ -246,6 +237,34 @@ export class SqliteStore implements TaskStore {
       }
     }
     return new SqliteStore(db, file);
+  }
+
+  /**
+   * WAL, the pragmas, and the schema made or checked. Many commands opening a store that does not
+   * exist yet race to switch it to WAL and create its tables, and SQLite can answer one of them busy
+   * at once instead of waiting its busy timeout (seen once in a run of the whole suite, with 50
+   * commands adding at once under load): such an answer is retried for up to about 2 s.
+   */
+  private static prepareOpened(db: Database.Database, file: string): void {
+    for (let tries = 1; ; tries++) {
+      try {
+        if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = NORMAL');
+        db.pragma('foreign_keys = ON');
+        const version = db.pragma('user_version', { simple: true }) as number;
+        if (version > SCHEMA_VERSION) {
+          throw new StoreError(
+            `the store ${file} was written by a newer bgdl (schema ${version}, this bgdl knows ${SCHEMA_VERSION}): upgrade bgdl; it does not downgrade stores`,
+          );
+        }
+        if (version < SCHEMA_VERSION) SqliteStore.migrate(db, file, version);
+        else SqliteStore.checkForeign(db, file);
+        return;
+      } catch (err) {
+        if (tries >= OPEN_BUSY_TRIES || failureKind(String((err as { code?: unknown }).code ?? '')) !== 'busy') throw err;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10 + Math.random() * 30);
+      }
+    }
   }
 
   private static migrate(db: Database.Database, file: string, from: number): void {
