@@ -24,17 +24,29 @@ export interface Ctx {
   isTTY: boolean;
 }
 
+/**
+ * The context of this run. `interactive` and `isTTY` are looked up when first asked (only `wait` and
+ * the commands that touch a session ask): process.stdin and process.stderr are streams that Node.js
+ * builds, modules and all, at their first use, which cost the worker's start ~6 ms (its stdio is
+ * /dev/null, so stdin was a file stream) for answers it never reads.
+ */
 export function makeCtx(env: NodeJS.ProcessEnv = process.env): Ctx {
   const fromHook = env.BGDL_HOOK === '1';
+  let interactive: boolean | undefined;
+  let isTTY: boolean | undefined;
   return {
     env,
     home: bgdlHome(env),
     cwd: process.cwd(),
     fromHook,
-    interactive: !!process.stdin.isTTY && !fromHook,
+    get interactive() {
+      return (interactive ??= !!process.stdin.isTTY && !fromHook);
+    },
     // A terminal with no size (columns 0, as under some `script` set-ups) would make the spinner and
     // bars compute an infinite number of lines: treat it like a pipe.
-    isTTY: !!process.stderr.isTTY && (process.stderr.columns ?? 0) > 0 && !env.CI,
+    get isTTY() {
+      return (isTTY ??= !!process.stderr.isTTY && (process.stderr.columns ?? 0) > 0 && !env.CI);
+    },
   };
 }
 
