@@ -151,6 +151,30 @@ export function createExclusive(file: string): Promise<Descriptor> {
   );
 }
 
+/**
+ * A second descriptor for the open file `fd`, for direct I/O (O_DIRECT: writes from aligned memory
+ * straight to the disk), or null where that cannot be had (no O_DIRECT, no /proc, a filesystem that
+ * refuses it: EINVAL). Opened through /proc/self/fd, the kernel's link to the open file itself: no
+ * name is looked up, so no other file can be reached; checked to be the same inode all the same.
+ */
+export function reopenDirect(fd: number): number | null {
+  if (!C.O_DIRECT) return null;
+  let direct: number;
+  try {
+    direct = fs.openSync(`/proc/self/fd/${fd}`, C.O_WRONLY | C.O_DIRECT);
+  } catch {
+    return null;
+  }
+  try {
+    const [a, b] = [fs.fstatSync(fd), fs.fstatSync(direct)];
+    if (a.dev === b.dev && a.ino === b.ino) return direct;
+  } catch {
+    /* closed below */
+  }
+  fs.closeSync(direct);
+  return null;
+}
+
 /** Open an existing file, never through a symlink at the name (ELOOP). */
 export async function openNoFollow(file: string, flags: number = C.O_RDWR): Promise<Descriptor> {
   return new Descriptor(fs.openSync(file, flags | C.O_NOFOLLOW));

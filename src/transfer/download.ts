@@ -397,19 +397,24 @@ async function receive(
     const fresh = startOffset === 0;
     const opened: OpenedPart = fresh ? await createFresh(output, lineage.tag, state.current) : await openRecorded(plan!.part);
     try {
-      part = await FileSink.open(opened, startOffset, {
-        onDurable: (offset) => {
-          if (state.partial) state.partial.offset = offset;
-          cb.onDurable(offset);
+      part = await FileSink.open(
+        opened,
+        startOffset,
+        {
+          onDurable: (offset) => {
+            if (state.partial) state.partial.offset = offset;
+            cb.onDurable(offset);
+          },
         },
-      });
+        { direct: end != null && end - startOffset >= TUNING.directMinBytes },
+      );
     } catch (err) {
       await opened.fh.close().catch(() => {});
       if (fresh) removePartFile(opened);
       throw err instanceof TransferError ? err : fileError(opened.path, err);
     }
     // Recorded (fenced) before a byte of the body goes in; only then may an older file of ours go.
-    const owned = cb.onPartFile ? await cb.onPartFile({ path: part.path, id: part.id, offset: startOffset }, meta) : true;
+    const owned = cb.onPartFile ? await cb.onPartFile({ path: part.path, id: part.id, offset: startOffset, direct: part.isDirect }, meta) : true;
     if (!owned) {
       if (fresh) await part.discard();
       else await part.close();

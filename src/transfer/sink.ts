@@ -4,13 +4,16 @@
 // valid during the call: it may be a view of the connection's one read buffer), writes each full
 // batch with one write() (from the event loop while the disk is quick, else through the thread pool,
 // one in flight while the next gathers), and fdatasync()s in the background as it goes (tuning.ts says
-// how often); only an fsync'd offset is ever reported durable. The file-safety steps it needs (rename
-// or link without clobbering, the name still ours, directory fsync) come from src/shared/files.ts.
+// how often); only an fsync'd offset is ever reported durable. A large file is written with direct
+// I/O instead: its batches are aligned buffers written past the page cache, several at once through
+// the thread pool, its unaligned end through the page cache. The file-safety steps it needs (rename or
+// link without clobbering, the name still ours, directory fsync, the direct descriptor) come from
+// src/shared/files.ts.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash, type Hash } from 'node:crypto';
-import { linkWithoutClobber, stillNamed, syncDirectory, unlinkIfSame, type Descriptor } from '../shared/files.js';
+import { linkWithoutClobber, reopenDirect, stillNamed, syncDirectory, unlinkIfSame, type Descriptor } from '../shared/files.js';
 import { pickFreePath } from './naming.js';
 import { TUNING } from './tuning.js';
 import { TransferError } from './types.js';
@@ -61,6 +64,64 @@ const spareBatches: Buffer[] = [];
 const batchBuffer = (): Buffer => spareBatches.pop() ?? Buffer.allocUnsafeSlow(TUNING.writeBatchBytes);
 function giveBack(buf: Buffer): void {
   if (spareBatches.length < TUNING.spareBatches) spareBatches.push(buf);
+}
+
+/**
+ * Memory for direct writes. O_DIRECT needs buffers whose address is a multiple of the device's block,
+ * which no Buffer allocation promises (malloc's large blocks start 16 bytes into a page); a
+ * WebAssembly memory starts on a page boundary. Made at the first large file, TUNING.directBuffers
+ * of TUNING.directBufferBytes each, and lent to one file at a time. undefined: not made yet; null:
+ * cannot be (no room for the reservation), and no file is written direct.
+ */
+let directMemory: Buffer[] | null | undefined;
+let directLent = false;
+
+function borrowDirectBuffers(): Buffer[] | null {
+  if (directLent) return null;
+  if (directMemory === undefined) {
+    const size = TUNING.directBufferBytes;
+    try {
+      const pages = (TUNING.directBuffers * size) / 65536;
+      const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+      directMemory = Array.from({ length: TUNING.directBuffers }, (_, i) => Buffer.from(memory.buffer, i * size, size));
+    } catch {
+      directMemory = null;
+    }
+  }
+  if (!directMemory) return null;
+  directLent = true;
+  return [...directMemory];
+}
+
+/** A buffer of direct writes, free again once every piece written from it is. */
+interface Slot {
+  buf: Buffer;
+  pending: number;
+}
+
+/** One write of a direct-I/O file: `slot.buf[from, from + length)` at file offset `pos`. */
+interface Piece {
+  slot: Slot;
+  from: number;
+  length: number;
+  pos: number;
+  /** Through the direct descriptor; false: the page cache (the file's unaligned end, a short write's rest, or direct writes refused). */
+  direct: boolean;
+  done: boolean;
+}
+
+/** A file being written with direct I/O. */
+interface Direct {
+  /** The O_DIRECT descriptor (closed with the file: a write may be queued on it). */
+  fd: number;
+  /** The filesystem refused a direct write (EINVAL): the rest goes through the page cache. */
+  refused: boolean;
+  free: Buffer[];
+  /** Every piece not yet below the written offset, in file order. */
+  pieces: Piece[];
+  inFlight: number;
+  /** Copies of bytes that came while every buffer was busy (a chunk must be taken whole), in order. */
+  overflow: Buffer[];
 }
 
 /** Files whose final fsync waits for the window to close, and when the last window was opened. */
@@ -122,6 +183,10 @@ export class FileSink implements BodySink {
   /** Writes go from the event loop until some are slow (see writeAll). */
   private inline = true;
   private slowWrites = 0;
+  /** Direct I/O (a large file); null: through the page cache. */
+  private direct: Direct | null = null;
+  /** Direct I/O: the file offset of the buffer being filled (a multiple of TUNING.directAlign). */
+  private curPos = 0;
 
   private constructor(
     readonly path: string,
@@ -144,7 +209,13 @@ export class FileSink implements BodySink {
    * the file is shorter), anything past them cut off, and the kept prefix fsync'd (it may hold bytes a
    * crashed process wrote). The caller closes `fh` if this throws.
    */
-  static async open(opened: { path: string; fh: Descriptor; id: string; size: number }, start: number, events: SinkEvents): Promise<FileSink> {
+  static async open(
+    opened: { path: string; fh: Descriptor; id: string; size: number },
+    start: number,
+    events: SinkEvents,
+    /** With direct I/O if it can be had (the body is large: TUNING.directMinBytes). */
+    opts: { direct?: boolean } = {},
+  ): Promise<FileSink> {
     const { fh } = opened;
     const hash = createHash('sha256');
     await hashPrefix(fh, start, hash);
@@ -152,7 +223,43 @@ export class FileSink implements BodySink {
       if (opened.size !== start) await fh.truncate(start);
       await fh.datasync();
     }
-    return new FileSink(opened.path, opened.id, fh, start, hash, events);
+    const sink = new FileSink(opened.path, opened.id, fh, start, hash, events);
+    if (opts.direct) await sink.goDirect(start);
+    return sink;
+  }
+
+  /** Written with direct I/O (decided at open: the buffers were free and the filesystem takes it). */
+  get isDirect(): boolean {
+    return this.direct !== null;
+  }
+
+  /**
+   * Take the direct buffers and a direct descriptor, when both can be had. Direct writes start at a
+   * block boundary: a kept prefix that ends inside a block has that block's first bytes read back
+   * into the first buffer and written again with the rest.
+   */
+  private async goDirect(start: number): Promise<void> {
+    const free = borrowDirectBuffers();
+    if (!free) return;
+    const fd = reopenDirect(this.fd);
+    const first = free.pop()!;
+    const head = start % TUNING.directAlign;
+    try {
+      if (fd === null) throw new Error('no direct descriptor');
+      for (let got = 0; got < head; ) {
+        const { bytesRead } = await this.fh.read(first, got, head - got, start - head + got);
+        if (bytesRead === 0) throw new Error('the kept prefix is shorter');
+        got += bytesRead;
+      }
+    } catch {
+      if (fd !== null) fs.closeSync(fd);
+      directLent = false;
+      return;
+    }
+    this.direct = { fd, refused: false, free, pieces: [], inFlight: 0, overflow: [] };
+    this.cur = first;
+    this.curUsed = head;
+    this.curPos = start - head;
   }
 
   bind(sender: SinkSender): void {
@@ -167,6 +274,7 @@ export class FileSink implements BodySink {
   write(chunk: Buffer): boolean {
     if (this.failure || this.closed) return true; // the body is being stopped; nothing more is written
     this.hash.update(chunk);
+    if (this.direct) return this.writeDirect(this.direct, chunk);
     for (let off = 0; off < chunk.length; ) {
       if (!this.cur) this.cur = batchBuffer();
       const n = chunk.copy(this.cur, this.curUsed, off);
@@ -245,6 +353,136 @@ export class FileSink implements BodySink {
     if (this.inFlight === 0) this.wakeIdle();
   }
 
+  /**
+   * Direct I/O: copy the chunk into the buffers, each written as it fills. Full (false) while less
+   * room is left than one read of a connection brings, so that what comes next finds a buffer.
+   */
+  private writeDirect(d: Direct, chunk: Buffer): boolean {
+    if (d.overflow.length > 0) d.overflow.push(Buffer.from(chunk));
+    else this.fill(d, chunk, false);
+    if (Date.now() - this.lastHandOver >= TUNING.flushIntervalMs) this.sealDirect(d, false);
+    if (d.overflow.length === 0 && this.directRoom(d) >= TUNING.readBufferBytes) return true;
+    this.full = true;
+    return false;
+  }
+
+  private directRoom(d: Direct): number {
+    return d.free.length * TUNING.directBufferBytes + (this.cur ? this.cur.length - this.curUsed : 0);
+  }
+
+  /** Copy into the buffers (a full one is written at once); what finds none free waits in `overflow`. */
+  private fill(d: Direct, chunk: Buffer, owned: boolean): void {
+    for (let off = 0; off < chunk.length; ) {
+      if (!this.cur) {
+        const next = d.free.pop();
+        if (!next) {
+          d.overflow.push(owned ? chunk.subarray(off) : Buffer.from(chunk.subarray(off)));
+          return;
+        }
+        this.cur = next;
+        this.curUsed = 0;
+      }
+      const n = chunk.copy(this.cur, this.curUsed, off);
+      this.curUsed += n;
+      off += n;
+      if (this.curUsed === this.cur.length) this.sealDirect(d, false);
+    }
+  }
+
+  /** Bytes that waited for a buffer go in, in order, as buffers come free. */
+  private drainOverflow(d: Direct): void {
+    const waiting = d.overflow;
+    d.overflow = [];
+    for (let i = 0; i < waiting.length; i++) {
+      this.fill(d, waiting[i]!, true);
+      if (d.overflow.length > 0) {
+        d.overflow.push(...waiting.slice(i + 1));
+        return;
+      }
+    }
+  }
+
+  /**
+   * Direct I/O: write what the buffer being filled holds. A full buffer goes whole, and so does the
+   * last one (`final`), its unaligned end through the page cache. Before that, only its whole blocks
+   * go, the rest moved to the start of the next buffer (none free: it waits for the next call).
+   */
+  private sealDirect(d: Direct, final: boolean): void {
+    const buf = this.cur;
+    if (!buf || this.curUsed === 0) return;
+    const used = this.curUsed;
+    const pos = this.curPos;
+    const blocks = used - (used % TUNING.directAlign);
+    if (used === buf.length || final) {
+      this.cur = null;
+      this.curUsed = 0;
+      this.curPos = pos + used;
+      const slot: Slot = { buf, pending: 0 };
+      if (blocks > 0) this.issue(d, slot, 0, blocks, pos, pos % TUNING.directAlign === 0);
+      if (blocks < used) this.issue(d, slot, blocks, used - blocks, pos + blocks, false);
+      return;
+    }
+    if (blocks === 0 || d.free.length === 0) return;
+    const next = d.free.pop()!;
+    buf.copy(next, 0, blocks, used);
+    this.cur = next;
+    this.curUsed = used - blocks;
+    this.curPos = pos + blocks;
+    this.issue(d, { buf, pending: 0 }, 0, blocks, pos, true);
+  }
+
+  private issue(d: Direct, slot: Slot, from: number, length: number, pos: number, direct: boolean): void {
+    const piece: Piece = { slot, from, length, pos, direct, done: false };
+    slot.pending++;
+    d.pieces.push(piece);
+    d.inFlight++;
+    this.lastHandOver = Date.now();
+    this.send(d, piece);
+  }
+
+  private send(d: Direct, p: Piece): void {
+    fs.write(p.direct && !d.refused ? d.fd : this.fd, p.slot.buf, p.from, p.length, p.pos, (err, n) => this.pieceWritten(d, p, err, n));
+  }
+
+  private pieceWritten(d: Direct, p: Piece, err: NodeJS.ErrnoException | null, n: number): void {
+    if (!err && n === 0) err = noProgress();
+    if (err?.code === 'EINVAL' && p.direct && !this.failure) {
+      // A filesystem that opens files for direct I/O but refuses these writes: the page cache, from now on.
+      d.refused = true;
+      p.direct = false;
+      return this.send(d, p);
+    }
+    if (!err && n < p.length) {
+      // A short write: the rest through the page cache (its offset may not be a block's).
+      p.from += n;
+      p.pos += n;
+      p.length -= n;
+      p.direct = false;
+      return this.send(d, p);
+    }
+    d.inFlight--;
+    if (err) {
+      if (!this.failure) this.failed(err);
+      return this.wakeIdle();
+    }
+    p.done = true;
+    if (--p.slot.pending === 0) d.free.push(p.slot.buf);
+    // The written offset only passes bytes with none missing below them: writes finish in any order.
+    while (d.pieces[0]?.done) {
+      const q = d.pieces.shift()!;
+      this.written = q.pos + q.length;
+    }
+    if (this.failure || this.closed) return this.wakeIdle();
+    this.syncIfDue();
+    this.drainOverflow(d);
+    if (this.idleWaiters.length > 0 && d.overflow.length === 0) this.sealDirect(d, true);
+    if (this.full && d.overflow.length === 0 && this.directRoom(d) >= TUNING.readBufferBytes) {
+      this.full = false;
+      this.sender?.drain();
+    }
+    this.wakeIdle();
+  }
+
   private failed(err: unknown): void {
     this.failure = err;
     this.inFlight = 0;
@@ -252,12 +490,20 @@ export class FileSink implements BodySink {
     this.curUsed = 0;
     this.sealed = [];
     this.sealedBytes = 0;
+    if (this.direct) this.direct.overflow = [];
     this.sender?.fail(err);
     this.wakeIdle();
   }
 
+  /** A write in flight, or (unless a write failed) bytes taken and not yet written. */
+  private busy(): boolean {
+    if (this.inFlight > 0 || (this.direct?.inFlight ?? 0) > 0) return true;
+    if (this.failure) return false;
+    return this.curUsed + this.sealedBytes > 0 || (this.direct?.overflow.length ?? 0) > 0;
+  }
+
   private wakeIdle(): void {
-    if (this.inFlight > 0 || (this.curUsed + this.sealedBytes > 0 && !this.failure)) return;
+    if (this.busy()) return;
     for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
@@ -285,10 +531,12 @@ export class FileSink implements BodySink {
   }
 
   async settle(): Promise<void> {
-    if (this.inFlight === 0 && (this.curUsed + this.sealedBytes === 0 || this.failure)) return;
+    if (!this.busy()) return;
     const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    this.seal();
-    this.pump();
+    if (!this.direct) {
+      this.seal();
+      this.pump();
+    } else if (this.direct.overflow.length === 0) this.sealDirect(this.direct, true);
     await idle;
   }
 
@@ -327,7 +575,11 @@ export class FileSink implements BodySink {
     if (this.closed) return;
     await this.quiesce();
     this.closed = true;
-    if (this.cur) giveBack(this.cur);
+    if (this.direct) {
+      // Nothing is in flight (quiesce): the descriptor can go, and the buffers to the next large file.
+      fs.closeSync(this.direct.fd);
+      directLent = false;
+    } else if (this.cur) giveBack(this.cur);
     this.cur = null;
     await this.fh.close().catch(() => {});
   }

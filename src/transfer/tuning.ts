@@ -54,6 +54,30 @@ export const TUNING = {
    * thread pool (a slow disk), where two batches keep the disk busy while the next one fills.
    */
   highWaterBytes: 512 * 1024,
+  /**
+   * A file with at least this many bytes still to come (its length known) is written with direct I/O
+   * (O_DIRECT): from our buffers straight to the disk, past the page cache (sink.ts). On the 2-core
+   * development machine (a virtual machine, ext4) filling the page cache is the costliest step of a
+   * large download: 1 GiB received, hashed and written by a bare Node.js program took 2.84-4.02 s
+   * (2.4-3.6 s of CPU) through the page cache, 1.06-1.16 s (1.1-1.2 s) with direct writes, where
+   * `curl -o` + `sync` took 1.37-1.57 s (scripts/bench-floor.mjs measures the same). Smaller files
+   * stay in the page cache: their writes cost little, and a file read again soon after it lands
+   * (a hook) is read from memory.
+   */
+  directMinBytes: 32 * 1024 * 1024,
+  /**
+   * Direct writes: this many buffers of this size, lent to one file at a time (a second large file
+   * goes through the page cache: the disk is shared either way), written as each fills, several at
+   * once. The bare program above: 1 GiB in 1.06-1.16 s with 4 x 1 MiB, 1.23-1.28 s with 3 x 1 MiB,
+   * 1.24-1.33 s with 6 x 512 KiB, 1.26-1.31 s with one write in flight at a time, 1.65-2.05 s with
+   * 2 x 1 or 2 x 2 MiB (the reader waits for a buffer). The worker (`npm run bench -- --only=big`):
+   * 3 x 1 MiB peaked at 61.8 MiB of RSS, 4 x 1 MiB at 63.3 (the bar is 64), both at the same speed
+   * within the runs' spread; 512 KiB reads instead of 1 MiB saved ~1.5 MiB and cost 10% more CPU.
+   */
+  directBuffers: 3,
+  directBufferBytes: 1024 * 1024,
+  /** File offsets and lengths of direct writes are multiples of this (ext4's block; a device's is 512 or 4096). */
+  directAlign: 4096,
   /** A slow transfer still reaches the disk this often, so a crash keeps what had arrived. */
   flushIntervalMs: 250,
   /**

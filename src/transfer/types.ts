@@ -94,6 +94,11 @@ export interface PartInUse {
   offset: number;
   /** A split download's segment table for this file (recorded with it); null or absent: not split. */
   segments?: string | null;
+  /**
+   * Written with direct I/O, several writes at once: should its writer die, its length may run past a
+   * byte not yet written, so only the durable offset is kept (see ownership.ts).
+   */
+  direct?: boolean;
 }
 
 /** What the final response said, before its body is written. */

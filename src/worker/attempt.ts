@@ -199,7 +199,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           // The kept prefix is fsync'd when the part file is opened or copied: it is the durable offset now.
           // The segment table goes with its file (null: not a split download's file, an older table no longer applies).
           const info: ResponseInfo = {
-            ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid), resumeOffset: p.offset, segments: p.segments ?? null,
+            ...(meta ? response : {}), partPath: p.path, partId: p.id, partBoot: formatPartBoot(bootId(), process.pid, p.direct), resumeOffset: p.offset, segments: p.segments ?? null,
           };
           if (!meta) info.bytesReceived = p.offset;
           if (!(await store.recordResponse(fence, info))) return false;

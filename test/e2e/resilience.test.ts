@@ -83,6 +83,26 @@ describe('resume', () => {
     expect(done.attempts).toBe(2);
   });
 
+  it('a large file written with direct I/O: after kill -9 the next worker resumes from the fsync\'d offset, byte-identical', async () => {
+    const BIG = 40 * 1024 * 1024; // over TUNING.directMinBytes
+    s.route('/large.bin', { body: { size: BIG, seed: 'L' }, etag: '"L1"', throttle: 10_000_000 });
+    const [task] = await addJson([s.url('/large.bin')]);
+    await waitUntil(async () => (await statusJson(t, [task.id]))[0].bytesReceived > 8_000_000, 15_000, 'progress');
+    await new Promise((r) => setTimeout(r, 1100)); // a background fsync recorded a resume point
+    const pid = t.workerPid()!;
+    process.kill(pid, 'SIGKILL');
+    await waitUntil(() => !alive(pid), 5000, 'the worker to die');
+    await statusJson(t, [task.id]);
+    const [done] = await waitFinal(t, [task.id], 60_000);
+    expect(done.state).toBe('completed');
+    expect(done.sha256).toBe(sha256(bodyFor(BIG, 'L')));
+    expect(sha256(fs.readFileSync(file('large.bin')))).toBe(sha256(bodyFor(BIG, 'L')));
+    const resumed = s.requestsTo('/large.bin').at(-1)!;
+    expect(resumed.headers.range).toMatch(/^bytes=[1-9]\d*-$/);
+    // Its writes could finish in any order: only the fsync'd offset is trusted, not the file's length.
+    expect((await t.bgdl(['log'])).stdout).toMatch(new RegExp(`task ${task.id}: resuming from byte [1-9]\\d* of`));
+  }, 60_000);
+
   it('SIGTERM stops the worker cleanly (exit 0) and the next worker resumes', async () => {
     s.route('/term.bin', { body: { size: SIZE }, lastModified: 'Tue, 01 Sep 2026 10:00:00 GMT', throttle: 500_000 });
     const [task] = await addJson([s.url('/term.bin')]);

@@ -601,7 +601,7 @@ describe('download: one owner per partial file', () => {
       const r = await download(req(s.url('/t'), { output: out, outputFixed: true, resume: { offset: 1000, etag: '"t"', lastModified: null }, part: plan }), c.cb);
       expect(s.requests.at(-1)!.headers.range).toBe(trustLength ? 'bytes=5000-' : 'bytes=1000-');
       expect(r.sha256).toBe(sha256(bodyFor(SIZE)));
-      expect(parts).toEqual([{ path: part(out), id: plan.recorded.id, offset: trustLength ? 5000 : 1000, meta: true }]);
+      expect(parts).toEqual([{ path: part(out), id: plan.recorded.id, offset: trustLength ? 5000 : 1000, direct: false, meta: true }]);
     }
   });
 

@@ -1,6 +1,7 @@
 // The one body path's sink on a real file: order, back-pressure, durable offsets only after fsync,
 // abort keeping the fully written prefix, write errors, and resuming on a kept prefix.
 
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -27,7 +28,7 @@ const chunks = (total: number, size = 64 * 1024) => {
   return { all, out };
 };
 
-async function fresh(name = 'f.bgdl-part', start = 0) {
+async function fresh(name = 'f.bgdl-part', start = 0, opts: { direct?: boolean } = {}) {
   const file = path.join(dir, name);
   const fh = await createExclusive(file);
   const durable: number[] = [];
@@ -38,8 +39,23 @@ async function fresh(name = 'f.bgdl-part', start = 0) {
       durable.push(n);
       reports.push({ durable: n, written: sink.written });
     },
-  });
+  }, opts);
   return { file, sink, durable, reports };
+}
+
+/** Feed `out` to the sink as a connection does: stop when it says full, go on at its drain. */
+function feed(sink: FileSink, out: Buffer[], onChunk?: (i: number) => void): { refusals: () => number } {
+  let i = 0;
+  let refusals = 0;
+  const pump = () => {
+    while (i < out.length) {
+      onChunk?.(i);
+      if (!sink.write(out[i++]!)) return void refusals++;
+    }
+  };
+  sink.bind({ drain: pump, fail: () => {} });
+  pump();
+  return { refusals: () => refusals };
 }
 
 describe('FileSink', () => {
@@ -203,3 +219,135 @@ describe('FileSink', () => {
     expect(fs.existsSync(path.join(dir, 'out.txt.bgdl-part'))).toBe(false);
   });
 });
+
+describe('FileSink with direct I/O (a large file)', () => {
+  const MiB = 1024 * 1024;
+
+  it('writes every byte past the page cache, in order, with its unaligned end, and hashes it', async () => {
+    const { file, sink, durable } = await fresh('d.bgdl-part', 0, { direct: true });
+    expect(sink.isDirect).toBe(true);
+    const { all, out } = chunks(TUNING.directBuffers * TUNING.directBufferBytes * 3 + 12_345, MiB);
+    const fed = feed(sink, out);
+    await sink.end();
+    // Chunks of a whole read came faster than the disk took them: the connection was paused.
+    expect(fed.refusals()).toBeGreaterThan(0);
+    expect(sink.written).toBe(all.length);
+    expect(sink.durable).toBe(all.length);
+    expect(durable.at(-1)).toBe(all.length);
+    expect(fs.readFileSync(file).equals(all)).toBe(true);
+    expect(sink.digest()).toBe(sha(all));
+    await sink.close();
+  });
+
+  it('resumes on a prefix that ends inside a block: the block is written again whole, nothing before it changes', async () => {
+    const file = path.join(dir, 'dr.bgdl-part');
+    const head = crypto.randomBytes(3 * TUNING.directAlign + 1234);
+    fs.writeFileSync(file, Buffer.concat([head, Buffer.from('left by a writer that died')]));
+    const fh = await openNoFollow(file);
+    const st = await fh.stat();
+    const sink = await FileSink.open({ path: file, fh, id: partIdOf(st), size: st.size }, head.length, { onDurable: () => {} }, { direct: true });
+    expect(sink.isDirect).toBe(true);
+    const { all: tail, out } = chunks(2 * MiB + 777, 200_000);
+    feed(sink, out);
+    await sink.end();
+    const whole = Buffer.concat([head, tail]);
+    expect(fs.readFileSync(file).equals(whole)).toBe(true);
+    expect(sink.digest()).toBe(sha(whole));
+    await sink.close();
+  });
+
+  it('abort keeps exactly the written prefix, however the writes in flight finished', async () => {
+    const { file, sink } = await fresh('da.bgdl-part', 0, { direct: true });
+    const { all, out } = chunks(5 * MiB + 100, 256 * 1024);
+    // Stopped in the middle, with writes in flight.
+    feed(sink, out.slice(0, 13));
+    await sink.abort();
+    const kept = fs.readFileSync(file);
+    expect(kept.length).toBe(sink.written);
+    expect(sink.durable).toBe(sink.written);
+    expect(kept.length).toBe(13 * 256 * 1024);
+    expect(kept.equals(all.subarray(0, kept.length))).toBe(true);
+  });
+
+  it('lends its buffers to one file at a time: a second large file goes through the page cache, a third gets them back', async () => {
+    const first = await fresh('d1.bgdl-part', 0, { direct: true });
+    const second = await fresh('d2.bgdl-part', 0, { direct: true });
+    expect(first.sink.isDirect).toBe(true);
+    expect(second.sink.isDirect).toBe(false);
+    const a = crypto.randomBytes(3 * MiB + 5);
+    const b = crypto.randomBytes(2 * MiB + 9);
+    feed(first.sink, [a]);
+    feed(second.sink, [b]);
+    await Promise.all([first.sink.end(), second.sink.end()]);
+    await Promise.all([first.sink.close(), second.sink.close()]);
+    expect(fs.readFileSync(first.file).equals(a)).toBe(true);
+    expect(fs.readFileSync(second.file).equals(b)).toBe(true);
+    const third = await fresh('d3.bgdl-part', 0, { direct: true });
+    expect(third.sink.isDirect).toBe(true);
+    await third.sink.close();
+  });
+
+  /** A small filesystem of its own (root only, as the other disk-full tests): `type` tmpfs or ramfs. */
+  function mounted(type: string, ctx: { skip(): void }): string {
+    if (process.getuid?.() !== 0) {
+      console.warn(`NOTICE: skipping a direct-I/O sink test: mounting a ${type} needs root`);
+      ctx.skip();
+    }
+    const mnt = fs.mkdtempSync(path.join(os.tmpdir(), `bgdl-${type}-`));
+    execFileSync('mount', ['-t', type, '-o', 'size=2m', type, mnt]);
+    return mnt;
+  }
+  const unmount = (mnt: string) => {
+    execFileSync('umount', ['-l', mnt]);
+    fs.rmSync(mnt, { recursive: true, force: true });
+  };
+
+  it('a full disk stops it (the writes in flight end first): end() throws ENOSPC, abort keeps the written prefix', async (ctx) => {
+    const mnt = mounted('tmpfs', ctx);
+    try {
+      const file = path.join(mnt, 'full.bgdl-part');
+      const fh = await createExclusive(file);
+      const sink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, 0, { onDurable: () => {} }, { direct: true });
+      expect(sink.isDirect).toBe(true);
+      const failures: unknown[] = [];
+      const { all, out } = chunks(4 * MiB, MiB);
+      let i = 0;
+      const pump = () => {
+        while (i < out.length) if (!sink.write(out[i++]!)) return;
+      };
+      sink.bind({ drain: pump, fail: (err) => failures.push(err) });
+      pump();
+      await expect(sink.end()).rejects.toMatchObject({ code: 'ENOSPC' });
+      expect(failures).toHaveLength(1);
+      await sink.abort();
+      const kept = fs.readFileSync(file);
+      expect(kept.length).toBe(sink.written);
+      expect(kept.length).toBeLessThan(all.length);
+      expect(kept.equals(all.subarray(0, kept.length))).toBe(true);
+    } finally {
+      unmount(mnt);
+    }
+  });
+
+  it('on a filesystem that refuses direct I/O (ramfs), writes through the page cache', async (ctx) => {
+    const mnt = mounted('ramfs', ctx);
+    try {
+      const file = path.join(mnt, 'r.bgdl-part');
+      const fh = await createExclusive(file);
+      const sink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, 0, { onDurable: () => {} }, { direct: true });
+      expect(sink.isDirect).toBe(false);
+      const { all, out } = chunks(MiB + 3, 100_000);
+      feed(sink, out);
+      await sink.end();
+      expect(fs.readFileSync(file).equals(all)).toBe(true);
+      await sink.close();
+      // The buffers were not kept by the file that could not use them.
+      const next = await fresh('n.bgdl-part', 0, { direct: true });
+      expect(next.sink.isDirect).toBe(true);
+      await next.sink.close();
+    } finally {
+      unmount(mnt);
+    }
+  });
+});
+

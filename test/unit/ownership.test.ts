@@ -19,6 +19,9 @@ describe('planPart: who may touch the partial file', () => {
     ['written this boot by this very worker (an earlier attempt): adopted', task({ ...recorded, partBoot: 'boot-A/100' }), { trustLength: true, copy: false }],
     ['written before a reboot: adopted, only the fsync\'d offset kept', task({ ...recorded, partBoot: 'boot-B/200' }), { trustLength: false, copy: false }],
     ['recorded without a boot: only the fsync\'d offset kept', task({ ...recorded }), { trustLength: false, copy: false }],
+    ['written with direct I/O this boot by a dead worker: only the fsync\'d offset kept', task({ ...recorded, partBoot: 'boot-A/300/direct' }), { trustLength: false, copy: false }],
+    ['written with direct I/O by a live worker (frozen past its lease): copied, only the fsync\'d offset', task({ ...recorded, partBoot: 'boot-A/200/direct' }), { trustLength: false, copy: true }],
+    ['written with direct I/O by this very worker (its writes all ended with that attempt): every byte kept', task({ ...recorded, partBoot: 'boot-A/100/direct' }), { trustLength: true, copy: false }],
   ])('%s', (_name, t, want) => {
     const plan = planPart(t, here);
     expect(plan).toMatchObject({ ...want, tag: '7' });
@@ -38,7 +41,8 @@ describe('planPart: who may touch the partial file', () => {
   });
 
   it('part_boot round-trips, and a malformed one is no owner', () => {
-    expect(parsePartBoot(formatPartBoot('0f1e-2d3c', 4242))).toEqual({ boot: '0f1e-2d3c', pid: 4242 });
+    expect(parsePartBoot(formatPartBoot('0f1e-2d3c', 4242))).toEqual({ boot: '0f1e-2d3c', pid: 4242, direct: false });
+    expect(parsePartBoot(formatPartBoot('0f1e-2d3c', 4242, true))).toEqual({ boot: '0f1e-2d3c', pid: 4242, direct: true });
     expect(parsePartBoot('nonsense')).toBeNull();
     expect(parsePartBoot(null)).toBeNull();
   });
