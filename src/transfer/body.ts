@@ -104,6 +104,14 @@ export class Incoming {
     this.release('early');
   }
 
+  /**
+   * Let the body read straight into the sink's buffers (`place`, see ResponseBody.readInto) while
+   * nothing is held here: a chunk held (early, the disk, the bandwidth limit) is copied as before.
+   */
+  placeReads(place: (max: number) => Buffer | null): void {
+    this.body.readInto?.((max) => (this.sink && this.holds.size === 0 && this.backlog.length === 0 && this.early.length === 0 ? place(max) : null));
+  }
+
   /** Not going to read it: close the connection. */
   discard(): void {
     this.body.destroy();
@@ -140,6 +148,7 @@ export async function writeBody(
     onReceived(received);
     if (!sink.write(chunk)) incoming.hold('disk');
   });
+  if (sink.placeFor) incoming.placeReads((max) => sink.placeFor!(max));
 
   let failure: unknown = null;
   try {

@@ -341,7 +341,12 @@ class Connection {
   ) {
     this.where = `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
     readBuffer ??= Buffer.allocUnsafeSlow(TUNING.readBufferBytes);
-    const onread = { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => (this.onRead(buf as Buffer, n), true) };
+    // Over plain TCP the buffer is chosen before each read: a long body's taker may name its own
+    // (readTarget). TLS reads keep to the one buffer.
+    const onread = {
+      buffer: secure ? readBuffer : () => this.readTarget(),
+      callback: (n: number, buf: Uint8Array) => (this.onRead(buf as Buffer, n), true),
+    };
     this.socket = secure
       ? // tls.connect takes `onread` as net.connect does (Node's documentation; @types/node 20 lacks it).
         tlsModule().connect({ ...secure, host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'], onread } as tls.ConnectionOptions)
@@ -444,6 +449,18 @@ class Connection {
     if (kind === 'connect') return this.fail(new TransferError('E_CONNECTION', `connection timed out: connecting to ${this.where}`, true));
     if (kind === 'headers') return this.fail(new TransferError('E_STALL', 'no response headers within the stall timeout', true));
     if (kind === 'body') return this.fail(new TransferError('E_STALL', 'no body bytes within the stall timeout', true));
+  }
+
+  /**
+   * Where the next read goes: into the body's taker's own buffer when it names one (a large file's
+   * direct-I/O buffer: the bytes need no copy), for at most the body's remaining length so that no
+   * byte of anything after it lands there; else the shared buffer.
+   */
+  private readTarget(): Buffer {
+    const ex = this.ex;
+    const f = ex?.framing;
+    if (ex?.body && f?.kind === 'length' && f.left >= TUNING.placedReadMinBytes && !ex.dropped) return ex.body.target(f.left) ?? readBuffer!;
+    return readBuffer!;
   }
 
   private onRead(buf: Buffer, n: number): void {
@@ -681,6 +698,7 @@ function headEnd(buf: Buffer, from: number): number {
  */
 class H1Body implements ResponseBody {
   private taker: ((chunk: Buffer, owned: boolean) => void) | null = null;
+  private place: ((max: number) => Buffer | null) | null = null;
   private pending: Buffer[] = [];
   private paused = false;
   private ended = false;
@@ -718,6 +736,16 @@ class H1Body implements ResponseBody {
   take(take: (chunk: Buffer, owned: boolean) => void): void {
     this.taker = take;
     this.flush();
+  }
+
+  readInto(place: (max: number) => Buffer | null): void {
+    this.place = place;
+  }
+
+  /** The taker's place for the next read, while chunks go straight to it (nothing set aside). */
+  target(max: number): Buffer | null {
+    if (!this.place || !this.taker || this.paused || this.pending.length > 0 || this.destroyed) return null;
+    return this.place(max);
   }
 
   pause(): void {

@@ -28,6 +28,13 @@ export interface ResponseBody {
   dump(opts?: { limit?: number; signal?: AbortSignal }): Promise<void>;
   /** The chunks as buffers of their own, for consumers that keep them across an `await`. */
   [Symbol.asyncIterator](): AsyncIterator<Buffer>;
+  /**
+   * Optional (our HTTP/1.1 reader over plain TCP): before each socket read, `place(max)` may name
+   * where the next bytes of the body should land (at most `max` of them: the body's remaining
+   * length), a view of the taker's own buffer, or null for the connection's buffer. A chunk read
+   * there is handed to `take` as usual; the taker recognises it and need not copy it.
+   */
+  readInto?(place: (max: number) => Buffer | null): void;
 }
 
 export interface Response {

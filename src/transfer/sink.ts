@@ -41,6 +41,12 @@ export interface BodySink {
   end(): Promise<void>;
   /** Stop: keep the prefix fully written, fsync it, release the file. Never throws; `durable` is what is kept. */
   abort(): Promise<void>;
+  /**
+   * Optional: where the next `max` bytes at most may be read so that they land where `write` would
+   * copy them (a view of the sink's own buffer), or null. A chunk `write` is given at that very place
+   * is taken without a copy.
+   */
+  placeFor?(max: number): Buffer | null;
 }
 
 export interface SinkEvents {
@@ -358,12 +364,35 @@ export class FileSink implements BodySink {
    * room is left than one read of a connection brings, so that what comes next finds a buffer.
    */
   private writeDirect(d: Direct, chunk: Buffer): boolean {
+    const cur = this.cur;
     if (d.overflow.length > 0) d.overflow.push(Buffer.from(chunk));
-    else this.fill(d, chunk, false);
+    else if (cur && chunk.buffer === cur.buffer && chunk.byteOffset === cur.byteOffset + this.curUsed && chunk.length <= cur.length - this.curUsed) {
+      // Read in place (placeFor): already where it goes.
+      this.curUsed += chunk.length;
+      if (this.curUsed === cur.length) this.sealDirect(d, false);
+    } else this.fill(d, chunk, false);
     if (Date.now() - this.lastHandOver >= TUNING.flushIntervalMs) this.sealDirect(d, false);
     if (d.overflow.length === 0 && this.directRoom(d) >= TUNING.readBufferBytes) return true;
     this.full = true;
     return false;
+  }
+
+  /**
+   * Direct I/O: the free part of the buffer being filled (taking a free buffer when none is), for the
+   * next socket read to land in place; null when bytes wait for a buffer or too little room is left.
+   */
+  placeFor(max: number): Buffer | null {
+    const d = this.direct;
+    if (!d || this.failure || this.closed || d.overflow.length > 0) return null;
+    if (!this.cur) {
+      const next = d.free.pop();
+      if (!next) return null;
+      this.cur = next;
+      this.curUsed = 0;
+    }
+    const room = this.cur.length - this.curUsed;
+    if (room < TUNING.placedReadMinBytes) return null;
+    return this.cur.subarray(this.curUsed, this.curUsed + Math.min(room, max));
   }
 
   private directRoom(d: Direct): number {
@@ -428,7 +457,7 @@ export class FileSink implements BodySink {
     this.cur = next;
     this.curUsed = used - blocks;
     this.curPos = pos + blocks;
-    this.issue(d, { buf, pending: 0 }, 0, blocks, pos, true);
+    this.issue(d, { buf, pending: 0 }, 0, blocks, pos, pos % TUNING.directAlign === 0);
   }
 
   private issue(d: Direct, slot: Slot, from: number, length: number, pos: number, direct: boolean): void {

@@ -78,6 +78,12 @@ export const TUNING = {
   directBufferBytes: 1024 * 1024,
   /** File offsets and lengths of direct writes are multiples of this (ext4's block; a device's is 512 or 4096). */
   directAlign: 4096,
+  /**
+   * A socket read lands straight in a direct-I/O buffer (no copy: h1.ts readTarget, sink.ts
+   * placeFor) when at least this much of the buffer is free and of the body is left; less, and the
+   * read goes to the shared buffer and is copied (no short reads).
+   */
+  placedReadMinBytes: 64 * 1024,
   /** A slow transfer still reaches the disk this often, so a crash keeps what had arrived. */
   flushIntervalMs: 250,
   /**

@@ -263,6 +263,40 @@ describe('over a connection', () => {
     expect(s.connections).toBe(2);
   });
 
+  it('reads a long body into the place its taker names (readInto), never past the body, and the next answer as usual', async () => {
+    const body = Buffer.alloc(700_000);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 7) % 251;
+    const s = await serve((socket, _req, n) => {
+      if (n === 1) socket.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+      else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    });
+    const r = await h1Request(s.url(), opts());
+    const area = Buffer.alloc(2 * 1024 * 1024);
+    let used = 0;
+    let received = 0;
+    const maxes: Array<[number, number]> = [];
+    let inPlace = 0;
+    r.body.readInto!((max) => {
+      // Never more than what is left of the body: nothing after it can land in the place.
+      maxes.push([max, body.length - received]);
+      return area.subarray(used, used + Math.min(max, 256 * 1024));
+    });
+    const got: Buffer[] = [];
+    r.body.take((chunk) => {
+      if (chunk.buffer === area.buffer && chunk.byteOffset === area.byteOffset + used) inPlace++;
+      got.push(Buffer.from(chunk));
+      if (chunk.buffer === area.buffer) used += chunk.length;
+      received += chunk.length;
+    });
+    await r.body.done;
+    expect(Buffer.concat(got).equals(body)).toBe(true);
+    expect(inPlace).toBeGreaterThan(0);
+    expect(maxes.length).toBeGreaterThan(0);
+    for (const [max, left] of maxes) expect(max).toBe(left);
+    expect(await text(await h1Request(s.url(), opts()))).toBe('ok');
+    expect(s.connections).toBe(1);
+  });
+
   it('the async iterator yields its own buffers of at most 64 KiB', async () => {
     const s = await serve((sock) => sock.write(`HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n${'z'.repeat(300_000)}`));
     const r = await h1Request(s.url(), opts());

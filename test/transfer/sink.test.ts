@@ -239,6 +239,42 @@ describe('FileSink with direct I/O (a large file)', () => {
     await sink.close();
   });
 
+  it('names where the next read may land (placeFor): a chunk read there is taken without a copy, mixed with copied ones', async () => {
+    const { file, sink } = await fresh('dp.bgdl-part', 0, { direct: true });
+    let drained: (() => void) | null = null;
+    sink.bind({ drain: () => drained?.(), fail: (err) => { throw err; } });
+    const all = crypto.randomBytes(5 * MiB + 4321);
+    let at = 0;
+    let placed = 0;
+    let full = false;
+    for (let i = 0; at < all.length; i++) {
+      if (full) await new Promise<void>((resolve) => (drained = resolve));
+      const want = Math.min(256 * 1024, all.length - at);
+      const place = sink.placeFor!(want);
+      if (place && i % 3 !== 2) {
+        // As a socket read into the place would: the bytes land there, then the chunk is handed over.
+        const n = all.copy(place, 0, at, at + Math.min(want, place.length));
+        full = !sink.write(place.subarray(0, n));
+        placed++;
+        at += n;
+      } else {
+        full = !sink.write(all.subarray(at, at + want));
+        at += want;
+      }
+    }
+    await sink.end();
+    expect(placed).toBeGreaterThanOrEqual(10);
+    expect(fs.readFileSync(file).equals(all)).toBe(true);
+    expect(sink.digest()).toBe(sha(all));
+    await sink.close();
+  });
+
+  it('names no place when the file is not written with direct I/O', async () => {
+    const { sink } = await fresh('dn.bgdl-part');
+    expect(sink.placeFor!(MiB)).toBeNull();
+    await sink.close();
+  });
+
   it('resumes on a prefix that ends inside a block: the block is written again whole, nothing before it changes', async () => {
     const file = path.join(dir, 'dr.bgdl-part');
     const head = crypto.randomBytes(3 * TUNING.directAlign + 1234);
