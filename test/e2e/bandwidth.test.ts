@@ -84,6 +84,18 @@ describe('bandwidth limits', () => {
     within(p.rate(id!, 300_000, 3000), 500_000, 0.15);
   });
 
+  it('--limit-rate holds a large file (written with direct I/O, read in place) to its rate, and the file is right', async () => {
+    const BIG = 36 * 1024 * 1024; // over TUNING.directMinBytes
+    s.route('/large.bin', { body: { size: BIG, seed: 'R' }, etag: '"r"' });
+    const [id] = await add(['--limit-rate', '12M', '-o', 'large.bin', s.url('/large.bin')]);
+    const p = new Progress(t.home, [id!]);
+    const [done] = await waitFinal(t, [id!], 30_000);
+    p.stop();
+    expect(done.state).toBe('completed');
+    expect(sha256(fs.readFileSync(path.join(t.downloads, 'large.bin')))).toBe(sha256(bodyFor(BIG, 'R')));
+    within(p.rate(id!, 2_000_000, 2000), 12_000_000, 0.15);
+  });
+
   it('--limit-rate holds the sum of a split download\'s connections', async () => {
     t.setConfig({ minSplitSize: '64KiB' });
     // Each connection could do 400K/s: four together would be three times over the limit.
