@@ -341,8 +341,9 @@ class Connection {
   ) {
     this.where = `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
     readBuffer ??= Buffer.allocUnsafeSlow(TUNING.readBufferBytes);
-    // Over plain TCP the buffer is chosen before each read: a long body's taker may name its own
-    // (readTarget). TLS reads keep to the one buffer.
+    // Over plain TCP the buffer of each read is chosen when the connection is set up and then once
+    // the read before it has been handled (Node.js calls the function then): a long body's taker may
+    // name its own (readTarget). TLS reads keep to the one buffer.
     const onread = {
       buffer: secure ? readBuffer : () => this.readTarget(),
       callback: (n: number, buf: Uint8Array) => (this.onRead(buf as Buffer, n), true),

@@ -29,10 +29,12 @@ export interface ResponseBody {
   /** The chunks as buffers of their own, for consumers that keep them across an `await`. */
   [Symbol.asyncIterator](): AsyncIterator<Buffer>;
   /**
-   * Optional (our HTTP/1.1 reader over plain TCP): before each socket read, `place(max)` may name
-   * where the next bytes of the body should land (at most `max` of them: the body's remaining
-   * length), a view of the taker's own buffer, or null for the connection's buffer. A chunk read
-   * there is handed to `take` as usual; the taker recognises it and need not copy it.
+   * Optional (our HTTP/1.1 reader over plain TCP): once a read has been handled, `place(max)` may
+   * name where the next read's bytes of the body should land (at most `max` of them: the body's
+   * remaining length), a view of the taker's own buffer, or null for the connection's buffer. A
+   * chunk read there is handed to `take` as usual; the taker recognises it and need not copy it.
+   * The taker must not write into a place it named before that read lands (nothing it does between
+   * reads touches the free part of its buffer).
    */
   readInto?(place: (max: number) => Buffer | null): void;
 }

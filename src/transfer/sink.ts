@@ -380,6 +380,8 @@ export class FileSink implements BodySink {
   /**
    * Direct I/O: the free part of the buffer being filled (taking a free buffer when none is), for the
    * next socket read to land in place; null when bytes wait for a buffer or too little room is left.
+   * Until that read is handed over nothing else writes there: only `write` fills the buffer (and
+   * `overflow`, empty here, grows only in `write`); a finished write frees buffers, never this one.
    */
   placeFor(max: number): Buffer | null {
     const d = this.direct;
