@@ -45,8 +45,11 @@ const ITERATED_PIECE_BYTES = 64 * 1024;
 // - PIPELINE_FAILURES: a host whose connections failed this many times with a request waiting behind
 //   another is not pipelined to again (one failure can be a server closing after N requests).
 const PIPELINE_FAILURES = 3;
-// - PIPELINE_DEPTH: requests sent behind the current one on a connection, at most.
-const PIPELINE_DEPTH = 2;
+// - PIPELINE_DEPTH: requests sent behind the current one on a connection, at most. 2,000 x 16 KiB
+//   at the defaults (worker started by hand, seven interleaved pairs): 4 took 5-15% less wall time
+//   and 7-11% less of the main thread's CPU than 2 in every pair (more files share each pass of
+//   the loop, commit and fsync window); 6 measured as 4.
+export const PIPELINE_DEPTH = 4;
 // - BEHIND_MAX_BYTES: a request waiting behind a response longer than this (or of unknown length) is
 //   sent again on a connection of its own rather than wait for it all.
 const BEHIND_MAX_BYTES = 1024 * 1024;

@@ -3,7 +3,7 @@
 
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { closeIdleConnections, framingOf, h1Request, parseHead, pipelineCapacity, requestHead, type H1Options } from '../../src/transfer/h1.js';
+import { PIPELINE_DEPTH, closeIdleConnections, framingOf, h1Request, parseHead, pipelineCapacity, requestHead, type H1Options } from '../../src/transfer/h1.js';
 import type { Response } from '../../src/transfer/response.js';
 import { TransferError } from '../../src/transfer/types.js';
 
@@ -327,27 +327,24 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
   /** A first answered request: the server has kept this connection alive over HTTP/1.1. */
   const prove = async (s: Raw) => expect(await text(await h1Request(s.url('/a'), opts()))).toBe('a');
 
-  it('waits behind the current response, two deep, and is read after it even from the same read', async () => {
-    const held: net.Socket[] = [];
+  it('waits behind the current response, PIPELINE_DEPTH deep, and is read after it even from the same read', async () => {
+    const names = Array.from({ length: PIPELINE_DEPTH }, (_, i) => `w${i}`);
     const s = await serve((sock, request, n) => {
       if (n === 1) return void sock.write(ok(pathOf(request)));
-      held.push(sock);
-      // b, c and d answered together, in one write: one read ends a response and begins the next.
-      if (n === 4) sock.write(ok('b') + ok('c') + ok('d'));
+      // b and every request behind it answered together, in one write: one read ends a response and begins the next.
+      if (n === 2 + PIPELINE_DEPTH) sock.write(['b', ...names].map((p) => ok(p)).join(''));
     });
     await prove(s);
     const origin = s.url().origin;
     expect(pipelineCapacity(origin)).toBe(0); // proven, but idle: nothing to wait behind
     const b = h1Request(s.url('/b'), opts());
-    expect(pipelineCapacity(origin)).toBe(2);
-    const c = behind('c', s);
-    const d = behind('d', s);
+    expect(pipelineCapacity(origin)).toBe(PIPELINE_DEPTH);
+    const waiting = names.map((p) => behind(p, s));
     expect(await text(await b)).toBe('b');
-    expect(await text(await c.response)).toBe('c');
-    expect(await text(await d.response)).toBe('d');
-    expect([c.told.n, d.told.n]).toEqual([1, 1]);
+    for (const [i, w] of waiting.entries()) expect(await text(await w.response)).toBe(names[i]);
+    expect(waiting.map((w) => w.told.n)).toEqual(names.map(() => 1));
     expect(s.connections).toBe(1);
-    expect(s.requests.map(pathOf)).toEqual(['a', 'b', 'c', 'd']);
+    expect(s.requests.map(pathOf)).toEqual(['a', 'b', ...names]);
   });
 
   it('with no busy connection to wait behind, goes as any request, and is told at once', async () => {
@@ -389,7 +386,7 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
     // A short answer on a connection makes it take requests behind it again.
     await text(await h1Request(s.url('/short'), opts()));
     void h1Request(s.url('/held-short'), opts()).catch(() => {});
-    expect(pipelineCapacity(origin)).toBe(2);
+    expect(pipelineCapacity(origin)).toBe(PIPELINE_DEPTH);
   });
 
   it('a server that drops the connection: what waited is asked again on fresh ones; after three drops the host is not pipelined to', async () => {
@@ -406,7 +403,7 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
     for (let round = 1; round <= 3; round++) {
       expect(await text(await h1Request(s.url(`/a${round}`), opts()))).toBe(`a${round}`);
       const b = h1Request(s.url(`/b${round}`), opts());
-      expect(pipelineCapacity(origin)).toBe(2);
+      expect(pipelineCapacity(origin)).toBe(PIPELINE_DEPTH);
       const c = behind(`c${round}`, s);
       expect(c.told.n).toBe(0);
       expect(await text(await b)).toBe(`b${round}`);
@@ -438,7 +435,7 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
     expect(s.connections).toBe(3);
     // Still pipelined to: a busy, proven connection can take a request behind it.
     const e = h1Request(s.url('/e'), opts());
-    expect(pipelineCapacity(s.url().origin)).toBe(2);
+    expect(pipelineCapacity(s.url().origin)).toBe(PIPELINE_DEPTH);
     expect(await text(await e)).toBe('e');
   });
 
@@ -510,6 +507,6 @@ describe('pipelining: requests that may wait go behind a busy connection', () =>
     expect(s.connections).toBe(2);
     // Not counted against the host: still pipelined to.
     void h1Request(s.url('/held'), opts()).catch(() => {});
-    expect(pipelineCapacity(s.url().origin)).toBe(2);
+    expect(pipelineCapacity(s.url().origin)).toBe(PIPELINE_DEPTH);
   });
 });
