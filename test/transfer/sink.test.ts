@@ -28,8 +28,9 @@ const chunks = (total: number, size = 64 * 1024) => {
   return { all, out };
 };
 
+/** A new partial file `name` (in the test's directory unless absolute) and its sink. */
 async function fresh(name = 'f.bgdl-part', start = 0, opts: { direct?: boolean } = {}) {
-  const file = path.join(dir, name);
+  const file = path.resolve(dir, name);
   const fh = await createExclusive(file);
   const durable: number[] = [];
   /** Each durable offset with the count written when it was reported. */
@@ -44,18 +45,33 @@ async function fresh(name = 'f.bgdl-part', start = 0, opts: { direct?: boolean }
 }
 
 /** Feed `out` to the sink as a connection does: stop when it says full, go on at its drain. */
-function feed(sink: FileSink, out: Buffer[], onChunk?: (i: number) => void): { refusals: () => number } {
+function feed(sink: FileSink, out: Buffer[], fail: (err: unknown) => void = () => {}): { refusals: () => number } {
   let i = 0;
   let refusals = 0;
   const pump = () => {
-    while (i < out.length) {
-      onChunk?.(i);
-      if (!sink.write(out[i++]!)) return void refusals++;
-    }
+    while (i < out.length) if (!sink.write(out[i++]!)) return void refusals++;
   };
-  sink.bind({ drain: pump, fail: () => {} });
+  sink.bind({ drain: pump, fail });
   pump();
   return { refusals: () => refusals };
+}
+
+/** A partial file holding `head` and then bytes a writer that died left, opened to resume after `head`. */
+async function resumedAfter(name: string, head: Buffer, opts: { direct?: boolean } = {}) {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, Buffer.concat([head, Buffer.from('left by a writer that died')]));
+  const fh = await openNoFollow(file);
+  const st = await fh.stat();
+  const sink = await FileSink.open({ path: file, fh, id: partIdOf(st), size: st.size }, head.length, { onDurable: () => {} }, opts);
+  return { file, sink };
+}
+
+/** Every byte of `whole` in the file and in the digest. */
+async function endsAs(file: string, sink: FileSink, whole: Buffer) {
+  await sink.end();
+  expect(fs.readFileSync(file).equals(whole)).toBe(true);
+  expect(sink.digest()).toBe(sha(whole));
+  await sink.close();
 }
 
 describe('FileSink', () => {
@@ -166,22 +182,14 @@ describe('FileSink', () => {
   });
 
   it('resumes on a kept prefix: hashes it, cuts anything past it, and appends', async () => {
-    const file = path.join(dir, 'r.bgdl-part');
     const head = crypto.randomBytes(300_000);
-    fs.writeFileSync(file, Buffer.concat([head, Buffer.from('garbage a crashed writer left')]));
-    const fh = await openNoFollow(file);
-    const st = await fh.stat();
-    const sink = await FileSink.open({ path: file, fh, id: partIdOf(st), size: st.size }, head.length, { onDurable: () => {} });
+    const { file, sink } = await resumedAfter('r.bgdl-part', head);
     expect(fs.statSync(file).size).toBe(head.length);
     expect(sink.durable).toBe(head.length);
     sink.bind({ drain: () => {}, fail: () => {} });
     const tail = crypto.randomBytes(70_000);
     sink.write(tail);
-    await sink.end();
-    const whole = Buffer.concat([head, tail]);
-    expect(fs.readFileSync(file).equals(whole)).toBe(true);
-    expect(sink.digest()).toBe(sha(whole));
-    await sink.close();
+    await endsAs(file, sink, Buffer.concat([head, tail]));
   });
 
   it('a partial file shorter than the offset to resume from is E_RESUME', async () => {
@@ -276,20 +284,12 @@ describe('FileSink with direct I/O (a large file)', () => {
   });
 
   it('resumes on a prefix that ends inside a block: the block is written again whole, nothing before it changes', async () => {
-    const file = path.join(dir, 'dr.bgdl-part');
     const head = crypto.randomBytes(3 * TUNING.directAlign + 1234);
-    fs.writeFileSync(file, Buffer.concat([head, Buffer.from('left by a writer that died')]));
-    const fh = await openNoFollow(file);
-    const st = await fh.stat();
-    const sink = await FileSink.open({ path: file, fh, id: partIdOf(st), size: st.size }, head.length, { onDurable: () => {} }, { direct: true });
+    const { file, sink } = await resumedAfter('dr.bgdl-part', head, { direct: true });
     expect(sink.isDirect).toBe(true);
     const { all: tail, out } = chunks(2 * MiB + 777, 200_000);
     feed(sink, out);
-    await sink.end();
-    const whole = Buffer.concat([head, tail]);
-    expect(fs.readFileSync(file).equals(whole)).toBe(true);
-    expect(sink.digest()).toBe(sha(whole));
-    await sink.close();
+    await endsAs(file, sink, Buffer.concat([head, tail]));
   });
 
   it('abort keeps exactly the written prefix, however the writes in flight finished', async () => {
@@ -341,18 +341,11 @@ describe('FileSink with direct I/O (a large file)', () => {
   it('a full disk stops it (the writes in flight end first): end() throws ENOSPC, abort keeps the written prefix', async (ctx) => {
     const mnt = mounted('tmpfs', ctx);
     try {
-      const file = path.join(mnt, 'full.bgdl-part');
-      const fh = await createExclusive(file);
-      const sink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, 0, { onDurable: () => {} }, { direct: true });
+      const { file, sink } = await fresh(path.join(mnt, 'full.bgdl-part'), 0, { direct: true });
       expect(sink.isDirect).toBe(true);
       const failures: unknown[] = [];
       const { all, out } = chunks(4 * MiB, MiB);
-      let i = 0;
-      const pump = () => {
-        while (i < out.length) if (!sink.write(out[i++]!)) return;
-      };
-      sink.bind({ drain: pump, fail: (err) => failures.push(err) });
-      pump();
+      feed(sink, out, (err) => failures.push(err));
       await expect(sink.end()).rejects.toMatchObject({ code: 'ENOSPC' });
       expect(failures).toHaveLength(1);
       await sink.abort();
@@ -368,9 +361,7 @@ describe('FileSink with direct I/O (a large file)', () => {
   it('on a filesystem that refuses direct I/O (ramfs), writes through the page cache', async (ctx) => {
     const mnt = mounted('ramfs', ctx);
     try {
-      const file = path.join(mnt, 'r.bgdl-part');
-      const fh = await createExclusive(file);
-      const sink = await FileSink.open({ path: file, fh, id: partIdOf(await fh.stat()), size: 0 }, 0, { onDurable: () => {} }, { direct: true });
+      const { file, sink } = await fresh(path.join(mnt, 'r.bgdl-part'), 0, { direct: true });
       expect(sink.isDirect).toBe(false);
       const { all, out } = chunks(MiB + 3, 100_000);
       feed(sink, out);
