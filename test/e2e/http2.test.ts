@@ -38,3 +38,17 @@ it('a batch over HTTP/2 is multiplexed, and status shows the protocol', async ()
   expect(detail.stdout).toMatch(/^protocol:\s+HTTP\/2$/m);
   expect(path.dirname(done[0].output)).toBe(t.downloads);
 });
+
+it('a large file over HTTP/2 (written with direct I/O from undici\'s buffers) is byte-identical', async () => {
+  const BIG = 36 * 1024 * 1024; // over TUNING.directMinBytes
+  const big = await startHttp2Server({ size: BIG });
+  try {
+    const r = await t.bgdl(['add', '--json', '--ca-file', big.caFile, big.url('/large.bin')]);
+    expect(r.code, r.stderr).toBe(0);
+    const [done] = await waitFinal(t, [JSON.parse(r.stdout)[0].id], 60_000);
+    expect(done).toMatchObject({ state: 'completed', protocol: 'HTTP/2', sha256: sha256(bodyFor(BIG)) });
+    expect(sha256(fs.readFileSync(done.output))).toBe(sha256(bodyFor(BIG)));
+  } finally {
+    await big.close();
+  }
+}, 60_000);
