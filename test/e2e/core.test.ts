@@ -145,8 +145,10 @@ describe('many files to one host', () => {
   });
 
   it('pause --all in the middle of a pipelined batch, then resume --all: every file right', async () => {
-    const urls = Array.from({ length: 60 }, (_, i) => {
-      s.route(`/r${i}.bin`, { body: { size: 2000, seed: `r${i}` }, delayMs: 100 });
+    // Long enough that the pause finds it running: 6 connections with four requests waiting behind
+    // each take 30 files a round.
+    const urls = Array.from({ length: 150 }, (_, i) => {
+      s.route(`/r${i}.bin`, { body: { size: 2000, seed: `r${i}` }, delayMs: 200 });
       return s.url(`/r${i}.bin`);
     });
     const list = path.join(t.dir, 'r.txt');
