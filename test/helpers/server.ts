@@ -10,6 +10,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -338,6 +339,8 @@ function makeServer(create: (handler: http.RequestListener) => http.Server, sche
   const routes = new Map<string, Route>();
   const requests: RecordedRequest[] = [];
   const closing = new AbortController();
+  // Every delayed answer waits on this signal: a pipelined batch has dozens at once (Node warns past 10).
+  setMaxListeners(0, closing.signal);
   const load = { now: 0, peak: 0 };
   const handle = createHandler(routes, requests, closing.signal, load);
   // Responses not yet finished, per connection: Node.js hands over a pipelined request at once and
