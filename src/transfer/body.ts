@@ -52,6 +52,9 @@ export class Incoming {
    */
   private metered(chunk: Buffer, owned: boolean): void {
     if (this.backlog.length > 0) return void this.backlog.push(owned ? chunk : Buffer.from(chunk));
+    // No rate now: nothing to charge, the chunk goes whole (a MiB read in 16 KiB pieces was 64 trips
+    // through the body path, ~15% of a 1 GiB download's main thread).
+    if (!this.throttle!.limited()) return this.deliver(chunk, owned);
     for (let off = 0; off < chunk.length; ) {
       const piece = chunk.subarray(off, off + MIN_BURST_BYTES);
       off += piece.length;

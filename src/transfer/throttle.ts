@@ -3,6 +3,7 @@
 // clock. The rate may change at any moment (a new limit, the schedule moving on) without a restart.
 
 import type { Rate } from '../shared/bandwidth.js';
+import type { Throttle } from './types.js';
 
 /**
  * The burst a bucket may save up: a fifth of a second of the rate, at least 16 KiB (a few socket reads),
@@ -43,6 +44,11 @@ export class TokenBucket {
     this.rate = rate;
     this.at = now;
     this.tokens = rate == null ? Infinity : Math.min(Number.isFinite(this.tokens) ? this.tokens : this.burst(), this.burst());
+  }
+
+  /** This bucket as a transfer's Throttle: each call charged at the time it is made. */
+  throttle(): Throttle {
+    return Object.assign((n: number) => this.take(n, Date.now()), { limited: () => this.rate != null });
   }
 
   /**

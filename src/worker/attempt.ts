@@ -132,7 +132,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
           allowDowngrade: t.allowDowngrade, stallTimeoutMs: cfg.stallTimeout, insecure: t.insecure, caFile: t.caFile,
           proxy: t.proxy, netrcFile: t.netrcFile, cookiesFile: t.cookiesFile,
         },
-        { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)), throttle: (n) => a.bucket.take(n, Date.now()) },
+        { signal: a.abort.signal, onProgress: (sent) => ((a.bytes = sent), (a.dirty = true)), throttle: a.bucket.throttle() },
       );
       if (r.methodChangedTo) log.write(t.session, `task ${t.id}: redirect changed the request to ${r.methodChangedTo}`);
       if (r.protocol && !(await store.recordResponse(fence, { protocol: r.protocol }))) return void fencedOut();
@@ -178,7 +178,7 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
       req,
       {
         signal: a.abort.signal,
-        throttle: (n) => a.bucket.take(n, Date.now()),
+        throttle: a.bucket.throttle(),
         chooseOutput: async (meta: ResponseMeta) => {
           if (!(await claimHeld(a))) throw fencedError();
           // Asked again when a split download starts the file over: the name chosen first stays.

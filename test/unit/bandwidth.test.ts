@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fairShares, formatRate, parseRate, parseRateSchedule, scheduledRate, tightest } from '../../src/shared/bandwidth.js';
+import { Incoming } from '../../src/transfer/body.js';
 import { TokenBucket } from '../../src/transfer/throttle.js';
 
 describe('parseRate', () => {
@@ -134,5 +135,38 @@ describe('TokenBucket', () => {
     expect(bucket.take(10_000_000, 0)).toBe(0);
     bucket.setRate(100_000, 1);
     expect(bucket.take(100_000, 1)).toBeGreaterThan(500);
+  });
+});
+
+describe('a body under a throttle (Incoming)', () => {
+  /** The least ResponseBody: chunks pushed by the test, handed to the one taker. */
+  function body() {
+    let taker: ((chunk: Buffer, owned: boolean) => void) | null = null;
+    const b = {
+      take: (t: (chunk: Buffer, owned: boolean) => void) => void (taker = t),
+      done: new Promise<void>(() => {}),
+      pause: () => {},
+      resume: () => {},
+      destroy: () => {},
+      destroyed: false,
+      dump: async () => {},
+      [Symbol.asyncIterator]: () => ({ next: async () => ({ value: undefined, done: true as const }) }),
+    };
+    return { b, push: (chunk: Buffer) => taker!(chunk, false) };
+  }
+
+  it('hands a chunk over whole while no rate applies, in pieces of the smallest burst while one does', () => {
+    const bucket = new TokenBucket(null, Date.now());
+    const { b, push } = body();
+    const incoming = new Incoming(b, bucket.throttle());
+    const sizes: number[] = [];
+    incoming.start((chunk) => sizes.push(chunk.length));
+    push(Buffer.alloc(1024 * 1024));
+    expect(sizes).toEqual([1024 * 1024]);
+    // A rate comes (a limit set while the transfer runs): the next chunk is charged piece by piece.
+    bucket.setRate(100 * 1024 * 1024, Date.now());
+    sizes.length = 0;
+    push(Buffer.alloc(64 * 1024));
+    expect(sizes).toEqual([16 * 1024, 16 * 1024, 16 * 1024, 16 * 1024]);
   });
 });
