@@ -73,8 +73,12 @@ export const TUNING = {
    * 2 x 1 or 2 x 2 MiB (the reader waits for a buffer). The worker (`npm run bench -- --only=big`):
    * 3 x 1 MiB peaked at 61.8 MiB of RSS, 4 x 1 MiB at 63.3 (the bar is 64), both at the same speed
    * within the runs' spread; 512 KiB reads instead of 1 MiB saved ~1.5 MiB and cost 10% more CPU.
+   * Once bodies were read in place and no longer cut in 16 KiB pieces, 4 peaked at 61.1-61.3 MiB
+   * and let a read find a free buffer more often: 64% of a 1 GiB download's bytes landed in place
+   * against 13-31% with 3, the main thread's user time 0.75-0.83 s against 0.87-0.94 s, the task
+   * 1.13-1.18 s against 1.20-1.51 s (three interleaved pairs by hand).
    */
-  directBuffers: 3,
+  directBuffers: 4,
   directBufferBytes: 1024 * 1024,
   /** File offsets and lengths of direct writes are multiples of this (ext4's block; a device's is 512 or 4096). */
   directAlign: 4096,
