@@ -97,7 +97,7 @@ export async function h1Request(url: URL, opts: H1Options): Promise<Response> {
   const secure = url.protocol === 'https:';
   if (secure && !opts.tls) throw new TransferError('E_REQUEST', 'an https:// request needs its TLS options', false);
   const port = Number(url.port || (secure ? 443 : 80));
-  const key = secure ? `https:${url.hostname}:${port}|${opts.tls!.key}` : `${url.hostname}:${port}`;
+  const key = secure ? `https:${url.hostname}:${port}|${opts.tls!.key}` : plainKey(url.hostname, port);
   for (let attempt = 0; ; attempt++) {
     if (opts.signal.aborted) throw stopped();
     const ahead = attempt === 0 && opts.behind && !secure ? takeBusy(key) : null;
@@ -120,6 +120,9 @@ export function closeIdleConnections(): void {
   pipelineFailures.clear();
 }
 
+/** The pool key of a plain http:// host and port. */
+const plainKey = (hostname: string, port: number): string => `${hostname}:${port}`;
+
 /** The pool key of an http:// origin (`http://host:port`), as h1Request makes it; null for any other. */
 const originKeys = new Map<string, string | null>();
 function keyOfOrigin(origin: string): string | null {
@@ -127,7 +130,7 @@ function keyOfOrigin(origin: string): string | null {
   if (key !== undefined) return key;
   try {
     const u = new URL(origin);
-    key = u.protocol === 'http:' ? `${u.hostname}:${Number(u.port || 80)}` : null;
+    key = u.protocol === 'http:' ? plainKey(u.hostname, Number(u.port || 80)) : null;
   } catch {
     key = null;
   }

@@ -118,10 +118,6 @@ export interface ResponseMeta {
 }
 
 /**
- * A bandwidth limit: told of `bytes` just moved, returns how many milliseconds to hold the transfer
- * before moving more (0: go on). The worker changes its rate while the transfer runs.
- */
-/**
  * A transfer's bandwidth limit: charges `bytes` and returns how long to wait (ms) before reading more.
  * `limited()` says whether a rate applies now (it may come or go during a transfer): while none does,
  * a body's chunks go on whole instead of in pieces of the smallest burst.

@@ -34,9 +34,9 @@ export function parsePartBoot(value: string | null): { boot: string; pid: number
  * How this attempt treats its lineage's partial file. Written since this boot: every byte in it is
  * kept (a process crash loses none), else only the fsync'd offset. Written with direct I/O by another
  * process, only the fsync'd offset too: its writes finish in any order, so a writer that died may
- * have left the file longer than the bytes it holds (a later write landed, an earlier one did not). Its last writer provably gone (a
- * dead pid of this boot, a previous boot, this very worker) or unknown (a store of an older bgdl): the
- * file is adopted in place. Its last writer a live process of this boot (a frozen worker whose lease
+ * have left the file longer than the bytes it holds (a later write landed, an earlier one did not).
+ * Its last writer provably gone (a dead pid of this boot, a previous boot, this very worker) or
+ * unknown (a store of an older bgdl): the file is adopted in place. Its last writer a live process of this boot (a frozen worker whose lease
  * lapsed, say), or on a shared store any writer under another boot (another host's worker, which no
  * pid check here can see): the kept bytes are copied to a fresh file, so that writer cannot reach ours.
  */

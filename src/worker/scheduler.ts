@@ -83,7 +83,7 @@ export const PLACING_PER_SLOT = 4;
  * Running tasks as maxConcurrent counts them: those placing a received file (no bytes moving, no
  * connection held) leave their slot, up to PLACING_PER_SLOT × `maxConcurrent` of them; more than that
  * count again. Those waiting behind another response (`behind`: at most what h1.ts's
- * pipelineCapacity allows, a couple per busy connection) take none.
+ * pipelineCapacity allows, up to PIPELINE_DEPTH per busy connection) take none.
  */
 export function transfersCounted(running: Iterable<{ placing: boolean; behind?: boolean }>, maxConcurrent: number): number {
   let all = 0;
