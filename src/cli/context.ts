@@ -1,18 +1,13 @@
 // What every command needs: the environment, the store, and the promise that a command which leaves
 // work behind makes sure a worker is alive to do it (a detached `bgdl worker`).
 
-import { fileURLToPath } from 'node:url';
-import { childProcess } from '../shared/builtins.js';
 import { NotFoundError } from '../shared/errors.js';
-import { workerEnvironment } from '../shared/extra-ca.js';
 import { loadConfig } from '../shared/config.js';
 import { pidAlive } from '../shared/lease.js';
 import { DEFAULT_SESSION, bgdlHome } from '../shared/paths.js';
 import { parseSessionName } from '../shared/parse.js';
 import { openStore as openBackend, type TaskStore } from '../store/index.js';
-
-
-export const BIN_PATH = fileURLToPath(new URL('../../bin/bgdl.js', import.meta.url));
+import { dismissHeldWorker, releaseHeldWorker, spawnWorker } from './worker-start.js';
 
 export interface Ctx {
   env: NodeJS.ProcessEnv;
@@ -82,30 +77,13 @@ export function leaseTimeout(ctx: Ctx): number {
 }
 
 /**
- * libuv's thread pool for the worker (it must be in the environment when the process starts: Node
- * sizes the pool before any of our code runs). Every file operation of a transfer goes through it,
- * and each finished file's fsync holds a thread for milliseconds: with the default 4, a batch of small
- * files queued the next files' opens and looks behind other files' fsyncs. 16 (the most running
- * transfers' fsyncs that usually overlap) measured 4-15% less wall time for 2,000 x 16 KiB. A value
- * the user set is kept.
+ * Start a detached worker when there is work and none is alive (the held one `add` started, if any:
+ * worker-start.ts). Cheap when one is.
  */
-const WORKER_THREADPOOL = '16';
-
-/**
- * The worker's young generation is capped at 1 MiB per semi-space (V8 grows it to 8 MiB or more when
- * the program allocates fast). A transfer reads into one reused buffer (src/transfer/h1.ts) and makes
- * little garbage, so the larger young generation only kept dead objects resident: measured on a
- * 512 MiB download, peak RSS 68.4 MiB without the cap and 65.5 MiB with it, at the same CPU time.
- */
-const WORKER_NODE_FLAGS = ['--max-semi-space-size=1'];
-
-/** Start a detached worker when there is work and none is alive. Cheap when one is. */
 export async function ensureWorker(ctx: Ctx, store: TaskStore): Promise<'running' | 'started' | 'idle'> {
-  return store.ensureWorker(Date.now(), leaseTimeout(ctx), pidAlive, () => {
-    const env = { ...workerEnvironment(ctx.env, store.shared), UV_THREADPOOL_SIZE: ctx.env.UV_THREADPOOL_SIZE ?? WORKER_THREADPOOL };
-    // The worker process imports this module too, and never starts a worker: loaded only here.
-    const child = childProcess().spawn(process.execPath, [...WORKER_NODE_FLAGS, BIN_PATH, 'worker'], { detached: true, stdio: 'ignore', env, cwd: '/' });
-    child.unref();
-    return child.pid;
-  });
+  try {
+    return await store.ensureWorker(Date.now(), leaseTimeout(ctx), pidAlive, () => releaseHeldWorker() ?? spawnWorker(ctx.env, store.shared).pid);
+  } finally {
+    dismissHeldWorker();
+  }
 }

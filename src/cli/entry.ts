@@ -7,15 +7,21 @@
 import { childProcess } from '../shared/builtins.js';
 import { storeUrl } from '../shared/config.js';
 import { mustLoadAtStart, restoreExtraCaCerts } from '../shared/extra-ca.js';
+import { bgdlHome } from '../shared/paths.js';
 import { reportError } from './report.js';
 
 export async function run(argv: string[]): Promise<number> {
   // Only a process whose certificates were carried reads the store's URL for this (a config file read).
   if (restoreExtraCaCerts(process.env) && mustLoadExtraCaCerts()) return startAgain(argv);
   if (argv.length !== 3 || argv[2] !== 'worker') {
+    // A worker's head start (worker-start.ts): it boots while this command does.
+    if (argv[2] === 'add') (await import('./worker-start.js')).startHeldWorker(process.env);
     const { main } = await import('./main.js');
     return main(argv);
   }
+  // Held (worker-start.ts): start only if the command that started this process says so.
+  const { takeHeld, heldUntilGo } = await import('./held-worker.js');
+  if (takeHeld(process.env) && !(await heldUntilGo(bgdlHome(process.env), () => Promise.all([import('./context.js'), import('./commands/worker.js'), import('../worker/index.js')])))) return 0;
   const [{ makeCtx, closeStore }, { worker, workerNotice }] = await Promise.all([import('./context.js'), import('./commands/worker.js')]);
   try {
     const notice = workerNotice(await worker(makeCtx(), {}));

@@ -1,10 +1,11 @@
 // When a task may start (begin-at, discretionary conditions, expected sizes), uploads from files,
 // and `worker --ensure` for cron and reboots.
 
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { BIN, statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
 import { workerPids } from '../helpers/procs.js';
 import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
 
@@ -199,5 +200,53 @@ describe('worker --ensure', () => {
       return p.length === 1 && p[0] === t.workerPid() ? p : null;
     }, 10_000, 'exactly one worker');
     expect(pids).toHaveLength(1);
+  });
+});
+
+describe("add's head start: a held worker", () => {
+  it('becomes the one worker, started once, and leaves nothing of itself to the hooks it runs', async () => {
+    s.route('/a.bin', { body: { size: 5000 } });
+    const envFile = path.join(t.dir, 'hook-env');
+    expect((await t.bgdl(['session', 'create', 'h', '--hook', `env > '${envFile}'`])).code).toBe(0);
+    const [task] = await addJson(['-s', 'h', s.url('/a.bin')]);
+    const [done] = await waitFinal(t, [task.id]);
+    expect(done.state).toBe('completed');
+    const env = await waitUntil(() => fs.existsSync(envFile) && fs.readFileSync(envFile, 'utf8'), 10_000, 'the hook');
+    expect(env).toMatch(/^BGDL_SESSION=h$/m);
+    expect(env).not.toMatch(/BGDL_WORKER_HELD/);
+    const log = fs.readFileSync(path.join(t.home, 'bgdl.log'), 'utf8');
+    expect(log.match(/\[worker\] started \(pid/g)).toHaveLength(1);
+    expect(log).not.toMatch(/not starting/);
+  });
+
+  it('is not started while a live worker holds the lease', async () => {
+    await addJson(['http://127.0.0.1:9/later', '--begin-at', '1h']);
+    const worker = await waitUntil(() => t.workerPid(), 5000, 'a worker');
+    let most = 0;
+    const adding = t.bgdl(['add', '--begin-at', '1h', ...Array.from({ length: 5 }, (_, i) => `http://127.0.0.1:9/more${i}`)]);
+    let finished = false;
+    void adding.then(() => (finished = true));
+    while (!finished) {
+      most = Math.max(most, workerPids(t.home).length);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect((await adding).code).toBe(0);
+    expect(most).toBe(1);
+    expect(workerPids(t.home)).toEqual([worker]);
+  });
+
+  it('touches nothing and exits when its add fails or dies before the go', async () => {
+    // Refused input: no home, and the held worker is gone soon after.
+    const r = await t.bgdl(['add', 'http://127.0.0.1:9/x', '--sha256', 'abc']);
+    expect(r.code).toBe(2);
+    await waitUntil(() => workerPids(t.home).length === 0, 5000, 'no held worker');
+    expect(fs.existsSync(t.home)).toBe(false);
+    // An add reading its URLs from stdin, killed while it reads: its held worker waits, then goes.
+    const add = spawn(process.execPath, [BIN, 'add', '-i', '-'], { env: t.env, cwd: t.downloads, stdio: ['pipe', 'ignore', 'ignore'] });
+    add.stdin.write('http://127.0.0.1:9/y\n');
+    const [held] = await waitUntil(() => (workerPids(t.home).length === 1 ? workerPids(t.home) : null), 5000, 'the held worker');
+    add.kill('SIGKILL');
+    await waitUntil(() => workerPids(t.home).length === 0, 5000, `held worker ${held} to exit`);
+    expect(fs.existsSync(t.home)).toBe(false);
   });
 });

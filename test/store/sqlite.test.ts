@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '../../src/shared/errors.js';
 import { SqliteStore as Store } from '../../src/store/index.js';
+import { leaseLooksLive } from '../../src/store/sqlite/lease-peek.js';
 import type { Task } from '../../src/shared/model.js';
 import { newTask, storeContract } from './contract.js';
 
@@ -153,5 +154,39 @@ describe('store files', () => {
     db.exec('CREATE TABLE photos (id INTEGER)');
     db.close();
     await expect(Store.open(h)).rejects.toThrow(/not a bgdl store/);
+  });
+});
+
+describe('a look at the lease without opening the store (leaseLooksLive)', () => {
+  const look = (h: string, isAlive = (_pid: number) => true) => leaseLooksLive(h, Date.now(), 30_000, isAlive);
+
+  it('no store, or a store nobody has open: no worker, and nothing is created', async () => {
+    expect(look(path.join(home, 'none'))).toBe(false);
+    expect(fs.existsSync(path.join(home, 'none'))).toBe(false);
+    await store.close();
+    expect(fs.existsSync(store.file + '-wal')).toBe(false);
+    expect(look(path.join(home, 'h'))).toBe(false);
+    expect(fs.existsSync(store.file + '-wal')).toBe(false);
+    store = await Store.open(path.join(home, 'h'));
+  });
+
+  it('an open store: the lease as the store itself judges it', async () => {
+    const h = path.join(home, 'h');
+    expect(look(h)).toBe(false);
+    const fence = await store.takeLease(4242, Date.now(), 30_000, () => true);
+    expect(fence).not.toBeNull();
+    expect(look(h)).toBe(true);
+    expect(look(h, (pid) => pid !== 4242)).toBe(false);
+    expect(leaseLooksLive(h, Date.now() + 60_000, 30_000, () => true)).toBe(false);
+    await store.releaseLease(fence!);
+    expect(look(h)).toBe(false);
+  });
+
+  it('a file it cannot read counts as a live worker (no head start)', () => {
+    const h = path.join(home, 'bad');
+    fs.mkdirSync(h);
+    fs.writeFileSync(path.join(h, 'bgdl.db'), 'not a database');
+    fs.writeFileSync(path.join(h, 'bgdl.db-wal'), '');
+    expect(look(h)).toBe(true);
   });
 });

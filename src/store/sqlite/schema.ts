@@ -1,6 +1,9 @@
 // Schema migrations by version number (PRAGMA user_version). Each entry upgrades from the previous
 // version; a store written by a newer bgdl is refused rather than downgraded.
 
+/** The worker lease is the one row of the `lease` table, with this id. */
+export const LEASE_ID = 1;
+
 export const MIGRATIONS: string[] = [
   // 1: sessions, tasks, events, the worker lease.
   `

@@ -52,11 +52,10 @@ import type {
 } from '../types.js';
 import { BRIEF_COLUMNS, briefTaskFrom, CANDIDATE_COLUMNS, candidateFrom, emptyCounts, rowToEvent, rowToSession, taskFrom } from '../rows.js';
 import { failureKind, guardMethods, storeFailure } from './failure.js';
-import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
+import { LEASE_ID, MIGRATIONS, SCHEMA_VERSION } from './schema.js';
 
 type Row = Record<string, any>;
 
-const LEASE_ID = 1;
 /** How many times opening a store answered busy at once is tried (see prepareOpened). */
 const OPEN_BUSY_TRIES = 80;
 
