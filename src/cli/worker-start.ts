@@ -32,12 +32,14 @@ export const BIN_PATH = fileURLToPath(new URL('../../bin/bgdl.js', import.meta.u
 const WORKER_THREADPOOL = '16';
 
 /**
- * The worker's young generation is capped at 1 MiB per semi-space (V8 grows it to 8 MiB or more when
- * the program allocates fast). A transfer reads into one reused buffer (src/transfer/h1.ts) and makes
- * little garbage, so the larger young generation only kept dead objects resident: measured on a
- * 512 MiB download, peak RSS 68.4 MiB without the cap and 65.5 MiB with it, at the same CPU time.
+ * No V8 flags on the worker's command line. Node.js loads its built-in modules (node:net, node:crypto,
+ * …) from code compiled and cached when Node.js was built, and V8 refuses that cache when any V8 flag
+ * differs from the build's: every builtin is then compiled from source. `--max-semi-space-size=1`,
+ * which the worker was once started with to cap its young generation, cost ~20 ms of its start
+ * (a fresh `bgdl add` to the request at the server: 133 -> 111 ms, medians of 8) for ~1.3 MiB of
+ * peak RSS on a 1 GiB download (62.4 against 61 MiB). The worker sets its V8 flags itself once its
+ * modules are loaded (tuneV8 in src/worker/worker.ts).
  */
-const WORKER_NODE_FLAGS = ['--max-semi-space-size=1'];
 
 /** In a held worker's environment (held-worker.ts takes it out first thing): wait for the go on stdin. */
 export const HELD = 'BGDL_WORKER_HELD';
@@ -47,7 +49,7 @@ export function spawnWorker(env: NodeJS.ProcessEnv, sharedStore: boolean, held =
   const childEnv: NodeJS.ProcessEnv = { ...workerEnvironment(env, sharedStore), UV_THREADPOOL_SIZE: env.UV_THREADPOOL_SIZE ?? WORKER_THREADPOOL };
   if (held) childEnv[HELD] = '1';
   // The worker process imports this module too, and never starts a worker: loaded only here.
-  const child = childProcess().spawn(process.execPath, [...WORKER_NODE_FLAGS, BIN_PATH, 'worker'], {
+  const child = childProcess().spawn(process.execPath, [BIN_PATH, 'worker'], {
     detached: true,
     stdio: [held ? 'pipe' : 'ignore', 'ignore', 'ignore'],
     env: childEnv,

@@ -179,9 +179,16 @@ async function planResume(req: DownloadRequest, cb: DownloadCallbacks, plan: Par
 }
 
 /** A file at `<output>.bgdl-part` that is not the lineage's own: E_UNSAFE_PART or E_OUTPUT_BUSY, before any request. */
-async function checkUsualName(output: string, ours: PartRef | null): Promise<void> {
+function checkUsualName(output: string, ours: PartRef | null): void {
   const usual = partPathFor(output);
-  const st = await fsp.lstat(usual).catch(() => null);
+  let st;
+  try {
+    // Synchronous, as refuseNonRegular's look: usually nothing is there, and waiting for the thread
+    // pool let the worker's loop run in between (~3 ms of a fresh worker's way to its first request).
+    st = fs.lstatSync(usual, { throwIfNoEntry: false });
+  } catch {
+    return;
+  }
   if (!st || (ours && ours.path === usual && isRecordedFile(st, ours))) return;
   if (!ownedRegularFile(st)) throw unsafePartError(usual);
   throw outputBusyError(usual);
@@ -218,7 +225,7 @@ export async function download(req: DownloadRequest, cb: DownloadCallbacks, firs
     let plan = await planResume(req, cb, lineage, state);
     state.partial = plan && { output: plan.output, offset: plan.durable, etag: plan.etag, lastModified: plan.lastModified };
     // Another bgdl's partial file at the usual name: wait without asking the server (createFresh decides for good).
-    if (!plan && req.output) await checkUsualName(req.output, state.current);
+    if (!plan && req.output) checkUsualName(req.output, state.current);
     // Below the free-space reserve already: wait without asking the server.
     const dir = req.output ? path.dirname(req.output) : req.dir;
     if (dir && req.minFreeSpace) await checkFreeSpace(dir, 0, null, req.minFreeSpace);

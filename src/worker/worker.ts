@@ -86,6 +86,10 @@ export function napLength(o: { now: number; busy: boolean; nextWake: number | nu
  *   at 16 connections 1.39-1.44 s of CPU and 1.41-1.49 s against 1.65-1.73 s and 1.50-1.56 s; at 6,
  *   1.68-1.81 s and 1.80-1.86 s against 1.94-2.11 s and 1.85-2.03 s. 1 GiB over http:// the same
  *   (1.15-1.22 s of CPU); over https:// (undici) ~3% more CPU. Budgets of 2x to 15x measured alike.
+ * Set only once the worker's modules are loaded: with any V8 flag changed, V8 refuses the code
+ * Node.js cached for its built-in modules at build time, and compiles from source each one loaded
+ * afterwards (node:tls, node:http2 and node:zlib, as a first https:// download loads them: 22-29 ms
+ * instead of 8-11 ms, once per worker). See src/cli/worker-start.ts.
  */
 const V8_FLAGS = ['--semi-space-growth-factor=1', '--interrupt-budget=400000'];
 
