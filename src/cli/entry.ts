@@ -1,8 +1,8 @@
 // What bin/bgdl.js runs. A plain `bgdl worker` (how the CLI starts the detached worker) goes straight
 // to the worker command without loading commander and the program's definition, which a process that
-// parses no options does not need (measured: an idle worker's peak RSS 62.1 -> 60.9 MiB). Everything
-// else, `bgdl worker --ensure` and `bgdl worker --help` included, goes through the commander program in
-// main.ts.
+// parses no options does not need (measured: an idle worker's peak RSS 62.1 -> 60.9 MiB); a held one
+// (worker-start.ts) first waits for its go. Everything else, `bgdl worker --ensure` and `bgdl worker
+// --help` included, goes through the commander program in main.ts.
 
 import { childProcess } from '../shared/builtins.js';
 import { storeUrl } from '../shared/config.js';
@@ -14,8 +14,9 @@ export async function run(argv: string[]): Promise<number> {
   // Only a process whose certificates were carried reads the store's URL for this (a config file read).
   if (restoreExtraCaCerts(process.env) && mustLoadExtraCaCerts()) return startAgain(argv);
   if (argv.length !== 3 || argv[2] !== 'worker') {
-    // A worker's head start (worker-start.ts): it boots while this command does.
-    if (argv[2] === 'add') (await import('./worker-start.js')).startHeldWorker(process.env);
+    // The commands that queue new work give their worker a head start (worker-start.ts): it boots
+    // while the command does.
+    if (argv[2] === 'add' || argv[2] === 'upload') (await import('./worker-start.js')).startHeldWorker(process.env);
     const { main } = await import('./main.js');
     return main(argv);
   }

@@ -1,13 +1,15 @@
 // How the CLI starts the detached worker (context.ts's ensureWorker decides when), and the head start
-// `bgdl add` gives it. A worker's start is on the path to a download's first byte: Node.js boots and
-// loads the worker's modules (~70 ms here) before it reads the store, and the add that started it had
-// already spent as long booting itself and writing the task. So `add` starts a worker at once, held:
-// it loads its modules while the add parses and writes, then waits for one byte on its stdin. If the
-// add then starts a worker (ensureWorker finds work and no live lease), it records the held one's pid
-// in the lease and sends that byte; otherwise (a live worker took the work, bad input, the add died)
-// its stdin ends, and the held worker exits having touched nothing: no store, no log line.
+// `bgdl add` and `bgdl upload` give it. A worker's start is on the path to a transfer's first byte:
+// Node.js boots and loads the worker's modules (~55 ms here) before it reads the store, and the
+// command that started it had already spent as long booting itself and writing the task. So these
+// commands start a worker first thing, held: it loads its modules while the command parses and
+// writes, then waits for one byte on its stdin. If the command then starts a worker (ensureWorker
+// finds work and no live lease), it records the held one's pid in the lease and sends that byte;
+// otherwise (a live worker took the work, bad input, the command died) its stdin ends, and the held
+// worker exits having touched nothing: no store, no log line.
 // Measured (a 1-byte file, fresh BGDL_HOME, medians of 10): `bgdl add` to the request at the server
-// 177-188 ms -> 129-145 ms; an add's own time the same (~1 ms for the lease's look).
+// 177-188 ms -> 129-145 ms, and 111-125 ms with no V8 flag for the worker (below); an add's own
+// time the same (~1 ms for the lease's look).
 
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -65,10 +67,10 @@ export function spawnWorker(env: NodeJS.ProcessEnv, sharedStore: boolean, held =
 let held: ChildProcess | null = null;
 
 /**
- * `bgdl add`'s head start: a held worker, when the store is this home's SQLite file and no live worker
+ * The head start: a held worker, when the store is this home's SQLite file and no live worker
  * holds its lease (a shared store's worker may run on another host; a live worker takes the work
- * itself, and a held one would only cost a Node.js start). Any doubt means no head start: the add
- * starts its worker the usual way.
+ * itself, and a held one would only cost a Node.js start). Any doubt means no head start: the
+ * command starts its worker the usual way.
  */
 export function startHeldWorker(env: NodeJS.ProcessEnv): void {
   try {

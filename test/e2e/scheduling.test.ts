@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BIN, statusJson, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
+import { BIN, statusJson, stopWorker, testdir, waitFinal, waitUntil, type TestDir } from '../helpers/cli.js';
 import { workerPids } from '../helpers/procs.js';
 import { bodyFor, sha256, startServer, type TestServer } from '../helpers/server.js';
 
@@ -217,6 +217,25 @@ describe("add's head start: a held worker", () => {
     const log = fs.readFileSync(path.join(t.home, 'bgdl.log'), 'utf8');
     expect(log.match(/\[worker\] started \(pid/g)).toHaveLength(1);
     expect(log).not.toMatch(/not starting/);
+  });
+
+  it('add and upload start their worker held; status starts one the usual way', async () => {
+    // The environment a process was started with stays readable in /proc after it takes the variable out.
+    const startedHeld = (pid: number) => fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('BGDL_WORKER_HELD=1');
+    fs.writeFileSync(path.join(t.downloads, 'up.bin'), 'x'.repeat(1000));
+    const commands = [
+      ['add', 'http://127.0.0.1:9/later', '--begin-at', '1h'],
+      ['upload', 'up.bin', 'http://127.0.0.1:9/up', '--begin-at', '1h'],
+    ];
+    for (const args of commands) {
+      expect((await t.bgdl(args)).code).toBe(0);
+      const pid = await waitUntil(() => t.workerPid(), 5000, `the worker of ${args[0]}`);
+      expect(startedHeld(pid), args[0]).toBe(true);
+      await stopWorker(t.home);
+    }
+    expect((await t.bgdl(['status'])).code).toBe(0);
+    const pid = await waitUntil(() => t.workerPid(), 5000, 'the worker of status');
+    expect(startedHeld(pid)).toBe(false);
   });
 
   it('is not started while a live worker holds the lease', async () => {
