@@ -77,8 +77,8 @@ export function leaseTimeout(ctx: Ctx): number {
 }
 
 /**
- * Start a detached worker when there is work and none is alive (the held one `add` started, if any:
- * worker-start.ts). Cheap when one is.
+ * Start a detached worker when there is work and none is alive (the held one this command started,
+ * if any: worker-start.ts). Cheap when one is.
  */
 export async function ensureWorker(ctx: Ctx, store: TaskStore): Promise<'running' | 'started' | 'idle'> {
   try {

@@ -1,5 +1,6 @@
-// The held worker's side of `bgdl add`'s head start (worker-start.ts has the add's side): wait for the
-// go on stdin, having loaded the worker's modules meanwhile. Loaded only by `bgdl worker` processes.
+// The held worker's side of the head start `bgdl add` and `bgdl upload` give their worker
+// (worker-start.ts has the command's side): wait for the go on stdin, having loaded the worker's
+// modules meanwhile. Loaded only by `bgdl worker` processes.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';

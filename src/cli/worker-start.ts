@@ -33,24 +33,25 @@ export const BIN_PATH = fileURLToPath(new URL('../../bin/bgdl.js', import.meta.u
  */
 const WORKER_THREADPOOL = '16';
 
-/**
- * No V8 flags on the worker's command line. Node.js loads its built-in modules (node:net, node:crypto,
- * …) from code compiled and cached when Node.js was built, and V8 refuses that cache when any V8 flag
- * differs from the build's: every builtin is then compiled from source. `--max-semi-space-size=1`,
- * which the worker was once started with to cap its young generation, cost ~20 ms of its start
- * (a fresh `bgdl add` to the request at the server: 133 -> 111 ms, medians of 8) for ~1.3 MiB of
- * peak RSS on a 1 GiB download (62.4 against 61 MiB). The worker sets its V8 flags itself once its
- * modules are loaded (tuneV8 in src/worker/worker.ts).
- */
-
 /** In a held worker's environment (held-worker.ts takes it out first thing): wait for the go on stdin. */
 export const HELD = 'BGDL_WORKER_HELD';
 
-/** Start `bgdl worker` detached: at once, or held until go() (see above). */
+/**
+ * Start `bgdl worker` detached: at once, or held until releaseHeldWorker (see above).
+ *
+ * No V8 flags on its command line. Node.js loads its built-in modules (node:net, node:crypto, …) from
+ * code compiled and cached when Node.js was built, and V8 refuses that cache when any V8 flag differs
+ * from the build's: every builtin is then compiled from source. `--max-semi-space-size=1`, which the
+ * worker was once started with to cap its young generation, cost ~20 ms of its start (a fresh `bgdl
+ * add` to the request at the server: 133 -> 111 ms, medians of 8) for ~1.3 MiB of peak RSS on a
+ * 1 GiB download (62.4 against 61 MiB). The worker sets its V8 flags itself once its modules are
+ * loaded (tuneV8 in src/worker/worker.ts).
+ */
 export function spawnWorker(env: NodeJS.ProcessEnv, sharedStore: boolean, held = false): ChildProcess {
   const childEnv: NodeJS.ProcessEnv = { ...workerEnvironment(env, sharedStore), UV_THREADPOOL_SIZE: env.UV_THREADPOOL_SIZE ?? WORKER_THREADPOOL };
   if (held) childEnv[HELD] = '1';
-  // The worker process imports this module too, and never starts a worker: loaded only here.
+  // node:child_process is loaded here only: worker processes import this module too (held-worker.ts)
+  // and never start a worker.
   const child = childProcess().spawn(process.execPath, [BIN_PATH, 'worker'], {
     detached: true,
     stdio: [held ? 'pipe' : 'ignore', 'ignore', 'ignore'],

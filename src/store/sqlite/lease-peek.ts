@@ -1,6 +1,6 @@
 // A look at a local store's worker lease without opening it as a store (no schema check, nothing
-// written), for `bgdl add`'s head start (src/cli/worker-start.ts), which must decide before it has
-// loaded the store. SQLite removes a store's write-ahead log when its last connection closes, and a
+// written), for the head start `bgdl add` and `bgdl upload` give their worker (src/cli/worker-start.ts),
+// which must decide before the command has loaded the store. SQLite removes a store's write-ahead log when its last connection closes, and a
 // worker keeps its connection for its whole life: no log beside the file, no worker, and no need to
 // load better-sqlite3 (a few milliseconds) to know it.
 
