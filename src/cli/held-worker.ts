@@ -24,7 +24,11 @@ export function takeHeld(env: NodeJS.ProcessEnv): boolean {
  * with only the first loading.)
  */
 export async function heldUntilGo(home: string, load: () => Promise<unknown>): Promise<boolean> {
-  const go = new Promise<boolean>((resolve) => fs.read(0, Buffer.alloc(1), 0, 1, null, (err, n) => resolve(!err && n === 1)));
+  const go = new Promise<boolean>((resolve) => {
+    // The pipe is blocking as the command made it; were it not, a read before the byte is written would answer EAGAIN.
+    const read = () => fs.read(0, Buffer.alloc(1), 0, 1, null, (err, n) => (err?.code === 'EAGAIN' ? setTimeout(read, 5) : resolve(!err && n === 1)));
+    read();
+  });
   const first = await holdName(`\0bgdl-held-worker:${crypto.createHash('sha256').update(home).digest('hex')}`);
   if (first) await load();
   const answer = await go;
