@@ -114,11 +114,12 @@ describe('transfersCounted', () => {
     [6, 0, 8, 6],
     [6, 3, 8, 6],
     [8, 8, 8, 8],
-    // Up to PLACING_PER_SLOT (4) placing per slot of maxConcurrent leave their slot; more count again.
-    [8, 32, 8, 8],
-    [8, 33, 8, 9],
-    [1, 5, 2, 1],
-    [1, 9, 2, 2],
+    // Up to PLACING_PER_SLOT (16) placing per slot of maxConcurrent leave their slot; more count again.
+    [8, 128, 8, 8],
+    [8, 129, 8, 9],
+    [1, 17, 2, 1],
+    [1, 33, 2, 2],
+    [1, 40, 2, 9],
   ])('%i moving and %i placing with maxConcurrent %i count as %i', (moving, placing, max, counted) => {
     expect(transfersCounted(tasks(moving, placing), max)).toBe(counted);
   });
