@@ -83,12 +83,14 @@ function compareCandidates(a: Candidate, b: Candidate): number {
  * against 1.49-1.59 s). It still bounds the open files when the disk is slow.
  */
 export const PLACING_PER_SLOT = 16;
+/** …and never more than four per slot allowed at maxConcurrent's top (1000): the open files stay bounded as before. */
+export const PLACING_MAX = 4000;
 
 /**
  * Running tasks as maxConcurrent counts them: those placing a received file (no bytes moving, no
- * connection held) leave their slot, up to PLACING_PER_SLOT × `maxConcurrent` of them; more than that
- * count again. Those waiting behind another response (`behind`: at most what h1.ts's
- * pipelineCapacity allows, up to PIPELINE_DEPTH per busy connection) take none.
+ * connection held) leave their slot, up to PLACING_PER_SLOT × `maxConcurrent` of them (PLACING_MAX at
+ * most); more than that count again. Those waiting behind another response (`behind`: at most what
+ * h1.ts's pipelineCapacity allows, up to PIPELINE_DEPTH per busy connection) take none.
  */
 export function transfersCounted(running: Iterable<{ placing: boolean; behind?: boolean }>, maxConcurrent: number): number {
   let all = 0;
@@ -98,7 +100,7 @@ export function transfersCounted(running: Iterable<{ placing: boolean; behind?: 
     all++;
     if (t.placing) placing++;
   }
-  return all - Math.min(placing, PLACING_PER_SLOT * maxConcurrent);
+  return all - Math.min(placing, PLACING_PER_SLOT * maxConcurrent, PLACING_MAX);
 }
 
 /**

@@ -120,6 +120,9 @@ describe('transfersCounted', () => {
     [1, 17, 2, 1],
     [1, 33, 2, 2],
     [1, 40, 2, 9],
+    // …and never more than PLACING_MAX (4000) in all.
+    [1000, 4000, 1000, 1000],
+    [1000, 4001, 1000, 1001],
   ])('%i moving and %i placing with maxConcurrent %i count as %i', (moving, placing, max, counted) => {
     expect(transfersCounted(tasks(moving, placing), max)).toBe(counted);
   });
