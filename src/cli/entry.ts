@@ -20,10 +20,11 @@ export async function run(argv: string[]): Promise<number> {
     const { main } = await import('./main.js');
     return main(argv);
   }
-  // Held (worker-start.ts): start only if the command that started this process says so.
+  const load = () => Promise.all([import('./context.js'), import('./commands/worker.js'), import('../worker/index.js')]);
+  // Held (worker-start.ts): loaded ahead, it starts only if the command that started it says so.
   const { takeHeld, heldUntilGo } = await import('./held-worker.js');
-  if (takeHeld(process.env) && !(await heldUntilGo(bgdlHome(process.env), () => Promise.all([import('./context.js'), import('./commands/worker.js'), import('../worker/index.js')])))) return 0;
-  const [{ makeCtx, closeStore }, { worker, workerNotice }] = await Promise.all([import('./context.js'), import('./commands/worker.js')]);
+  if (takeHeld(process.env) && !(await heldUntilGo(bgdlHome(process.env), load))) return 0;
+  const [{ makeCtx, closeStore }, { worker, workerNotice }] = await load();
   try {
     const notice = workerNotice(await worker(makeCtx(), {}));
     if (notice) process.stderr.write(`bgdl: ${notice}\n`);

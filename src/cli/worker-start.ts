@@ -86,7 +86,7 @@ export function startHeldWorker(env: NodeJS.ProcessEnv): void {
 export function releaseHeldWorker(): number | undefined {
   const child = held;
   held = null;
-  if (!child?.pid || child.exitCode !== null || child.signalCode !== null || !pidAlive(child.pid)) return undefined;
+  if (!child?.pid || !pidAlive(child.pid)) return undefined;
   child.stdin?.end('g');
   return child.pid;
 }
