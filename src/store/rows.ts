@@ -2,7 +2,7 @@
 // the same columns; flags are 0/1 integers in both).
 
 import { iso, PRIORITIES, type BgdlEvent, type Session, type Task, type TaskState } from '../shared/model.js';
-import type { Candidate, TaskBrief } from './types.js';
+import type { Candidate, ResponseInfo, TaskBrief } from './types.js';
 
 type Row = Record<string, any>;
 
@@ -11,6 +11,13 @@ export const CANDIDATE_COLUMNS = 'id, session, kind, url, method, state, priorit
 /** What the status table shows (the URL only for uploads: a download shows its destination). */
 export const BRIEF_COLUMNS = `id, session, kind, CASE kind WHEN 'upload' THEN url END AS url, output, dir, state, wait_reason, wait_detail,
   not_before, begin_at, bytes_received, bytes_expected, bytes_sent, upload_size, speed, error_code, error_message, attempts, http_status`;
+
+/** What a response may tell a task (recordResponse), field by column: only those given are written. */
+export const RESPONSE_COLUMNS: readonly (readonly [keyof ResponseInfo, string])[] = [
+  ['finalUrl', 'final_url'], ['httpStatus', 'http_status'], ['bytesExpected', 'bytes_expected'], ['etag', 'etag'],
+  ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
+  ['sha256Expected', 'sha256_expected'], ['protocol', 'protocol'], ['partPath', 'part_path'], ['partId', 'part_id'], ['partBoot', 'part_boot'], ['segments', 'segments'],
+];
 
 export function taskFrom(v: any[], ix: Record<string, number>): Task {
   return {

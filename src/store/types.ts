@@ -209,6 +209,9 @@ export interface ClaimLimits {
 /** Is a process alive (on this host)? Passed in so lease rules stay testable. */
 export type IsAlive = (pid: number) => boolean;
 
+/** Which outputs other unfinished tasks hold (see TaskStore.outputsInUse). */
+export type OutputsInUse = Pick<ReadonlySet<string>, 'has'>;
+
 export interface TaskStore {
   /** Where the store lives, for messages (a file path, or a database URL without its password). */
   readonly location: string;
@@ -299,7 +302,8 @@ export interface TaskStore {
   recordProgress(updates: ProgressUpdate[]): Promise<number[]>;
   holdsClaim(f: TaskFence): Promise<boolean>;
   recordResponse(f: TaskFence, info: ResponseInfo): Promise<boolean>;
-  outputsInUse(dir: string, exceptId: number): Promise<Set<string>>;
+  /** Outputs held by other unfinished tasks of directory `dir`, asked one name at a time. */
+  outputsInUse(dir: string, exceptId: number): Promise<OutputsInUse>;
   requeue(f: TaskFence, info: RequeueInfo): Promise<boolean>;
   recordStopped(f: TaskFence, info: { resumeOffset: number; bytesReceived: number }): Promise<boolean>;
   /** A running task's final state together with its event; false when fenced out or no longer running. */

@@ -185,7 +185,7 @@ function realDirOf(dir: string): string {
  * The first of `dir/name`, `dir/name.1.ext`, … that does not exist (a dangling symlink counts),
  * has no partial file, and is not in `taken`. The result always lies directly inside the real `dir`.
  */
-export async function pickFreePath(dir: string, name: string, taken: Set<string>): Promise<string> {
+export async function pickFreePath(dir: string, name: string, taken: Pick<ReadonlySet<string>, 'has'>): Promise<string> {
   const realDir = realDirOf(dir);
   const absDir = path.resolve(dir);
   for (let n = 0; n < 100_000; n++) {

@@ -259,8 +259,8 @@ export async function runAttempt(ctx: AttemptContext, a: Active): Promise<void> 
 async function deriveOutput(ctx: AttemptContext, t: Task, meta: ResponseMeta): Promise<string> {
   const name = nameFromResponse(meta.dispositionName, meta.finalUrl);
   for (;;) {
-    const taken = await ctx.store.outputsInUse(t.dir, t.id);
-    for (const p of ctx.reserved) taken.add(p);
+    const inUse = await ctx.store.outputsInUse(t.dir, t.id);
+    const taken = { has: (p: string) => ctx.reserved.has(p) || inUse.has(p) };
     let out = await pickFreePath(t.dir, name, taken);
     if (t.skipExisting || t.ifChanged) {
       // A batch run again finds its own files: the server's name itself, never a numbered copy.

@@ -424,12 +424,21 @@ class Worker {
     return v.whole || slots.running + d.start.length >= slots.maxConcurrent || (v.limit === FULL_WINDOW && v.taken < HEAD_WINDOW);
   }
 
-  /** Tasks taken from the view as last read are no longer in it. */
+  /**
+   * Tasks taken from the view as last read are no longer in it. They are nearly always at its head,
+   * so each is looked for from there (a filter of the whole window, up to FULL_WINDOW rows, for every
+   * decision was ~4% of what the worker allocated over 2,000 small files at the defaults).
+   */
   private taken(d: Decision): void {
     const n = d.start.length + d.behind.length;
     if (!this.queueView || n === 0) return;
-    const started = new Set([...d.start, ...d.behind].map((t) => t.id));
-    this.queueView.rows = this.queueView.rows.filter((t) => !started.has(t.id));
+    const rows = this.queueView.rows;
+    for (const list of [d.start, d.behind]) {
+      for (const t of list) {
+        const i = rows.findIndex((r) => r.id === t.id);
+        if (i >= 0) rows.splice(i, 1);
+      }
+    }
     this.queueView.taken += n;
   }
 

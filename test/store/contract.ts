@@ -399,11 +399,17 @@ export function storeContract(name: string, makeFixture: () => Promise<StoreFixt
     it('outputs in use: derived names of other live tasks in one directory', async () => {
       const [a, b] = await store.enqueue([newTask({ dir: '/d' }), newTask({ dir: '/d' })], rl);
       await store.recordResponse({ id: a!.id, claim: a!.claim }, { output: '/d/x.bin' });
-      expect(await store.outputsInUse('/d', b!.id)).toEqual(new Set(['/d/x.bin']));
-      expect(await store.outputsInUse('/d', a!.id)).toEqual(new Set());
+      expect((await store.outputsInUse('/d', b!.id)).has('/d/x.bin')).toBe(true);
+      expect((await store.outputsInUse('/d', a!.id)).has('/d/x.bin')).toBe(false);
+      expect((await store.outputsInUse('/e', b!.id)).has('/d/x.bin')).toBe(false);
+      expect((await store.outputsInUse('/d', b!.id)).has('/d/y.bin')).toBe(false);
+      // A second name for the same task replaces the first.
+      await store.recordResponse({ id: a!.id, claim: a!.claim }, { output: '/d/y.bin' });
+      expect((await store.outputsInUse('/d', b!.id)).has('/d/x.bin')).toBe(false);
+      expect((await store.outputsInUse('/d', b!.id)).has('/d/y.bin')).toBe(true);
       const other = await second();
       await other.transition([a!.id], 'cancel');
-      expect(await store.outputsInUse('/d', b!.id)).toEqual(new Set());
+      expect((await store.outputsInUse('/d', b!.id)).has('/d/y.bin')).toBe(false);
     });
   });
   });

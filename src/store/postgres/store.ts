@@ -15,7 +15,7 @@ import pg from 'pg';
 import { NotFoundError, StoreError, UsageError } from '../../shared/errors.js';
 import { bootId } from '../../shared/boot.js';
 import { FINAL_STATES, isFinal, PRIORITIES, type BgdlEvent, type EventType, type NewTask, type Session, type Task, type TaskState, type WaitingFor } from '../../shared/model.js';
-import { BRIEF_COLUMNS, briefTaskFrom, CANDIDATE_COLUMNS, candidateFrom, emptyCounts, indexOf, rowToEvent, rowToSession, taskFrom } from '../rows.js';
+import { BRIEF_COLUMNS, briefTaskFrom, CANDIDATE_COLUMNS, candidateFrom, emptyCounts, indexOf, RESPONSE_COLUMNS, rowToEvent, rowToSession, taskFrom } from '../rows.js';
 import { eventFor } from '../rules/events.js';
 import { leaseIsStale, nextToken } from '../rules/leases.js';
 import { enqueueDelay, hookRunStep } from '../rules/ratelimit.js';
@@ -33,6 +33,7 @@ import type {
   IsAlive,
   Lease,
   LeaseFence,
+  OutputsInUse,
   ProgressUpdate,
   RateLimitConfig,
   RequeueInfo,
@@ -823,18 +824,13 @@ export class PgStore implements TaskStore {
   async recordResponse(f: TaskFence, info: ResponseInfo): Promise<boolean> {
     const cols: string[] = [];
     const args: unknown[] = [];
-    const map: [keyof ResponseInfo, string][] = [
-      ['finalUrl', 'final_url'], ['httpStatus', 'http_status'], ['bytesExpected', 'bytes_expected'], ['etag', 'etag'],
-      ['lastModified', 'last_modified'], ['output', 'output'], ['resumeOffset', 'resume_offset'], ['bytesReceived', 'bytes_received'],
-      ['sha256Expected', 'sha256_expected'], ['protocol', 'protocol'], ['partPath', 'part_path'], ['partId', 'part_id'], ['partBoot', 'part_boot'], ['segments', 'segments'],
-    ];
-    for (const [k, col] of map) if (info[k] !== undefined) cols.push(`${col} = $${args.push(info[k])}`);
+    for (const [k, col] of RESPONSE_COLUMNS) if (info[k] !== undefined) cols.push(`${col} = $${args.push(info[k])}`);
     if (!cols.length) return this.holdsClaim(f);
     const r = await this.pool.query(`UPDATE tasks SET ${cols.join(', ')} WHERE id = $${args.push(f.id)} AND claim = $${args.push(f.claim)}`, args);
     return r.rowCount === 1;
   }
 
-  async outputsInUse(dir: string, exceptId: number): Promise<Set<string>> {
+  async outputsInUse(dir: string, exceptId: number): Promise<OutputsInUse> {
     const rows = await this.rows("SELECT output FROM tasks WHERE dir = $1 AND id <> $2 AND output IS NOT NULL AND state IN ('queued','running','paused')", [dir, exceptId]);
     return new Set(rows.map((r) => r.output as string));
   }
