@@ -301,9 +301,10 @@ async function benchBig() {
 
 /**
  * A finished run's output directory, set aside until the bench ends instead of deleted. This
- * machine's ext4 has no journal, and there a new file's inode is never one freed in the last ~30 s:
- * each create steps over every recently deleted inode of its group (`recently_deleted` in the kernel
- * profile), so the run after a deletion of 2,000 files paid for it, whichever tool it measured. Clean,
+ * machine's ext4 has no journal, and there a new file's inode is never one freed in the last minute
+ * (six while its inode-table block is dirty): each create steps over every recently deleted inode of
+ * its group (`recently_deleted` in the kernel profile), so the run after a deletion of 2,000 files
+ * paid for it, whichever tool it measured. Clean,
  * aria2c -j16 took 1.68-1.77 s; right after a deletion, 1.90-2.65 s (bgdl: 1.41-1.49 s against
  * 2.05-2.23 s, its creates in the thread pool holding the directory while the main thread looked up
  * names in it).

@@ -75,6 +75,27 @@ describe('add → worker → completed', () => {
     expect(fs.existsSync(path.join(t.downloads, 'missing.txt'))).toBe(false);
   });
 
+  it('wait sees a task retried after it failed, and waits for its new end', async () => {
+    // A look reads only the tasks not final at the last look: one that a command puts back in the
+    // queue must still be seen, here while the other task is held running.
+    s.route('/flip.txt', { body: 'second time\n', failTimes: { status: 404, times: 1 } });
+    let release!: (v?: unknown) => void;
+    s.route('/held.bin', { body: { size: 100_000 }, holdAfter: { bytes: 50_000, until: new Promise((r) => (release = r)) } });
+    const [a, b] = await add([s.url('/flip.txt'), s.url('/held.bin')]);
+    const waiting = t.bgdl(['wait', String(a.id), String(b.id)]);
+    await waitUntil(async () => (await statusJson(t, [a.id]))[0].state === 'failed', 15_000, 'the first attempt to fail');
+    await waitUntil(async () => (await statusJson(t, [b.id]))[0].bytesReceived > 0, 15_000, 'the other task to be under way');
+    const retried = await t.bgdl(['retry', String(a.id)]);
+    expect(retried.code, retried.stderr).toBe(0);
+    await waitUntil(async () => (await statusJson(t, [a.id]))[0].state === 'completed', 15_000, 'the retried task');
+    release();
+    const w = await waiting;
+    expect(w.code, w.stderr).toBe(0);
+    expect(w.stderr).toContain(`task ${a.id} failed: E_HTTP_STATUS`);
+    expect(w.stderr).toContain(`task ${a.id} completed: ${path.join(t.downloads, 'flip.txt')}`);
+    expect(w.stderr).toMatch(/2 tasks: 2 completed, 0 failed, 0 canceled/);
+  });
+
   it('add --wait draws progress bars with bytes, speed and ETA on a terminal, plain lines otherwise', async () => {
     s.route('/tty.bin', { body: { size: 1_500_000 }, throttle: 1_000_000 });
     const { execFile } = await import('node:child_process');

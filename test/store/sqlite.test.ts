@@ -58,6 +58,18 @@ describe('sqlite store', () => {
   });
 });
 
+describe('many ids at once', () => {
+  it('statesOf and getTasks answer for more tasks than SQLite takes parameters in one statement', async () => {
+    // `bgdl wait` asks about every task it watches: a session of 40,000 is more than 32,766 parameters.
+    const tasks = await store.enqueue(Array.from({ length: 40_000 }, () => newTask()), { base: 10_000, max: 3_600_000 });
+    const ids = tasks.map((t) => t.id);
+    const states = await store.statesOf(ids);
+    expect(states.size).toBe(40_000);
+    expect(states.get(ids[39_999]!)).toEqual({ state: 'queued', claim: tasks[39_999]!.claim });
+    expect((await store.getTasks(ids)).map((t) => t.id)).toEqual(ids);
+  });
+});
+
 describe('group commit', () => {
   it('a write of the group that throws is refused alone: the writes beside it are committed', async () => {
     const lease = (await store.takeLease(process.pid, Date.now(), 30_000, () => true))!;

@@ -105,6 +105,9 @@ function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
   return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', args };
 }
 
+/** Ids per `IN (…)` list: a long list is read in parts of this many (SQLite limits the parameters of a statement). */
+const ID_CHUNK = 500;
+
 /** Prepared statements kept per store; past this many distinct texts (IN lists of varying length) the cache starts over. */
 const STATEMENT_CACHE_MAX = 256;
 
@@ -565,9 +568,8 @@ export class SqliteStore implements TaskStore {
 
   private selectByIds(ids: number[]): Task[] {
     const out: Task[] = [];
-    const chunk = 500;
-    for (let i = 0; i < ids.length; i += chunk) {
-      const part = ids.slice(i, i + chunk);
+    for (let i = 0; i < ids.length; i += ID_CHUNK) {
+      const part = ids.slice(i, i + ID_CHUNK);
       out.push(...readTasks(this.prepare(`SELECT * FROM tasks WHERE id IN (${part.map(() => '?').join(',')}) ORDER BY id`), part));
     }
     return out;
@@ -949,9 +951,13 @@ export class SqliteStore implements TaskStore {
 
   /** Current states of these tasks (the worker watches for pause and cancel). */
   async statesOf(ids: number[]): Promise<Map<number, TaskControl>> {
-    if (ids.length === 0) return new Map();
-    const rows = this.prepare(`SELECT id, state, claim FROM tasks WHERE id IN (${ids.map(() => '?').join(',')})`).all(...ids) as Row[];
-    return new Map(rows.map((r) => [r.id, { state: r.state, claim: r.claim }]));
+    const out = new Map<number, TaskControl>();
+    for (let i = 0; i < ids.length; i += ID_CHUNK) {
+      const part = ids.slice(i, i + ID_CHUNK);
+      const rows = this.prepare(`SELECT id, state, claim FROM tasks WHERE id IN (${part.map(() => '?').join(',')})`).all(...part) as Row[];
+      for (const r of rows) out.set(r.id, { state: r.state, claim: r.claim });
+    }
+    return out;
   }
 
   /** Progress of many running tasks in one transaction. Returns the ids whose claim has moved on (refused). */
