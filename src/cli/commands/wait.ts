@@ -60,9 +60,9 @@ const EXIT_FOR: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGQUIT
  * The watched tasks now. Read whole are only those not final at the last look (`last`, in
  * `watched`'s order): reading every task at every look made `add -i --wait` of 2,000 × 16 KiB notice
  * the batch's end 110-210 ms after its last task ended (each look ~15-20 ms, then a pause ten times
- * as long); now 35-65 ms, most of it the last read of them all. A final
- * task changes again only when a command acts on it (a retry), so with `recheck` the state and claim
- * of the others are looked at too, and those that moved are read again.
+ * as long); now 35-65 ms, most of it the last read of them all. A final task changes again only when
+ * a command acts on it (a retry), so with `recheck` the state and claim of the others are looked at
+ * too, and those that moved are read again.
  */
 async function look(store: TaskStore, watched: number[], last: Task[], recheck: boolean): Promise<Task[]> {
   if (last.length !== watched.length) return store.getTasks(watched);
@@ -110,10 +110,11 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
       const cpuBefore = process.cpuUsage();
       const recheck = Date.now() - lastRecheck >= RECHECK_MS;
       if (recheck) lastRecheck = Date.now();
+      const whole = tasks.length !== watched.length;
       tasks = await look(store, watched, tasks, recheck);
       // What the wait ends with (the summary, --json) is every task read afresh, as it was before looks
       // read only some: the end as this look sees it is checked against all of them.
-      if (tasks.every((t) => isFinal(t.state))) tasks = await store.getTasks(watched);
+      if (!whole && tasks.every((t) => isFinal(t.state))) tasks = await store.getTasks(watched);
       reporter.update(tasks);
       const lookCpu = process.cpuUsage(cpuBefore);
       const lookMs = (lookCpu.user + lookCpu.system) / 1000;
