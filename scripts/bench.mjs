@@ -371,21 +371,7 @@ async function benchMany() {
     report('2,000 x 16 KiB: bgdl worker peak RSS', `${rss.toFixed(1)} MiB`, '<= 100 MiB', rss <= 100);
   } finally {
     server.close();
-    await forgetFiles([path.join(work, 'kept'), root]);
   }
-}
-
-/**
- * Delete what a section set aside, and write the deletion back. On this machine's ext4 (no journal)
- * an inode freed in the last minute, or the last six while its inode-table block is dirty, is
- * stepped over by every create in its group, and new directories go to such emptied groups: a bench
- * started right after another met the first one's ~26,000 deleted files, and its small-file runs
- * took 1.5-2.1 s instead of 1.2-1.3 s (aria2c, not paced by its CPU, less so). Deleted as soon as
- * the small-file section ends and written back, they have aged out by the end of the bench.
- */
-async function forgetFiles(dirs) {
-  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
-  await run('sync', []);
 }
 
 /**
@@ -675,7 +661,7 @@ const benches = {
 try {
   for (const [name, fn] of Object.entries(benches)) if (!only || only.has(name)) await fn();
 } finally {
-  await forgetFiles([work]);
+  fs.rmSync(work, { recursive: true, force: true });
 }
 const failed = results.filter((r) => r.ok === false);
 console.log(failed.length ? `${failed.length} bar(s) missed` : 'all measured bars met');
