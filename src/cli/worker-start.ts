@@ -12,7 +12,6 @@
 // time the same (~1 ms for the lease's look).
 
 import type { ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { childProcess } from '../shared/builtins.js';
 import { loadConfig, storeUrl } from '../shared/config.js';

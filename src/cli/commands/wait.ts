@@ -65,7 +65,6 @@ const EXIT_FOR: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGQUIT
  * too, and those that moved are read again.
  */
 async function look(store: TaskStore, watched: number[], last: Task[], recheck: boolean): Promise<Task[]> {
-  if (last.length !== watched.length) return store.getTasks(watched);
   let stale = last.filter((t) => !isFinal(t.state));
   if (recheck) {
     const now = await store.statesOf(watched);
@@ -110,11 +109,11 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
       const cpuBefore = process.cpuUsage();
       const recheck = Date.now() - lastRecheck >= RECHECK_MS;
       if (recheck) lastRecheck = Date.now();
-      const whole = tasks.length !== watched.length;
-      tasks = await look(store, watched, tasks, recheck);
+      const first = tasks.length === 0;
+      tasks = first ? await store.getTasks(watched) : await look(store, watched, tasks, recheck);
       // What the wait ends with (the summary, --json) is every task read afresh, as it was before looks
       // read only some: the end as this look sees it is checked against all of them.
-      if (!whole && tasks.every((t) => isFinal(t.state))) tasks = await store.getTasks(watched);
+      if (!first && tasks.every((t) => isFinal(t.state))) tasks = await store.getTasks(watched);
       reporter.update(tasks);
       const lookCpu = process.cpuUsage(cpuBefore);
       const lookMs = (lookCpu.user + lookCpu.system) / 1000;

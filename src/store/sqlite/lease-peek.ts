@@ -1,8 +1,9 @@
 // A look at a local store's worker lease without opening it as a store (no schema check, nothing
-// written), for the head start `bgdl add` and `bgdl upload` give their worker (src/cli/worker-start.ts),
-// which must decide before the command has loaded the store. SQLite removes a store's write-ahead log when its last connection closes, and a
-// worker keeps its connection for its whole life: no log beside the file, no worker, and no need to
-// load better-sqlite3 (a few milliseconds) to know it.
+// written), for the head start `bgdl add` and `bgdl upload` give their worker
+// (src/cli/worker-start.ts), which must decide before the command has loaded the store. SQLite
+// removes a store's write-ahead log when its last connection closes, and a worker keeps its
+// connection for its whole life: no log beside the file, no worker, and no need to load
+// better-sqlite3 (a few milliseconds) to know it.
 
 import type Database from 'better-sqlite3';
 import fs from 'node:fs';

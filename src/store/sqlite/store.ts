@@ -108,6 +108,14 @@ function whereOf(filter: TaskFilter): { sql: string; args: unknown[] } {
 /** Ids per `IN (…)` list: a long list is read in parts of this many (SQLite limits the parameters of a statement). */
 const ID_CHUNK = 500;
 
+/** `ids` in parts of ID_CHUNK, each with its `(?,?,…)` list. */
+function* idParts(ids: number[]): Generator<{ part: number[]; list: string }> {
+  for (let i = 0; i < ids.length; i += ID_CHUNK) {
+    const part = ids.slice(i, i + ID_CHUNK);
+    yield { part, list: `(${part.map(() => '?').join(',')})` };
+  }
+}
+
 /** Prepared statements kept per store; past this many distinct texts (IN lists of varying length) the cache starts over. */
 const STATEMENT_CACHE_MAX = 256;
 
@@ -568,10 +576,7 @@ export class SqliteStore implements TaskStore {
 
   private selectByIds(ids: number[]): Task[] {
     const out: Task[] = [];
-    for (let i = 0; i < ids.length; i += ID_CHUNK) {
-      const part = ids.slice(i, i + ID_CHUNK);
-      out.push(...readTasks(this.prepare(`SELECT * FROM tasks WHERE id IN (${part.map(() => '?').join(',')}) ORDER BY id`), part));
-    }
+    for (const { part, list } of idParts(ids)) out.push(...readTasks(this.prepare(`SELECT * FROM tasks WHERE id IN ${list} ORDER BY id`), part));
     return out;
   }
 
@@ -952,10 +957,8 @@ export class SqliteStore implements TaskStore {
   /** Current states of these tasks (the worker watches for pause and cancel). */
   async statesOf(ids: number[]): Promise<Map<number, TaskControl>> {
     const out = new Map<number, TaskControl>();
-    for (let i = 0; i < ids.length; i += ID_CHUNK) {
-      const part = ids.slice(i, i + ID_CHUNK);
-      const rows = this.prepare(`SELECT id, state, claim FROM tasks WHERE id IN (${part.map(() => '?').join(',')})`).all(...part) as Row[];
-      for (const r of rows) out.set(r.id, { state: r.state, claim: r.claim });
+    for (const { part, list } of idParts(ids)) {
+      for (const r of this.prepare(`SELECT id, state, claim FROM tasks WHERE id IN ${list}`).all(...part) as Row[]) out.set(r.id, { state: r.state, claim: r.claim });
     }
     return out;
   }
