@@ -4,7 +4,8 @@
 //      time); the worker's CPU (user+sys from /proc/PID/stat) vs curl + `openssl dgst -sha256` of the
 //      file (the same work); the worker's peak RSS (VmHWM)
 //   2. 2,000 files of 16 KiB: bgdl `add -i` vs `aria2c -i`, at 16 connections and at each tool's
-//      defaults; the worker's peak RSS during the batch
+//      defaults (medians of five rounds, the tools taking turns to go first); the worker's peak RSS
+//      during the batch
 //   3. `bgdl add -i` of 10,000 URLs, and `bgdl status` with 10,000 tasks in the store
 //   4. worker memory with 10,000 queued tasks and 16 running transfers
 //   5. add100k: `bgdl add -i` of 100,000 URLs (bar: under 3 s)
