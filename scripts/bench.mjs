@@ -684,7 +684,14 @@ const benches = {
 // see setAside).
 const LAST_END = path.join(os.tmpdir(), 'bgdl-bench-last-end');
 const withMany = !only || only.has('many');
-const sincePrevious = (Date.now() - (Number(fs.readFileSync(LAST_END, { encoding: 'utf8', flag: 'a+' })) || 0)) / 1000;
+const lastEnd = () => {
+  try {
+    return Number(fs.readFileSync(LAST_END, 'utf8')) || 0;
+  } catch {
+    return 0; // no run here yet
+  }
+};
+const sincePrevious = (Date.now() - lastEnd()) / 1000;
 if (withMany && sincePrevious < 360) {
   console.log(`·  note: the previous run of the small-file bench here ended ${sincePrevious.toFixed(0)} s ago; on ext4 without a journal its deletions slow file creation for up to six minutes (README, "What is left")`);
 }

@@ -116,7 +116,7 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
       if (!first && tasks.every((t) => isFinal(t.state))) tasks = await store.getTasks(watched);
       reporter.update(tasks);
       const lookCpu = process.cpuUsage(cpuBefore);
-      const lookMs = (lookCpu.user + lookCpu.system) / 1000;
+      const lookCpuMs = (lookCpu.user + lookCpu.system) / 1000;
       if (tasks.every((t) => isFinal(t.state))) break;
       const now = Date.now();
       if (now - lastEnsure >= ENSURE_MS) {
@@ -129,7 +129,7 @@ export async function waitFor(ctx: Ctx, ids: number[], o: WaitOptions, onSettled
         throw new WaitFailedError(`timed out after ${formatDuration(timeoutMs)} with ${open} task(s) unfinished (they continue in the background)`, 'E_WAIT_TIMEOUT');
       }
       await store.waitForChange(seen, POLL_MS, interrupted$.signal);
-      await pause(lookStarted + LOOK_SHARE * lookMs - performance.now(), interrupted$.signal);
+      await pause(lookStarted + LOOK_SHARE * lookCpuMs - performance.now(), interrupted$.signal);
       if (interrupted) {
         const open = tasks.filter((t) => !isFinal(t.state)).length;
         throw new BgdlError(
